@@ -1,0 +1,155 @@
+#pragma once
+/// @file
+/// Coro<T>: the return type of Strata coroutines. Lazy, awaitable once.
+
+#include <coroutine>
+#include <exception>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "strata/core/errors.hpp"
+
+namespace strata {
+
+template <class T>
+class Coro;
+
+namespace detail {
+
+/// What every Strata coroutine promise shares: who to resume when it ends, and its exception.
+class CoroPromiseBase {
+ public:
+  std::suspend_always initial_suspend() const noexcept { return {}; }
+
+  struct FinalAwaiter {
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<P> h) const noexcept {
+      // Symmetric transfer: the awaiting coroutine resumes in place of this one, so a chain
+      // of co_awaits of any depth runs in constant stack.
+      std::coroutine_handle<> next = h.promise().continuation_;
+      return next ? next : std::noop_coroutine();
+    }
+    void await_resume() const noexcept {}
+  };
+  FinalAwaiter final_suspend() const noexcept { return {}; }
+
+  void unhandled_exception() noexcept { exception_ = std::current_exception(); }
+
+  std::coroutine_handle<> continuation_;
+  std::exception_ptr exception_;
+};
+
+template <class T>
+class CoroPromise final : public CoroPromiseBase {
+ public:
+  Coro<T> get_return_object() noexcept;
+
+  template <class U = T>
+    requires std::is_convertible_v<U&&, T>
+  void return_value(U&& value) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
+    value_.emplace(std::forward<U>(value));
+  }
+
+  /// The result: the value moved out, or the exception rethrown.
+  T take_result() {
+    if (exception_) std::rethrow_exception(exception_);
+    return std::move(*value_);
+  }
+
+ private:
+  std::optional<T> value_;
+};
+
+template <>
+class CoroPromise<void> final : public CoroPromiseBase {
+ public:
+  Coro<void> get_return_object() noexcept;
+  void return_void() const noexcept {}
+  void take_result() const {
+    if (exception_) std::rethrow_exception(exception_);
+  }
+};
+
+}  // namespace detail
+
+/// The return type of a Strata coroutine (like a Python coroutine object).
+///
+/// Lazy: nothing runs until the Coro is awaited or wrapped in a Task. Awaiting it runs the
+/// body in the awaiting task and yields its value or rethrows its exception; the hand-over is
+/// a symmetric transfer, so deep await chains use constant stack. A Coro owns its frame and
+/// destroys it when destroyed; one that never ran just frees its frame.
+///
+/// @throws InvalidStateError  when awaited a second time: a Coro runs once. To share a
+/// result, wrap the Coro in a Task, which is a Future.
+/// @par Thread safety  Loop thread only.
+template <class T = void>
+class [[nodiscard]] Coro {
+ public:
+  using promise_type = detail::CoroPromise<T>;
+  using handle_type = std::coroutine_handle<promise_type>;
+  using value_type = T;
+
+  Coro() noexcept = default;
+  explicit Coro(handle_type h) noexcept : h_(h) {}
+  Coro(Coro&& other) noexcept : h_(std::exchange(other.h_, {})), awaited_(other.awaited_) {}
+  Coro& operator=(Coro&& other) noexcept {
+    if (this != &other) {
+      reset();
+      h_ = std::exchange(other.h_, {});
+      awaited_ = other.awaited_;
+    }
+    return *this;
+  }
+  ~Coro() { reset(); }
+
+  /// True when the Coro holds a coroutine that has not been awaited yet.
+  bool valid() const noexcept { return h_ && !awaited_; }
+
+  struct Awaiter {
+    handle_type h;
+    bool await_ready() const noexcept { return false; }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiting) noexcept {
+      h.promise().continuation_ = awaiting;
+      return h;
+    }
+    T await_resume() { return h.promise().take_result(); }
+  };
+
+  Awaiter operator co_await() {
+    if (!h_) throw InvalidStateError("co_await on an empty Coro (moved from or default)");
+    if (awaited_) {
+      throw InvalidStateError(
+          "Coro awaited twice: a Coro runs once; wrap it in a Task to share its result");
+    }
+    awaited_ = true;
+    return Awaiter{h_};
+  }
+
+  /// @cond INTERNAL
+  /// Gives up ownership of the frame (a Task takes it over).
+  handle_type release() noexcept { return std::exchange(h_, {}); }
+  /// @endcond
+
+ private:
+  void reset() noexcept {
+    if (h_) h_.destroy();
+    h_ = {};
+  }
+
+  handle_type h_;
+  bool awaited_ = false;
+};
+
+namespace detail {
+template <class T>
+Coro<T> CoroPromise<T>::get_return_object() noexcept {
+  return Coro<T>(std::coroutine_handle<CoroPromise<T>>::from_promise(*this));
+}
+inline Coro<void> CoroPromise<void>::get_return_object() noexcept {
+  return Coro<void>(std::coroutine_handle<CoroPromise<void>>::from_promise(*this));
+}
+}  // namespace detail
+
+}  // namespace strata

@@ -1,0 +1,87 @@
+#pragma once
+/// @file
+/// Exception types thrown by the core layer, and Strata's own error category.
+
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace strata {
+
+/// Thrown into a coroutine whose Task was cancelled (asyncio.CancelledError).
+///
+/// Like asyncio's, which derives from BaseException rather than Exception, it deliberately
+/// does not derive from std::exception: a `catch (const std::exception&)` written for
+/// ordinary errors does not swallow a cancellation. Catch it by name to clean up, and rethrow.
+class CancelledError {
+ public:
+  CancelledError() = default;
+  explicit CancelledError(std::string message) : message_(std::move(message)) {}
+
+  /// The message given to cancel(), or empty.
+  const std::string& message() const noexcept { return message_; }
+  /// "cancelled", or "cancelled: <message>".
+  const char* what() const noexcept;
+
+ private:
+  std::string message_;
+  mutable std::string what_;
+};
+
+/// A deadline passed: thrown by timeout(), wait_for() and the waits that take a timeout.
+class TimeoutError : public std::runtime_error {
+ public:
+  TimeoutError() : std::runtime_error("timed out") {}
+  using std::runtime_error::runtime_error;
+};
+
+/// An operation was called in a state that does not allow it (asyncio.InvalidStateError):
+/// set_result() on a done Future, result() of a pending one, a Coro awaited twice.
+class InvalidStateError : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+/// The event loop was used in a state that does not allow it: run while running, closed while
+/// running, used after close, or no loop running where one is needed (asyncio's RuntimeError).
+class EventLoopError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Several exceptions raised together, as by the children of a TaskGroup
+/// (Python's ExceptionGroup). what() lists each one's message.
+class ExceptionGroup : public std::exception {
+ public:
+  ExceptionGroup(std::string message, std::vector<std::exception_ptr> exceptions);
+
+  const char* what() const noexcept override { return what_.c_str(); }
+  const std::string& message() const noexcept { return message_; }
+  /// The grouped exceptions, in the order they were raised.
+  const std::vector<std::exception_ptr>& exceptions() const noexcept { return exceptions_; }
+
+ private:
+  std::string message_;
+  std::vector<std::exception_ptr> exceptions_;
+  std::string what_;
+};
+
+/// Describes an exception_ptr in one line: its what() where it has one, else its kind.
+std::string describe_exception(const std::exception_ptr& e);
+
+/// Failures that are not the operating system's; they share the strata_category().
+enum class errc {
+  cancelled = 1,  ///< the operation was cancelled
+  timed_out,      ///< the operation's deadline passed
+  loop_closed,    ///< the event loop was closed under the operation
+};
+
+const std::error_category& strata_category() noexcept;
+std::error_code make_error_code(errc e) noexcept;
+
+}  // namespace strata
+
+template <>
+struct std::is_error_code_enum<strata::errc> : std::true_type {};

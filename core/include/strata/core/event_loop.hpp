@@ -1,0 +1,240 @@
+#pragma once
+/// @file
+/// EventLoop: the interface every loop implements (asyncio.AbstractEventLoop), and the
+/// factory that makes one.
+
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "strata/core/clock.hpp"
+#include "strata/core/handle.hpp"
+
+namespace strata {
+
+template <class T>
+class Future;
+template <class T>
+class Task;
+template <class T>
+class Coro;
+
+namespace detail {
+class TaskCore;
+}
+
+/// The readiness backends of the selector loop, best first.
+enum class LoopKind {
+  epoll,   ///< Linux epoll: O(ready) per wait; the default
+  poll,    ///< POSIX poll: O(registered) per wait
+  select,  ///< POSIX select: O(registered) per wait, file descriptors below FD_SETSIZE only
+};
+
+/// "epoll", "poll" or "select".
+std::string_view to_string(LoopKind kind) noexcept;
+
+/// Parses a LoopKind name.
+/// @throws std::invalid_argument naming the bad value and listing the valid names.
+LoopKind parse_loop_kind(std::string_view name);
+
+/// The kinds this build and this kernel support, best first (probed once).
+const std::vector<LoopKind>& available_loop_kinds();
+
+/// What an exception handler is told (asyncio's context dict).
+struct ExceptionContext {
+  std::string message;           ///< what happened, e.g. "Exception in callback"
+  std::exception_ptr exception;  ///< the exception, if there is one
+  std::string callback;          ///< the callback or handle involved, if any
+  std::string task;              ///< the task involved, if any
+};
+
+/// Receives errors that have no caller to go to: exceptions escaping callbacks, task
+/// exceptions that were never retrieved.
+using ExceptionHandler = std::function<void(class EventLoop&, const ExceptionContext&)>;
+
+/// An event loop: runs callbacks, timers and tasks on one thread (asyncio's event loop).
+///
+/// Every completion is delivered through the loop: nothing scheduled runs inside the call that
+/// scheduled it. Callbacks run in the order they were scheduled; timers run once due, in
+/// deadline order (ties in scheduling order).
+///
+/// @par Thread safety  One thread runs the loop. Only call_soon_threadsafe() and stop() may be
+/// called from other threads; in debug mode, the others check and throw EventLoopError.
+///
+/// @par Lifetime  Close the loop before destroying it; the destructor closes it if not.
+/// Futures and tasks must not outlive their loop.
+class EventLoop {
+ public:
+  using Callback = detail::UniqueFunction<void()>;
+
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+  virtual ~EventLoop();
+
+  // ---- Scheduling --------------------------------------------------------------------
+
+  /// Schedules @p callback to run on the next loop iteration, after those already scheduled.
+  /// @throws EventLoopError  the loop is closed.
+  template <class F>
+  Handle call_soon(F&& callback) {
+    return do_call_soon(Callback(std::forward<F>(callback)));
+  }
+
+  /// Schedules @p callback to run once @p delay has passed (at the earliest).
+  /// @throws EventLoopError  the loop is closed.
+  template <class F>
+  TimerHandle call_later(Duration delay, F&& callback) {
+    return do_call_at(time() + delay, Callback(std::forward<F>(callback)));
+  }
+
+  /// Schedules @p callback to run at @p when on the loop's clock (at the earliest).
+  /// @throws EventLoopError  the loop is closed.
+  template <class F>
+  TimerHandle call_at(TimePoint when, F&& callback) {
+    return do_call_at(when, Callback(std::forward<F>(callback)));
+  }
+
+  /// Like call_soon, from any thread: queues @p callback and wakes the loop if it waits.
+  /// @par Thread safety  Any thread.
+  /// @throws EventLoopError  the loop is closed.
+  template <class F>
+  Handle call_soon_threadsafe(F&& callback) {
+    return do_call_soon_threadsafe(Callback(std::forward<F>(callback)));
+  }
+
+  /// Now, on the loop's monotonic clock.
+  virtual TimePoint time() const = 0;
+
+  // ---- Running -----------------------------------------------------------------------
+
+  /// Runs until stop() is called. Callbacks scheduled before stop() in the same iteration
+  /// still run.
+  /// @throws EventLoopError  the loop is closed, already running, or another loop runs on
+  /// this thread.
+  virtual void run_forever() = 0;
+
+  /// Runs until @p future is done; returns its result or throws its exception
+  /// (CancelledError if it was cancelled).
+  /// @throws EventLoopError  as run_forever(), or the loop was stopped before @p future was done.
+  template <class T>
+  T run_until_complete(Future<T> future);
+
+  /// Wraps @p coro in a Task, runs until it is done and returns its result.
+  template <class T>
+  T run_until_complete(Coro<T> coro);
+
+  /// Stops run_forever() at the end of the current iteration; before the loop runs, makes
+  /// the next run_forever() do one iteration.
+  /// @par Thread safety  Any thread.
+  virtual void stop() noexcept = 0;
+
+  virtual bool is_running() const noexcept = 0;
+  virtual bool is_closed() const noexcept = 0;
+
+  /// Closes the loop: drops pending callbacks and timers, destroys pending tasks (logging each
+  /// as destroyed while pending) and releases the backend. Idempotent.
+  /// @throws EventLoopError  the loop is running.
+  virtual void close() = 0;
+
+  /// The backend in use: "epoll", "poll" or "select".
+  virtual std::string_view backend_name() const noexcept = 0;
+
+  // ---- File descriptors ------------------------------------------------------------------
+
+  /// Calls @p callback whenever @p fd is readable (or has an error or hang-up), until
+  /// remove_reader(). Replaces an earlier reader of @p fd. The loop does not own @p fd.
+  /// @throws std::invalid_argument  @p fd is negative (or, on select, not below FD_SETSIZE).
+  /// @throws std::system_error  the backend refused the descriptor.
+  template <class F>
+  void add_reader(int fd, F&& callback) {
+    do_add_reader(fd, Callback(std::forward<F>(callback)));
+  }
+  /// Stops watching @p fd for reading; returns whether a reader was registered.
+  virtual bool remove_reader(int fd) = 0;
+
+  /// Calls @p callback whenever @p fd is writable (or has an error), until remove_writer().
+  template <class F>
+  void add_writer(int fd, F&& callback) {
+    do_add_writer(fd, Callback(std::forward<F>(callback)));
+  }
+  /// Stops watching @p fd for writing; returns whether a writer was registered.
+  virtual bool remove_writer(int fd) = 0;
+
+  // ---- Futures and tasks -----------------------------------------------------------------
+
+  /// A new pending Future bound to this loop (asyncio's loop.create_future()).
+  template <class T = void>
+  Future<T> create_future();
+
+  /// Wraps @p coro in a Task scheduled to start on the next iteration.
+  /// @param name  for logs and task dumps; "Task-N" when empty.
+  template <class T>
+  Task<T> create_task(Coro<T> coro, std::string name = {});
+
+  // ---- Errors ----------------------------------------------------------------------------
+
+  /// Replaces the exception handler; an empty one restores the default.
+  void set_exception_handler(ExceptionHandler handler);
+  const ExceptionHandler& get_exception_handler() const noexcept { return exception_handler_; }
+  /// Reports @p context to the exception handler. An exception thrown by the handler itself
+  /// is logged, never propagated.
+  void call_exception_handler(const ExceptionContext& context) noexcept;
+  /// The default handler: logs the context at error level through strata::log.
+  void default_exception_handler(const ExceptionContext& context) noexcept;
+
+  // ---- Debug mode ------------------------------------------------------------------------
+
+  /// Debug mode logs callbacks slower than slow_callback_duration(), and makes the
+  /// non-threadsafe methods check that they run on the loop's thread. On by default when the
+  /// environment variable STRATA_DEBUG is set to a non-empty value other than "0".
+  void set_debug(bool enabled) noexcept { debug_ = enabled; }
+  bool get_debug() const noexcept { return debug_; }
+  void set_slow_callback_duration(Duration d) noexcept { slow_callback_duration_ = d; }
+  Duration slow_callback_duration() const noexcept { return slow_callback_duration_; }
+
+  /// The thread that runs (or last ran) the loop; empty before the first run.
+  std::thread::id thread_id() const noexcept { return thread_id_; }
+
+ protected:
+  EventLoop();
+
+  virtual Handle do_call_soon(Callback&& callback) = 0;
+  virtual TimerHandle do_call_at(TimePoint when, Callback&& callback) = 0;
+  virtual Handle do_call_soon_threadsafe(Callback&& callback) = 0;
+  virtual void do_add_reader(int fd, Callback&& callback) = 0;
+  virtual void do_add_writer(int fd, Callback&& callback) = 0;
+
+  /// In debug mode, throws EventLoopError when called off the loop's thread while it runs.
+  void check_thread(const char* method) const;
+  /// Throws EventLoopError if run_forever() would: closed, running, or another loop running.
+  void check_can_run() const;
+
+  bool debug_ = false;
+  Duration slow_callback_duration_ = std::chrono::milliseconds(100);
+  std::thread::id thread_id_{};
+
+ private:
+  friend class detail::TaskCore;
+
+  ExceptionHandler exception_handler_;
+  detail::TaskCore* tasks_ = nullptr;  ///< intrusive list of this loop's live tasks
+};
+
+/// Makes a new loop of the given kind (asyncio.new_event_loop()).
+/// @throws std::system_error  the backend could not be created (e.g. out of descriptors).
+std::unique_ptr<EventLoop> new_event_loop(LoopKind kind = available_loop_kinds().front());
+
+/// The loop running on this thread (asyncio.get_running_loop()).
+/// @throws EventLoopError  no loop is running on this thread.
+EventLoop& get_running_loop();
+
+/// The loop running on this thread, or nullptr.
+EventLoop* try_get_running_loop() noexcept;
+
+}  // namespace strata

@@ -1,0 +1,243 @@
+#pragma once
+/// @file
+/// Task<T>: a Future<T> that drives a Coro<T> on the loop (asyncio.Task).
+
+#include <coroutine>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "strata/core/coro.hpp"
+#include "strata/core/future.hpp"
+
+namespace strata {
+
+namespace detail {
+
+/// The untyped machinery of a task: stepping its coroutine, what it waits on, cancellation.
+class TaskCore {
+ public:
+  TaskCore(FutureStateBase& self, std::string name);
+  TaskCore(const TaskCore&) = delete;
+  TaskCore& operator=(const TaskCore&) = delete;
+
+  /// asyncio's Task.cancel(): cancels what the task awaits, or arranges for CancelledError to
+  /// be thrown at its next resumption.
+  bool cancel(std::string message);
+  int cancelling() const noexcept { return cancels_requested_; }
+  int uncancel() noexcept;
+
+  const std::string& name() const noexcept { return name_; }
+  void set_name(std::string name) { name_ = std::move(name); }
+  FutureStateBase& future() const noexcept { return *self_; }
+
+  /// Runs the coroutine until its next suspension (asyncio's __step).
+  void step();
+  /// The awaited future is done: forget it and step.
+  void wakeup();
+  /// Suspends on @p f: resumes @p h when @p f is done.
+  void await_future(FutureStateBase& f, std::coroutine_handle<> h);
+  /// Suspends for one loop iteration (sleep(0)): resumes @p h through call_soon.
+  void yield(std::coroutine_handle<> h);
+  /// Throws CancelledError if a cancel request awaits delivery.
+  void deliver_pending_cancel();
+  /// Destroys the coroutine of a pending task (the loop is closing).
+  void abandon() noexcept;
+
+  /// The task whose coroutine is running on this thread, or nullptr.
+  static TaskCore* current() noexcept;
+
+  /// The live tasks of a loop, as an intrusive list: first(loop), then next_live().
+  static TaskCore* first(const EventLoop& loop) noexcept;
+  TaskCore* next_live() const noexcept { return next_; }
+
+ protected:
+  ~TaskCore();
+  /// The root coroutine returned or threw: store its outcome in the future.
+  virtual void finish_from_coroutine() = 0;
+  virtual void destroy_coroutine() noexcept = 0;
+  void schedule_step();
+
+  std::coroutine_handle<> resume_point_;  // where the next step resumes
+
+ private:
+  void link() noexcept;
+  void unlink() noexcept;
+
+  FutureStateBase* self_;
+  std::string name_;
+  Ref<FutureStateBase> waiter_;   // the future being awaited (asyncio's _fut_waiter)
+  TaskCore* prev_ = nullptr;      // the loop's list of live tasks
+  TaskCore* next_ = nullptr;
+  int cancels_requested_ = 0;
+  bool must_cancel_ = false;      // cancel requested while not waiting on a future
+  bool deliver_cancel_ = false;   // this step must throw CancelledError at its resume point
+  bool started_ = false;
+  bool stepping_ = false;
+  std::string cancel_message_;
+};
+
+/// A task's shared state: a FutureState<T> that owns and steps a Coro<T>.
+template <class T>
+class TaskState final : public FutureState<T>, public TaskCore {
+ public:
+  TaskState(EventLoop& loop, Coro<T> coro, std::string name)
+      : FutureState<T>(loop), TaskCore(*this, std::move(name)), coro_(coro.release()) {
+    resume_point_ = coro_;
+  }
+  ~TaskState() override {
+    if (coro_) coro_.destroy();
+    this->report_unretrieved("Task exception was never retrieved", name());
+  }
+
+  bool cancel(std::string message) override { return TaskCore::cancel(std::move(message)); }
+  TaskCore* as_task() noexcept override { return this; }
+  std::string describe() const override { return "Task '" + name() + "'"; }
+
+  void start() { this->schedule_step(); }
+
+ private:
+  void finish_from_coroutine() override {
+    auto h = std::exchange(coro_, {});
+    struct Destroy {
+      std::coroutine_handle<CoroPromise<T>> h;
+      ~Destroy() { h.destroy(); }
+    } destroy{h};
+    try {
+      if constexpr (std::is_void_v<T>) {
+        h.promise().take_result();
+        this->set_result();
+      } else {
+        this->set_result(h.promise().take_result());
+      }
+    } catch (const CancelledError& e) {
+      this->mark_cancelled(e.message());
+    } catch (...) {
+      this->set_exception(std::current_exception());
+    }
+  }
+  void destroy_coroutine() noexcept override {
+    if (coro_) std::exchange(coro_, {}).destroy();
+  }
+
+  std::coroutine_handle<CoroPromise<T>> coro_;
+};
+
+}  // namespace detail
+
+/// A reference to any task, whatever its result type: what current_task() and all_tasks()
+/// return.
+class TaskRef {
+ public:
+  TaskRef() noexcept = default;
+  explicit TaskRef(detail::TaskCore* task) noexcept
+      : task_(task), state_(task ? &task->future() : nullptr) {}
+
+  explicit operator bool() const noexcept { return task_ != nullptr; }
+  const std::string& get_name() const noexcept { return task_->name(); }
+  bool done() const noexcept { return state_->done(); }
+  bool cancelled() const noexcept { return state_->cancelled(); }
+  bool cancel(std::string message = {}) { return task_->cancel(std::move(message)); }
+  int cancelling() const noexcept { return task_->cancelling(); }
+  int uncancel() noexcept { return task_->uncancel(); }
+
+  /// @cond INTERNAL
+  detail::FutureStateBase& future() const noexcept { return *state_; }
+  /// @endcond
+
+  friend bool operator==(const TaskRef& a, const TaskRef& b) noexcept {
+    return a.task_ == b.task_;
+  }
+
+ private:
+  detail::TaskCore* task_ = nullptr;
+  detail::Ref<detail::FutureStateBase> state_;
+};
+
+/// A Future<T> that runs a Coro<T> on the loop (asyncio.Task). Copies share the task.
+///
+/// The task starts on the next loop iteration. It keeps itself alive while scheduled or
+/// waiting, so dropping every Task handle does not stop it (unlike asyncio, no reference
+/// needs to be kept).
+///
+/// @par Cancellation  cancel() makes the coroutine's current co_await throw CancelledError;
+/// if it awaits another task or future, that one is cancelled in turn. The coroutine may
+/// catch, clean up and rethrow (the task ends cancelled) or swallow it (the task ends with
+/// its result). cancelling() counts the requests; uncancel() takes one back.
+/// @par Thread safety  Loop thread only.
+template <class T = void>
+class Task : public Future<T> {
+ public:
+  Task() noexcept = default;
+
+  const std::string& get_name() const noexcept { return core()->name(); }
+  void set_name(std::string name) { core()->set_name(std::move(name)); }
+  int cancelling() const noexcept { return core()->cancelling(); }
+  int uncancel() noexcept { return core()->uncancel(); }
+  TaskRef ref() const noexcept { return TaskRef(core()); }
+
+  /// @cond INTERNAL
+  explicit Task(detail::TaskState<T>* state) noexcept
+      : Future<T>(detail::Ref<detail::FutureState<T>>(state)) {}
+  /// @endcond
+
+ private:
+  detail::TaskState<T>* core() const noexcept {
+    return static_cast<detail::TaskState<T>*>(this->state_.get());
+  }
+};
+
+template <class T>
+Task<T> EventLoop::create_task(Coro<T> coro, std::string name) {
+  if (is_closed()) throw EventLoopError("Event loop is closed");
+  if (!coro.valid()) throw InvalidStateError("create_task() needs a Coro that has not run");
+  auto* state = new detail::TaskState<T>(*this, std::move(coro), std::move(name));
+  Task<T> task(state);
+  state->start();
+  return task;
+}
+
+/// Wraps @p coro in a Task on the running loop (asyncio.create_task()).
+/// @throws EventLoopError  no loop is running on this thread.
+template <class T>
+Task<T> create_task(Coro<T> coro, std::string name = {}) {
+  return get_running_loop().create_task(std::move(coro), std::move(name));
+}
+
+/// The task running on this thread, or an empty TaskRef (asyncio.current_task()).
+TaskRef current_task() noexcept;
+
+/// The tasks of @p loop that are not done yet (asyncio.all_tasks()).
+std::vector<TaskRef> all_tasks(EventLoop& loop);
+/// The tasks of the running loop that are not done yet.
+std::vector<TaskRef> all_tasks();
+
+template <class T>
+T EventLoop::run_until_complete(Future<T> future) {
+  if (!future.valid()) throw std::invalid_argument("run_until_complete() needs a valid Future");
+  if (&future.get_loop() != this) {
+    throw std::invalid_argument("run_until_complete(): the Future belongs to another loop");
+  }
+  CallbackId id = future.add_done_callback([this](Future<T>&) { stop(); });
+  try {
+    run_forever();
+  } catch (...) {
+    future.remove_done_callback(id);
+    throw;
+  }
+  future.remove_done_callback(id);
+  if (!future.done()) throw EventLoopError("Event loop stopped before Future completed.");
+  if constexpr (std::is_void_v<T>) {
+    future.state()->take();
+  } else {
+    return future.state()->take();
+  }
+}
+
+template <class T>
+T EventLoop::run_until_complete(Coro<T> coro) {
+  check_can_run();  // before create_task: a refused call schedules nothing
+  return run_until_complete(Future<T>(create_task(std::move(coro))));
+}
+
+}  // namespace strata

@@ -1,0 +1,178 @@
+#include "base_event_loop.hpp"
+
+#include <string>
+
+#include "strata/core/errors.hpp"
+#include "strata/core/log.hpp"
+#include "task_registry.hpp"
+
+namespace strata::detail {
+
+namespace {
+thread_local EventLoop* running_loop = nullptr;
+
+std::string seconds(Duration d) {
+  return std::to_string(std::chrono::duration<double>(d).count()) + " seconds";
+}
+}  // namespace
+
+EventLoop* current_running_loop() noexcept { return running_loop; }
+
+void BaseEventLoop::check_open() const {
+  if (is_closed()) throw EventLoopError("Event loop is closed");
+}
+
+Handle BaseEventLoop::do_call_soon(Callback&& callback) {
+  check_open();
+  if (debug_) check_thread("call_soon");
+  auto* h = new HandleImpl(std::move(callback));
+  h->add_ref();  // one for the ready queue, one for the returned Handle
+  ready_.push_back(h);
+  return Handle(h);
+}
+
+TimerHandle BaseEventLoop::do_call_at(TimePoint when, Callback&& callback) {
+  check_open();
+  if (debug_) check_thread("call_at");
+  auto* t = new TimerHandleImpl(std::move(callback), when, this);
+  t->add_ref();  // one for the timer queue, one for the returned TimerHandle
+  timers_.push(t);
+  return TimerHandle(t);
+}
+
+Handle BaseEventLoop::do_call_soon_threadsafe(Callback&& callback) {
+  auto* h = new HandleImpl(std::move(callback), /*threadsafe=*/true);
+  h->add_ref();
+  {
+    std::lock_guard lock(inbox_mutex_);
+    if (is_closed()) {
+      h->release();
+      h->release();
+      throw EventLoopError("Event loop is closed");
+    }
+    inbox_.push_back(h);
+  }
+  if (!inbox_pending_.exchange(true, std::memory_order_acq_rel)) wake_up();
+  return Handle(h);
+}
+
+void BaseEventLoop::take_threadsafe() {
+  if (!inbox_pending_.load(std::memory_order_acquire)) return;
+  inbox_pending_.store(false, std::memory_order_release);
+  std::vector<HandleImpl*> batch;
+  {
+    std::lock_guard lock(inbox_mutex_);
+    batch.swap(inbox_);
+  }
+  for (HandleImpl* h : batch) ready_.push_back(h);  // the inbox's reference moves over
+}
+
+void BaseEventLoop::timer_cancelled(TimerHandleImpl& timer) noexcept {
+  if (timer.queue_index_ == TimerHandleImpl::not_queued) return;
+  timers_.remove(&timer);
+  timer.release();  // the queue's reference; the canceller holds another
+}
+
+void BaseEventLoop::stop() noexcept {
+  stopping_.store(true, std::memory_order_release);
+  if (running_ && std::this_thread::get_id() != thread_id_) wake_up();
+}
+
+void BaseEventLoop::run_forever() {
+  check_can_run();
+  thread_id_ = std::this_thread::get_id();
+  running_ = true;
+  running_loop = this;
+  struct Restore {
+    BaseEventLoop* self;
+    ~Restore() {
+      self->running_ = false;
+      self->stopping_.store(false, std::memory_order_relaxed);
+      running_loop = nullptr;
+    }
+  } restore{this};
+  for (;;) {
+    run_once();
+    if (stopping_.load(std::memory_order_acquire)) break;
+  }
+}
+
+void BaseEventLoop::run_once() {
+  // Phase 1: wait for I/O, no longer than until the next timer, not at all if work is queued.
+  std::optional<Duration> timeout;
+  if (!ready_.empty() || stopping_.load(std::memory_order_relaxed) ||
+      inbox_pending_.load(std::memory_order_relaxed)) {
+    timeout = Duration::zero();
+  } else if (auto next = timers_.next_deadline()) {
+    timeout = std::max(*next - time(), Duration::zero());
+  }
+  wait_for_events(timeout);
+  take_threadsafe();
+
+  // Phase 2: due timers join the ready queue.
+  if (!timers_.empty()) {
+    const TimePoint now = time();
+    while (TimerHandleImpl* t = timers_.pop_due(now)) ready_.push_back(t);
+  }
+
+  // Phase 3: run what was ready when this phase began; what those callbacks schedule runs on
+  // the next iteration, after a fresh look at I/O.
+  for (std::size_t n = ready_.size(); n > 0; --n) {
+    HandleImpl* h = ready_.pop_front();
+    if (!h->cancelled()) run_handle(h);
+    h->release();
+  }
+}
+
+void BaseEventLoop::run_handle(HandleImpl* h) {
+  TimePoint start{};
+  if (debug_) start = Clock::now();
+  try {
+    h->run();
+  } catch (...) {
+    call_exception_handler({"Exception in callback " + h->describe(), std::current_exception(),
+                            h->describe(), {}});
+  }
+  if (debug_) {
+    Duration took = Clock::now() - start;
+    if (took >= slow_callback_duration_) {
+      log(LogLevel::warning, "Executing " + h->describe() + " took " + seconds(took));
+    }
+  }
+}
+
+void BaseEventLoop::close() {
+  if (running_) throw EventLoopError("Cannot close a running event loop");
+  if (is_closed()) return;
+  if (debug_) log(LogLevel::debug, "Close " + std::string(backend_name()) + " event loop");
+  // Destroying task frames and callbacks runs user destructors, which may schedule more; keep
+  // going until nothing is left, with the loop still open so that scheduling does not throw.
+  for (int round = 0; round < 100; ++round) {
+    abandon_pending_tasks(*this);
+    bool empty = ready_.empty() && timers_.empty();
+    while (!ready_.empty()) ready_.pop_front()->release();
+    timers_.clear([](TimerHandleImpl* t) { t->release(); });
+    inbox_pending_.store(true);
+    take_threadsafe();
+    if (empty && ready_.empty() && !has_pending_tasks(*this)) break;
+  }
+  {
+    std::lock_guard lock(inbox_mutex_);
+    closed_.store(true);
+  }
+  close_backend();
+}
+
+void BaseEventLoop::close_in_destructor() noexcept {
+  if (running_) {
+    log(LogLevel::error, "an event loop was destroyed while running");
+    return;
+  }
+  try {
+    close();
+  } catch (const std::exception& e) {
+    log(LogLevel::error, std::string("closing an event loop in its destructor: ") + e.what());
+  }
+}
+
+}  // namespace strata::detail

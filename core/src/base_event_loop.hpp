@@ -1,0 +1,74 @@
+#pragma once
+// BaseEventLoop: the machinery every loop shares (asyncio's base_events.py): the ready queue,
+// the timer queue, the thread-safe inbox, the run phases, exception reporting and debug checks.
+// A backend supplies how to wait for I/O and how to wake a waiting loop from another thread.
+
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "ring_queue.hpp"
+#include "strata/core/event_loop.hpp"
+#include "timer_queue.hpp"
+
+namespace strata::detail {
+
+class BaseEventLoop : public EventLoop, public TimerOwner {
+ public:
+  TimePoint time() const override { return Clock::now(); }
+  void run_forever() override;
+  void stop() noexcept override;
+  bool is_running() const noexcept override { return running_; }
+  bool is_closed() const noexcept override { return closed_.load(std::memory_order_relaxed); }
+  void close() override;
+
+  void timer_cancelled(TimerHandleImpl& timer) noexcept override;
+
+  /// Pending timers, for tests and metrics.
+  std::size_t timer_count() const noexcept { return timers_.size(); }
+
+ protected:
+  BaseEventLoop() = default;
+
+  Handle do_call_soon(Callback&& callback) override;
+  TimerHandle do_call_at(TimePoint when, Callback&& callback) override;
+  Handle do_call_soon_threadsafe(Callback&& callback) override;
+
+  /// Waits for I/O up to @p timeout (nullopt: no limit; zero: poll) and queues the handles
+  /// of what became ready with push_ready().
+  virtual void wait_for_events(std::optional<Duration> timeout) = 0;
+  /// Interrupts wait_for_events() from any thread.
+  virtual void wake_up() noexcept = 0;
+  /// Releases the backend's resources; called once, by close().
+  virtual void close_backend() noexcept = 0;
+
+  /// Queues @p handle to run this iteration, taking a new reference to it.
+  void push_ready(HandleImpl* handle) {
+    handle->add_ref();
+    ready_.push_back(handle);
+  }
+
+  void check_open() const;
+
+  /// Closes the loop unless closed already; for the destructor of the concrete loop.
+  void close_in_destructor() noexcept;
+
+ private:
+  void run_once();
+  void run_handle(HandleImpl* handle);
+  void take_threadsafe();
+
+  RingQueue<HandleImpl*> ready_;
+  TimerQueue timers_;
+
+  std::mutex inbox_mutex_;
+  std::vector<HandleImpl*> inbox_;           // from call_soon_threadsafe, guarded by the mutex
+  std::atomic<bool> inbox_pending_{false};   // set by producers, cleared by the loop
+
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> closed_{false};
+  bool running_ = false;
+};
+
+}  // namespace strata::detail

@@ -1,0 +1,175 @@
+#include "strata/core/event_loop.hpp"
+
+#include <cxxabi.h>
+
+#include <cstdlib>
+#include <sstream>
+#include <stdexcept>
+
+#include "selector_event_loop.hpp"
+#include "strata/core/errors.hpp"
+#include "strata/core/log.hpp"
+#include "task_registry.hpp"
+
+namespace strata {
+
+namespace {
+bool debug_from_environment() {
+  const char* v = std::getenv("STRATA_DEBUG");
+  return v != nullptr && *v != '\0' && std::string_view(v) != "0";
+}
+}  // namespace
+
+EventLoop::EventLoop() : debug_(debug_from_environment()) {}
+
+EventLoop::~EventLoop() = default;
+
+void EventLoop::set_exception_handler(ExceptionHandler handler) {
+  exception_handler_ = std::move(handler);
+}
+
+void EventLoop::call_exception_handler(const ExceptionContext& context) noexcept {
+  if (!exception_handler_) {
+    default_exception_handler(context);
+    return;
+  }
+  try {
+    exception_handler_(*this, context);
+  } catch (...) {
+    try {
+      log(LogLevel::error, "Unhandled error in exception handler: " +
+                               describe_exception(std::current_exception()) +
+                               " (while handling: " + context.message + ")");
+    } catch (...) {
+    }
+  }
+}
+
+void EventLoop::default_exception_handler(const ExceptionContext& context) noexcept {
+  try {
+    std::ostringstream out;
+    out << (context.message.empty() ? "Unhandled exception in event loop" : context.message);
+    if (!context.task.empty()) out << "\n  task: " << context.task;
+    if (!context.callback.empty()) out << "\n  callback: " << context.callback;
+    if (context.exception) out << "\n  exception: " << describe_exception(context.exception);
+    log(LogLevel::error, out.str());
+  } catch (...) {
+  }
+}
+
+void EventLoop::check_thread(const char* method) const {
+  if (thread_id_ == std::thread::id{} || !is_running()) return;
+  if (std::this_thread::get_id() != thread_id_) {
+    std::string msg = std::string("Non-thread-safe operation ") + method +
+                      "() invoked on an event loop other than the current one; use "
+                      "call_soon_threadsafe() from other threads";
+    log(LogLevel::error, msg);
+    throw EventLoopError(msg);
+  }
+}
+
+void EventLoop::check_can_run() const {
+  if (is_closed()) throw EventLoopError("Event loop is closed");
+  if (is_running()) throw EventLoopError("This event loop is already running");
+  if (detail::current_running_loop() != nullptr) {
+    throw EventLoopError("Cannot run the event loop while another loop is running on this thread");
+  }
+}
+
+std::string_view to_string(LoopKind kind) noexcept {
+  switch (kind) {
+    case LoopKind::epoll: return "epoll";
+    case LoopKind::poll: return "poll";
+    case LoopKind::select: return "select";
+  }
+  return "unknown";
+}
+
+LoopKind parse_loop_kind(std::string_view name) {
+  for (LoopKind k : {LoopKind::epoll, LoopKind::poll, LoopKind::select}) {
+    if (to_string(k) == name) return k;
+  }
+  throw std::invalid_argument("unknown loop kind '" + std::string(name) +
+                              "'; valid kinds: epoll, poll, select");
+}
+
+const std::vector<LoopKind>& available_loop_kinds() {
+  static const std::vector<LoopKind> kinds = [] {
+    std::vector<LoopKind> out;
+#ifdef __linux__
+    try {
+      detail::make_epoll_selector();
+      out.push_back(LoopKind::epoll);
+    } catch (const std::exception&) {
+      // epoll unavailable here (e.g. a restricted sandbox): the portable backends remain.
+    }
+#endif
+    out.push_back(LoopKind::poll);
+    out.push_back(LoopKind::select);
+    return out;
+  }();
+  return kinds;
+}
+
+std::unique_ptr<EventLoop> new_event_loop(LoopKind kind) {
+  std::unique_ptr<detail::Selector> selector;
+  switch (kind) {
+    case LoopKind::epoll:
+#ifdef __linux__
+      selector = detail::make_epoll_selector();
+      break;
+#else
+      throw std::invalid_argument("the epoll loop needs Linux; use poll or select");
+#endif
+    case LoopKind::poll: selector = detail::make_poll_selector(); break;
+    case LoopKind::select: selector = detail::make_select_selector(); break;
+  }
+  if (!selector) throw std::invalid_argument("unknown LoopKind value");
+  return std::make_unique<detail::SelectorEventLoop>(std::move(selector));
+}
+
+EventLoop* try_get_running_loop() noexcept { return detail::current_running_loop(); }
+
+EventLoop& get_running_loop() {
+  EventLoop* loop = detail::current_running_loop();
+  if (!loop) throw EventLoopError("no running event loop on this thread");
+  return *loop;
+}
+
+namespace detail {
+
+std::string demangle(const char* mangled) {
+  int status = 0;
+  char* out = abi::__cxa_demangle(mangled, nullptr, nullptr, &status);
+  if (status != 0 || out == nullptr) return mangled;
+  std::string result(out);
+  std::free(out);
+  return result;
+}
+
+void assert_failed(const char* expr, const char* file, int line) noexcept {
+  log(LogLevel::error, std::string("assertion failed: ") + expr + " at " + file + ":" +
+                           std::to_string(line));
+  std::abort();
+}
+
+void HandleImpl::cancel() noexcept {
+  if (cancelled_.exchange(true, std::memory_order_relaxed)) return;
+  if (is_timer_) {
+    auto* t = static_cast<TimerHandleImpl*>(this);
+    if (t->queue_index_ != TimerHandleImpl::not_queued) t->owner_->timer_cancelled(*t);
+  }
+  if (!running_ && !threadsafe_) callback_.reset();  // a threadsafe one: the loop may be running it
+}
+
+void HandleImpl::destroy() noexcept {
+  if (is_timer_) {
+    delete static_cast<TimerHandleImpl*>(this);
+  } else {
+    delete this;
+  }
+}
+
+}  // namespace detail
+
+}  // namespace strata

@@ -1,0 +1,177 @@
+#include "strata/core/task.hpp"
+
+#include <atomic>
+
+#include "strata/core/detail/assert.hpp"
+#include "task_registry.hpp"
+
+namespace strata {
+
+namespace detail {
+
+namespace {
+
+thread_local TaskCore* current_task_ = nullptr;
+std::atomic<std::uint64_t> task_counter{0};
+
+std::string default_name() {
+  return "Task-" + std::to_string(task_counter.fetch_add(1, std::memory_order_relaxed) + 1);
+}
+
+/// The call_soon callback that steps a task; names the task in logs.
+struct TaskStep {
+  Ref<FutureStateBase> keep;
+  TaskCore* task;
+  void operator()() const { task->step(); }
+  std::string describe() const { return "step of Task '" + task->name() + "'"; }
+};
+
+/// The done callback that wakes a task whose awaited future is done.
+struct TaskWakeup {
+  Ref<FutureStateBase> keep;
+  TaskCore* task;
+  void operator()(FutureStateBase&) const { task->wakeup(); }
+};
+
+}  // namespace
+
+TaskCore::TaskCore(FutureStateBase& self, std::string name)
+    : self_(&self), name_(name.empty() ? default_name() : std::move(name)) {
+  link();
+}
+
+TaskCore::~TaskCore() { unlink(); }
+
+TaskCore* TaskCore::current() noexcept { return current_task_; }
+
+TaskCore* TaskCore::first(const EventLoop& loop) noexcept { return loop.tasks_; }
+
+void TaskCore::link() noexcept {
+  EventLoop& loop = self_->loop();
+  next_ = loop.tasks_;
+  if (next_) next_->prev_ = this;
+  loop.tasks_ = this;
+}
+
+void TaskCore::unlink() noexcept {
+  if (prev_) {
+    prev_->next_ = next_;
+  } else {
+    self_->loop().tasks_ = next_;
+  }
+  if (next_) next_->prev_ = prev_;
+  prev_ = next_ = nullptr;
+}
+
+void TaskCore::schedule_step() { self_->loop().call_soon(TaskStep{Ref<FutureStateBase>(self_), this}); }
+
+bool TaskCore::cancel(std::string message) {
+  if (self_->done()) return false;
+  ++cancels_requested_;
+  if (waiter_ && waiter_->cancel(message)) return true;
+  must_cancel_ = true;
+  cancel_message_ = std::move(message);
+  return true;
+}
+
+int TaskCore::uncancel() noexcept {
+  if (cancels_requested_ > 0) {
+    if (--cancels_requested_ == 0) must_cancel_ = false;
+  }
+  return cancels_requested_;
+}
+
+void TaskCore::step() {
+  if (self_->done()) return;
+  STRATA_ASSERT(!stepping_);
+  Ref<FutureStateBase> keep(self_);  // the coroutine may drop every other reference
+  if (!started_) {
+    started_ = true;
+    if (must_cancel_) {  // cancelled before it ran: the body never starts
+      must_cancel_ = false;
+      destroy_coroutine();
+      self_->mark_cancelled(std::move(cancel_message_));
+      return;
+    }
+  } else if (must_cancel_) {
+    must_cancel_ = false;
+    deliver_cancel_ = true;
+  }
+  TaskCore* previous = std::exchange(current_task_, this);
+  stepping_ = true;
+  std::exchange(resume_point_, {}).resume();
+  stepping_ = false;
+  deliver_cancel_ = false;
+  current_task_ = previous;
+  if (!resume_point_) finish_from_coroutine();
+}
+
+void TaskCore::wakeup() {
+  waiter_ = nullptr;
+  step();
+}
+
+void TaskCore::await_future(FutureStateBase& f, std::coroutine_handle<> h) {
+  if (&f == self_) throw InvalidStateError("Task '" + name_ + "' cannot await on itself");
+  if (&f.loop() != &self_->loop()) {
+    throw InvalidStateError("Task '" + name_ + "' got a Future attached to a different loop");
+  }
+  f.add_done_callback(TaskWakeup{Ref<FutureStateBase>(self_), this});
+  waiter_ = Ref<FutureStateBase>(&f);
+  resume_point_ = h;
+}
+
+void TaskCore::yield(std::coroutine_handle<> h) {
+  schedule_step();
+  resume_point_ = h;
+}
+
+void TaskCore::deliver_pending_cancel() {
+  if (!deliver_cancel_) return;
+  deliver_cancel_ = false;
+  throw CancelledError(std::move(cancel_message_));
+}
+
+void TaskCore::abandon() noexcept {
+  if (self_->done()) return;
+  destroy_coroutine();
+  resume_point_ = {};
+  waiter_ = nullptr;
+  self_->status_ = FutureStateBase::Status::cancelled;
+  self_->drop_callbacks();
+}
+
+void abandon_pending_tasks(EventLoop& loop) noexcept {
+  std::vector<Ref<FutureStateBase>> pending;
+  for (TaskCore* t = TaskCore::first(loop); t; t = t->next_live()) {
+    if (!t->future().done()) pending.emplace_back(&t->future());
+  }
+  for (auto& f : pending) {
+    TaskCore* t = f->as_task();
+    loop.call_exception_handler({"Task was destroyed but it is pending!", nullptr, {}, t->name()});
+    t->abandon();
+  }
+}
+
+bool has_pending_tasks(const EventLoop& loop) noexcept {
+  for (TaskCore* t = TaskCore::first(loop); t; t = t->next_live()) {
+    if (!t->future().done()) return true;
+  }
+  return false;
+}
+
+}  // namespace detail
+
+TaskRef current_task() noexcept { return TaskRef(detail::TaskCore::current()); }
+
+std::vector<TaskRef> all_tasks(EventLoop& loop) {
+  std::vector<TaskRef> out;
+  for (auto* t = detail::TaskCore::first(loop); t; t = t->next_live()) {
+    if (!t->future().done()) out.emplace_back(t);
+  }
+  return out;
+}
+
+std::vector<TaskRef> all_tasks() { return all_tasks(get_running_loop()); }
+
+}  // namespace strata

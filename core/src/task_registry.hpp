@@ -1,0 +1,20 @@
+#pragma once
+// What the loop needs from the task machinery when it closes (implemented in task.cpp).
+
+namespace strata {
+class EventLoop;
+}
+
+namespace strata::detail {
+
+/// Destroys the coroutine of every pending task of @p loop, reporting each as
+/// "Task was destroyed but it is pending!" through the loop's exception handler.
+void abandon_pending_tasks(EventLoop& loop) noexcept;
+
+/// Whether @p loop still has tasks that are not done.
+bool has_pending_tasks(const EventLoop& loop) noexcept;
+
+/// The loop running on this thread, or nullptr.
+EventLoop* current_running_loop() noexcept;
+
+}  // namespace strata::detail

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Strata needs, only those that are missing.
+# Usage: scripts/deps.sh [build|bench]   (build: compile and test; bench: also the peers)
+set -euo pipefail
+
+packages=(g++ cmake ninja-build catch2 libbenchmark-dev)
+if [ "${1:-build}" = bench ]; then
+  packages+=(python3 python3-uvloop)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "Installing missing Debian packages: ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "error: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
