@@ -75,6 +75,9 @@ class FutureStateBase {
   CallbackId add_done_callback(DoneFn fn);
   std::size_t remove_done_callback(CallbackId id) noexcept;
 
+  /// Whether it finished with an exception (without marking it retrieved).
+  bool has_exception() const noexcept { return status_ == Status::finished && exception_ != nullptr; }
+
   /// Marks a never-retrieved exception as seen (no "never retrieved" report).
   void mark_retrieved() noexcept { exception_retrieved_ = true; }
   const std::string& cancel_message() const noexcept { return cancel_message_; }

@@ -6,6 +6,7 @@
 #include <coroutine>
 
 #include "strata/core/clock.hpp"
+#include "strata/core/coro.hpp"
 #include "strata/core/future.hpp"
 #include "strata/core/handle.hpp"
 
