@@ -25,7 +25,7 @@ void BaseEventLoop::check_open() const {
 Handle BaseEventLoop::do_call_soon(Callback&& callback) {
   check_open();
   if (debug_) check_thread("call_soon");
-  auto* h = new HandleImpl(std::move(callback));
+  auto* h = HandleImpl::create(std::move(callback));
   h->add_ref();  // one for the ready queue, one for the returned Handle
   ready_.push_back(h);
   return Handle(h);
@@ -34,14 +34,14 @@ Handle BaseEventLoop::do_call_soon(Callback&& callback) {
 TimerHandle BaseEventLoop::do_call_at(TimePoint when, Callback&& callback) {
   check_open();
   if (debug_) check_thread("call_at");
-  auto* t = new TimerHandleImpl(std::move(callback), when, this);
+  auto* t = TimerHandleImpl::create(std::move(callback), when, this);
   t->add_ref();  // one for the timer queue, one for the returned TimerHandle
   timers_.push(t);
   return TimerHandle(t);
 }
 
 Handle BaseEventLoop::do_call_soon_threadsafe(Callback&& callback) {
-  auto* h = new HandleImpl(std::move(callback), /*threadsafe=*/true);
+  auto* h = HandleImpl::create(std::move(callback), /*threadsafe=*/true);
   h->add_ref();
   {
     std::lock_guard lock(inbox_mutex_);
@@ -98,15 +98,23 @@ void BaseEventLoop::run_forever() {
 }
 
 void BaseEventLoop::run_once() {
-  // Phase 1: wait for I/O, no longer than until the next timer, not at all if work is queued.
-  std::optional<Duration> timeout;
-  if (!ready_.empty() || stopping_.load(std::memory_order_relaxed) ||
-      inbox_pending_.load(std::memory_order_relaxed)) {
-    timeout = Duration::zero();
-  } else if (auto next = timers_.next_deadline()) {
-    timeout = std::max(*next - time(), Duration::zero());
+  // Phase 1: wait for I/O, no longer than until the next timer. While callbacks are queued,
+  // the loop does not wait, and looks at I/O only every io_poll_interval iterations (Tokio's
+  // event_interval): a task yielding with sleep(0) then costs no system call, and I/O still
+  // gets its turn within a bounded number of iterations.
+  if (ready_.empty()) {
+    std::optional<Duration> timeout;
+    if (stopping_.load(std::memory_order_relaxed) || inbox_pending_.load(std::memory_order_relaxed)) {
+      timeout = Duration::zero();
+    } else if (auto next = timers_.next_deadline()) {
+      timeout = std::max(*next - time(), Duration::zero());
+    }
+    wait_for_events(timeout);
+    iterations_without_io_ = 0;
+  } else if (++iterations_without_io_ >= io_poll_interval) {
+    wait_for_events(Duration::zero());
+    iterations_without_io_ = 0;
   }
-  wait_for_events(timeout);
   take_threadsafe();
 
   // Phase 2: due timers join the ready queue.
@@ -152,14 +160,25 @@ void BaseEventLoop::close() {
     bool empty = ready_.empty() && timers_.empty();
     while (!ready_.empty()) ready_.pop_front()->release();
     timers_.clear([](TimerHandleImpl* t) { t->release(); });
-    inbox_pending_.store(true);
-    take_threadsafe();
+    // What other threads posted before close() began; taking the inbox every round would never
+    // end while they keep posting (each batch outgrows the last). Later posts are released below.
+    if (round == 0) {
+      inbox_pending_.store(true);
+      take_threadsafe();
+    }
     if (empty && ready_.empty() && !has_pending_tasks(*this)) break;
   }
+  // From here on posting is refused: release what other threads posted since the first round,
+  // and anything left if the rounds ran out, or it would never be freed.
+  std::vector<HandleImpl*> late;
   {
     std::lock_guard lock(inbox_mutex_);
     closed_.store(true);
+    late.swap(inbox_);
   }
+  for (HandleImpl* h : late) h->release();
+  while (!ready_.empty()) ready_.pop_front()->release();
+  timers_.clear([](TimerHandleImpl* t) { t->release(); });
   close_backend();
 }
 

@@ -66,6 +66,9 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
   std::vector<HandleImpl*> inbox_;           // from call_soon_threadsafe, guarded by the mutex
   std::atomic<bool> inbox_pending_{false};   // set by producers, cleared by the loop
 
+  static constexpr unsigned io_poll_interval = 61;
+  unsigned iterations_without_io_ = 0;
+
   std::atomic<bool> stopping_{false};
   std::atomic<bool> closed_{false};
   bool running_ = false;

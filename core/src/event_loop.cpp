@@ -164,9 +164,14 @@ void HandleImpl::cancel() noexcept {
 
 void HandleImpl::destroy() noexcept {
   if (is_timer_) {
-    delete static_cast<TimerHandleImpl*>(this);
+    static_cast<TimerHandleImpl*>(this)->~TimerHandleImpl();
+    small_deallocate(this, sizeof(TimerHandleImpl));
+  } else if (threadsafe_) {
+    this->~HandleImpl();
+    ::operator delete(this);
   } else {
-    delete this;
+    this->~HandleImpl();
+    small_deallocate(this, sizeof(HandleImpl));
   }
 }
 

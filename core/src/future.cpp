@@ -19,7 +19,9 @@ struct DoneCall {
 
 }  // namespace
 
-FutureStateBase::~FutureStateBase() { report_unretrieved("Future exception was never retrieved", {}); }
+FutureStateBase::~FutureStateBase() {
+  if (has_unretrieved_exception()) report_unretrieved("Future exception was never retrieved", {});
+}
 
 void FutureStateBase::report_unretrieved(const char* message, const std::string& task) noexcept {
   if (status_ != Status::finished || !exception_ || exception_retrieved_) return;

@@ -48,7 +48,7 @@ void SelectorEventLoop::set_callback(int fd, HandleImpl* FdEntry::*slot, std::ui
     selector_->modify(fd, e.events, events);  // may throw: nothing changed yet
     e.events = events;
   }
-  auto* h = new HandleImpl(std::move(callback));
+  auto* h = HandleImpl::create(std::move(callback));
   if (HandleImpl* old = std::exchange(e.*slot, h)) {
     old->cancel();
     old->release();

@@ -14,9 +14,7 @@ namespace {
 thread_local TaskCore* current_task_ = nullptr;
 std::atomic<std::uint64_t> task_counter{0};
 
-std::string default_name() {
-  return "Task-" + std::to_string(task_counter.fetch_add(1, std::memory_order_relaxed) + 1);
-}
+
 
 /// The call_soon callback that steps a task; names the task in logs.
 struct TaskStep {
@@ -35,8 +33,9 @@ struct TaskWakeup {
 
 }  // namespace
 
-TaskCore::TaskCore(FutureStateBase& self, std::string name)
-    : self_(&self), name_(name.empty() ? default_name() : std::move(name)) {
+TaskCore::TaskCore(FutureStateBase& self, std::string&& name)
+    : self_(&self), id_(task_counter.fetch_add(1, std::memory_order_relaxed) + 1) {
+  if (!name.empty()) name_ = std::move(name);  // most tasks keep the default, made lazily
   link();
 }
 
@@ -112,13 +111,16 @@ void TaskCore::wakeup() {
 }
 
 void TaskCore::await_future(FutureStateBase& f, std::coroutine_handle<> h) {
-  if (&f == self_) throw InvalidStateError("Task '" + name_ + "' cannot await on itself");
+  if (&f == self_) throw InvalidStateError("Task '" + name() + "' cannot await on itself");
   if (&f.loop() != &self_->loop()) {
-    throw InvalidStateError("Task '" + name_ + "' got a Future attached to a different loop");
+    throw InvalidStateError("Task '" + name() + "' got a Future attached to a different loop");
   }
   f.add_done_callback(TaskWakeup{Ref<FutureStateBase>(self_), this});
   waiter_ = Ref<FutureStateBase>(&f);
   resume_point_ = h;
+  // A cancel() made while this task was running (it cancelled itself) found nothing to cancel
+  // and no step to deliver it: hand it to the future just awaited (asyncio's __step does so).
+  if (must_cancel_ && f.cancel(cancel_message_)) must_cancel_ = false;
 }
 
 void TaskCore::yield(std::coroutine_handle<> h) {

@@ -69,11 +69,6 @@ Coro<void> TaskGroup::exit(std::exception_ptr body_error) {
   s.exiting = true;
   const bool body_cancelled = is_cancelled_error(body_error);
   std::exception_ptr propagate_cancel = body_cancelled ? body_error : nullptr;
-  if (s.parent_cancel_requested) {
-    // We cancelled the parent because a task failed: take that request back, and swallow the
-    // CancelledError it caused unless somebody else cancelled the parent too.
-    if (s.parent.uncancel() == 0) propagate_cancel = nullptr;
-  }
   if (body_error && !s.aborting) abort(s);
 
   while (!s.tasks.empty()) {
@@ -89,6 +84,12 @@ Coro<void> TaskGroup::exit(std::exception_ptr body_error) {
     s.on_completed = Future<void>();
   }
 
+  if (s.parent_cancel_requested) {
+    // We cancelled the parent because a task failed: take that request back, and swallow the
+    // CancelledError it caused unless somebody else cancelled the parent too. Only now: a task
+    // may fail, and so cancel the parent, while the loop above waits (CPython 3.13's fix).
+    if (s.parent.uncancel() == 0) propagate_cancel = nullptr;
+  }
   if (propagate_cancel && s.errors.empty()) std::rethrow_exception(propagate_cancel);
   if (body_error && !body_cancelled) s.errors.push_back(body_error);
   if (!s.errors.empty()) {

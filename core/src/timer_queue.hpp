@@ -51,7 +51,11 @@ class TimerQueue {
   static constexpr std::size_t arity = 4;
 
   static bool before(const Entry& a, const Entry& b) noexcept {
-    return a.when < b.when || (a.when == b.when && a.timer->sequence_ < b.timer->sequence_);
+    // Sequences wrap; their difference orders two timers of one deadline correctly unless
+    // 2^31 timers were scheduled between them.
+    return a.when < b.when ||
+           (a.when == b.when &&
+            static_cast<std::int32_t>(a.timer->sequence_ - b.timer->sequence_) < 0);
   }
   void place(std::size_t i, Entry e) noexcept {
     heap_[i] = e;
@@ -61,7 +65,7 @@ class TimerQueue {
   void sift_down(std::size_t i, Entry e) noexcept;
 
   std::vector<Entry> heap_;
-  std::uint64_t next_sequence_ = 0;
+  std::uint32_t next_sequence_ = 0;
 };
 
 }  // namespace strata::detail

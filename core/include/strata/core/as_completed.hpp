@@ -32,8 +32,9 @@ struct AsCompletedState {
 ///
 /// @throws TimeoutError  (from next()) when @p timeout passes before all are done; the
 /// futures themselves are not cancelled.
-/// @par Cancellation  Cancel-safe: a cancelled next() loses nothing; a future that finished
-/// meanwhile is yielded by the following next().
+/// @par Cancellation  Not cancel-safe: a next() cancelled with its task throws
+/// CancelledError, which ends the generator's body, so later next() calls return std::nullopt.
+/// The futures are not cancelled; use wait() to keep waiting for them.
 template <class T>
 AsyncGenerator<Future<T>> as_completed(std::vector<Future<T>> futures,
                                        std::optional<Duration> timeout = std::nullopt) {

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "strata/core/detail/small_alloc.hpp"
 #include "strata/core/errors.hpp"
 
 namespace strata {
@@ -18,7 +19,7 @@ class Coro;
 namespace detail {
 
 /// What every Strata coroutine promise shares: who to resume when it ends, and its exception.
-class CoroPromiseBase {
+class CoroPromiseBase : public SmallObject {
  public:
   std::suspend_always initial_suspend() const noexcept { return {}; }
 

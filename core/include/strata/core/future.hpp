@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "strata/core/detail/ref.hpp"
+#include "strata/core/detail/small_alloc.hpp"
 #include "strata/core/detail/unique_function.hpp"
 #include "strata/core/errors.hpp"
 #include "strata/core/event_loop.hpp"
@@ -31,7 +32,7 @@ using DoneFn = UniqueFunction<void(FutureStateBase&), 24>;
 
 /// The untyped part of a future's shared state: its status, exception, cancel message and
 /// done callbacks. Reference-counted without atomics: loop thread only.
-class FutureStateBase {
+class FutureStateBase : public SmallObject {
  public:
   enum class Status : std::uint8_t { pending, cancelled, finished };
 
@@ -77,6 +78,11 @@ class FutureStateBase {
 
   /// Whether it finished with an exception (without marking it retrieved).
   bool has_exception() const noexcept { return status_ == Status::finished && exception_ != nullptr; }
+
+  /// Whether it holds an exception that nobody has retrieved.
+  bool has_unretrieved_exception() const noexcept {
+    return has_exception() && !exception_retrieved_;
+  }
 
   /// Marks a never-retrieved exception as seen (no "never retrieved" report).
   void mark_retrieved() noexcept { exception_retrieved_ = true; }
@@ -244,7 +250,10 @@ class Future {
   /// Sets the exception and schedules the done callbacks.
   /// @throws InvalidStateError  already done.  @throws std::invalid_argument  null @p e.
   void set_exception(std::exception_ptr e) { state_->set_exception(std::move(e)); }
+  /// Sets @p e, an exception object, as the exception. (Anything convertible to
+  /// std::exception_ptr, nullptr included, takes the overload above, so a null one is refused.)
   template <class E>
+    requires(!std::is_convertible_v<E &&, std::exception_ptr>)
   void set_exception(E&& e) {
     state_->set_exception(std::make_exception_ptr(std::forward<E>(e)));
   }

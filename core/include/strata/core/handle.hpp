@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "strata/core/clock.hpp"
+#include "strata/core/detail/small_alloc.hpp"
 #include "strata/core/detail/unique_function.hpp"
 
 namespace strata {
@@ -31,8 +32,16 @@ class TimerOwner {
 /// atomic for those made by call_soon_threadsafe, which two threads release.
 class HandleImpl {
  public:
-  explicit HandleImpl(UniqueFunction<void()> callback, bool threadsafe = false) noexcept
-      : callback_(std::move(callback)), threadsafe_(threadsafe) {}
+  explicit HandleImpl(UniqueFunction<void()> callback, bool threadsafe = false,
+                      bool is_timer = false) noexcept
+      : callback_(std::move(callback)), threadsafe_(threadsafe), is_timer_(is_timer) {}
+
+  /// Makes a handle: from the thread's small-object cache, except for thread-safe handles,
+  /// which foreign (possibly short-lived) threads make.
+  static HandleImpl* create(UniqueFunction<void()> callback, bool threadsafe = false) {
+    void* p = threadsafe ? ::operator new(sizeof(HandleImpl)) : small_allocate(sizeof(HandleImpl));
+    return ::new (p) HandleImpl(std::move(callback), threadsafe);
+  }
 
   void add_ref() noexcept {
     if (threadsafe_) {
@@ -71,9 +80,6 @@ class HandleImpl {
 
   std::string describe() const { return callback_.describe(); }
 
- protected:
-  bool is_timer_ = false;
-
  private:
   void destroy() noexcept;
 
@@ -81,6 +87,7 @@ class HandleImpl {
   std::atomic<std::uint32_t> refs_{1};
   std::atomic<bool> cancelled_{false};
   bool threadsafe_;
+  bool is_timer_;
   bool running_ = false;
 };
 
@@ -90,15 +97,19 @@ class TimerHandleImpl final : public HandleImpl {
   static constexpr std::uint32_t not_queued = UINT32_MAX;
 
   TimerHandleImpl(UniqueFunction<void()> callback, TimePoint when, TimerOwner* owner) noexcept
-      : HandleImpl(std::move(callback)), when_(when), owner_(owner) {
-    is_timer_ = true;
+      : HandleImpl(std::move(callback), false, true), when_(when), owner_(owner) {}
+
+  static TimerHandleImpl* create(UniqueFunction<void()> callback, TimePoint when,
+                                 TimerOwner* owner) {
+    void* p = small_allocate(sizeof(TimerHandleImpl));
+    return ::new (p) TimerHandleImpl(std::move(callback), when, owner);
   }
 
   TimePoint when() const noexcept { return when_; }
 
   TimePoint when_;
   TimerOwner* owner_;
-  std::uint64_t sequence_ = 0;              ///< scheduling order, to break deadline ties
+  std::uint32_t sequence_ = 0;              ///< scheduling order (wrapping), breaks deadline ties
   std::uint32_t queue_index_ = not_queued;  ///< maintained by the owner's timer queue
 };
 

@@ -17,7 +17,7 @@ namespace detail {
 /// The untyped machinery of a task: stepping its coroutine, what it waits on, cancellation.
 class TaskCore {
  public:
-  TaskCore(FutureStateBase& self, std::string name);
+  TaskCore(FutureStateBase& self, std::string&& name);
   TaskCore(const TaskCore&) = delete;
   TaskCore& operator=(const TaskCore&) = delete;
 
@@ -27,7 +27,11 @@ class TaskCore {
   int cancelling() const noexcept { return cancels_requested_; }
   int uncancel() noexcept;
 
-  const std::string& name() const noexcept { return name_; }
+  /// The task's name; "Task-N" (formatted on first use) when none was given.
+  const std::string& name() const {
+    if (name_.empty()) name_ = "Task-" + std::to_string(id_);
+    return name_;
+  }
   void set_name(std::string name) { name_ = std::move(name); }
   FutureStateBase& future() const noexcept { return *self_; }
 
@@ -65,7 +69,8 @@ class TaskCore {
   void unlink() noexcept;
 
   FutureStateBase* self_;
-  std::string name_;
+  mutable std::string name_;
+  std::uint64_t id_;
   Ref<FutureStateBase> waiter_;   // the future being awaited (asyncio's _fut_waiter)
   TaskCore* prev_ = nullptr;      // the loop's list of live tasks
   TaskCore* next_ = nullptr;
@@ -81,13 +86,15 @@ class TaskCore {
 template <class T>
 class TaskState final : public FutureState<T>, public TaskCore {
  public:
-  TaskState(EventLoop& loop, Coro<T> coro, std::string name)
+  TaskState(EventLoop& loop, Coro<T>&& coro, std::string&& name)
       : FutureState<T>(loop), TaskCore(*this, std::move(name)), coro_(coro.release()) {
     resume_point_ = coro_;
   }
   ~TaskState() override {
     if (coro_) coro_.destroy();
-    this->report_unretrieved("Task exception was never retrieved", name());
+    if (this->has_unretrieved_exception()) {
+      this->report_unretrieved("Task exception was never retrieved", name());
+    }
   }
 
   bool cancel(std::string message) override { return TaskCore::cancel(std::move(message)); }
@@ -99,6 +106,14 @@ class TaskState final : public FutureState<T>, public TaskCore {
  private:
   void finish_from_coroutine() override {
     auto h = std::exchange(coro_, {});
+    if (!h.done()) {
+      // The coroutine suspended on something that is not Strata's and will never be resumed
+      // by this task: fail loudly rather than hang.
+      h.destroy();
+      this->set_exception(std::make_exception_ptr(InvalidStateError(
+          "Task '" + name() + "' suspended on an awaitable that is not a Strata awaitable")));
+      return;
+    }
     struct Destroy {
       std::coroutine_handle<CoroPromise<T>> h;
       ~Destroy() { h.destroy(); }
@@ -134,7 +149,7 @@ class TaskRef {
       : task_(task), state_(task ? &task->future() : nullptr) {}
 
   explicit operator bool() const noexcept { return task_ != nullptr; }
-  const std::string& get_name() const noexcept { return task_->name(); }
+  const std::string& get_name() const { return task_->name(); }
   bool done() const noexcept { return state_->done(); }
   bool cancelled() const noexcept { return state_->cancelled(); }
   bool cancel(std::string message = {}) { return task_->cancel(std::move(message)); }
@@ -170,7 +185,7 @@ class Task : public Future<T> {
  public:
   Task() noexcept = default;
 
-  const std::string& get_name() const noexcept { return core()->name(); }
+  const std::string& get_name() const { return core()->name(); }
   void set_name(std::string name) { core()->set_name(std::move(name)); }
   int cancelling() const noexcept { return core()->cancelling(); }
   int uncancel() noexcept { return core()->uncancel(); }
@@ -218,6 +233,7 @@ T EventLoop::run_until_complete(Future<T> future) {
   if (&future.get_loop() != this) {
     throw std::invalid_argument("run_until_complete(): the Future belongs to another loop");
   }
+  check_can_run();  // before the done callback: a refused call must not stop a running loop
   CallbackId id = future.add_done_callback([this](Future<T>&) { stop(); });
   try {
     run_forever();

@@ -93,6 +93,18 @@ Coro<await_result_t<A>> wait_for(A aw, std::optional<Duration> delay) {
     Future<T> f = ensure_future(std::move(aw));
     if (f.done()) co_return co_await f;
     f.cancel();
+    // Wait through a separate future (asyncio's _cancel_and_wait): a cancellation of this
+    // task then stays a CancelledError here and does not reach f's clean-up a second time.
+    Future<void> finished(f.get_loop());
+    CallbackId id = f.add_done_callback([finished](Future<T>&) mutable {
+      if (!finished.done()) finished.set_result();
+    });
+    try {
+      co_await finished;
+    } catch (...) {
+      f.remove_done_callback(id);
+      throw;
+    }
     try {
       co_await f;
     } catch (const CancelledError&) {

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Builds and runs Strata's core micro-benchmarks, runs the same benchmarks on Python's asyncio
+# and uvloop, and prints one Markdown table comparing them.
+#
+# Usage: bench/run_core_micro.sh [--quick] [-- extra Google Benchmark flags]
+#   --quick  short runs (a smoke test, well under a minute once built)
+#
+# Results: build/bench/core_micro.json (Google Benchmark JSON), build/bench/core_micro_asyncio.json,
+# build/bench/core_micro_uvloop.json (bench/python/core_micro.py --json), and the table in
+# build/bench/core_micro.md. Progress goes to stderr, the table to stdout.
+set -euo pipefail
+
+quick=0
+extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) quick=1 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --) shift; extra=("$@"); break ;;
+    *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+build=build/bench
+python=/usr/bin/python3
+
+# Debug mode (thread checks, slow-callback timing) must not skew the figures.
+unset STRATA_DEBUG
+
+echo "== dependencies" >&2
+scripts/deps.sh bench
+
+echo "== configure and build ($build, Release)" >&2
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DSTRATA_BUILD_TESTS=OFF -DSTRATA_BUILD_EXAMPLES=OFF >"$build.configure.log" 2>&1 ||
+  { cat "$build.configure.log" >&2; exit 1; }
+cmake --build "$build" --target bench_core_micro >&2
+
+if [ "$quick" = 1 ]; then
+  gb_args=(--benchmark_min_time=0.05 --benchmark_repetitions=3)
+  py_args=(--quick)
+else
+  gb_args=(--benchmark_min_time=0.5 --benchmark_repetitions=7)
+  py_args=()
+fi
+
+load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
+cpus=$(nproc 2>/dev/null || echo 1)
+if awk -v l="$load" -v n="$cpus" 'BEGIN { exit !(l > n / 2) }'; then
+  echo "warning: load average $load on $cpus CPUs: the figures will be noisy" >&2
+fi
+
+echo "== strata (bench_core_micro ${gb_args[*]})" >&2
+"$build/bench/bench_core_micro" "${gb_args[@]}" --benchmark_report_aggregates_only=true \
+  --benchmark_out="$build/core_micro.json" --benchmark_out_format=json "${extra[@]}" >&2
+
+for loop in asyncio uvloop; do
+  echo "== python $loop (bench/python/core_micro.py --loop $loop ${py_args[*]})" >&2
+  if ! "$python" bench/python/core_micro.py --loop "$loop" --json "${py_args[@]}" \
+      >"$build/core_micro_$loop.json"; then
+    echo "warning: the $loop run failed; its column stays empty" >&2
+    echo '{}' >"$build/core_micro_$loop.json"
+  fi
+done
+
+echo "== table" >&2
+"$python" - "$build/core_micro.json" "$build/core_micro_asyncio.json" \
+  "$build/core_micro_uvloop.json" <<'EOF' | tee "$build/core_micro.md"
+import json
+import sys
+
+strata_path, asyncio_path, uvloop_path = sys.argv[1:4]
+with open(strata_path) as f:
+    gb = json.load(f)
+peers = {}
+for name, path in (("asyncio", asyncio_path), ("uvloop", uvloop_path)):
+    with open(path) as f:
+        peers[name] = json.load(f)
+
+# Per benchmark run (name without the "/real_time" suffix): the minimum over repetitions
+# (the custom "min" statistic), as the Python script reports its best repetition. Without
+# repetitions, the single run.
+results = {}
+for b in gb["benchmarks"]:
+    if b.get("error_occurred"):
+        continue
+    run = b.get("run_name", b["name"]).replace("/real_time", "")
+    if b.get("run_type") == "aggregate":
+        if b.get("aggregate_name") == "min":
+            results[run] = b
+    else:
+        results.setdefault(run, b)
+
+
+def strata(run, counter="ns_per_op"):
+    b = results.get(run)
+    return None if b is None or counter not in b else float(b[counter])
+
+
+def fmt(v, digits=1):
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def ratio(peer, ours):
+    if peer is None or ours is None or ours <= 0:
+        return "—"
+    return f"{peer / ours:.1f}×"
+
+
+loops = []
+for run in results:
+    parts = run.split("/")
+    if len(parts) == 2 and parts[1] not in loops:
+        loops.append(parts[1])
+default = loops[0] if loops else "epoll"
+
+rows = []  # (label, strata value, target, python key or None)
+
+
+def per_loop(bench, target, py_key):
+    for loop in loops:
+        run = f"{bench}/{loop}"
+        if run in results:
+            # Python's asyncio and uvloop both run on epoll: compare on the default backend.
+            rows.append((f"{bench} ({loop})", strata(run), target,
+                         py_key if loop == default else None))
+
+
+per_loop("call_soon_dispatch", "≤ 30", "call_soon_dispatch")
+timer_run = f"timer_call_later_cancel_1M/{default}"
+rows.append((f"timer_call_later_cancel_1M ({default})", strata(timer_run), "≤ 150",
+             "timer_call_later_cancel_1M"))
+rows.append((f"timer_call_later_cancel_1M, cancel a random older timer ({default})",
+             strata(f"timer_call_later_cancel_1M_random_older/{default}"), "≤ 150", None))
+callback_bytes = strata(timer_run, "callback_bytes")
+target_bytes = f"≤ {64 + callback_bytes:.0f} (64 + callback)" if callback_bytes else "≤ 64 + callback"
+rows.append(("timer memory per pending timer, malloc heap (bytes)",
+             strata(timer_run, "bytes_per_timer"), target_bytes, None))
+rows.append(("timer memory per pending timer, RSS (bytes)",
+             strata(timer_run, "rss_bytes_per_timer"), "—", "timer_memory_per_pending"))
+per_loop("create_task_run", "≤ 100", "create_task_run")
+per_loop("sleep0_roundtrip", "≤ 80", "sleep0_roundtrip")
+per_loop("await_done_future", "≤ 10", "await_done_future")
+
+print("| benchmark | strata ns/op | target | asyncio ns/op | uvloop ns/op | asyncio/strata | uvloop/strata |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for label, ours, target, key in rows:
+    a = peers["asyncio"].get(key) if key else None
+    u = peers["uvloop"].get(key) if key else None
+    digits = 2 if ours is not None and ours < 10 else 1
+    print(f"| {label} | {fmt(ours, digits)} | {target} | {fmt(a)} | {fmt(u)} | "
+          f"{ratio(a, ours)} | {ratio(u, ours)} |")
+
+ctx = gb.get("context", {})
+notes = []
+if callback_bytes:
+    per_timer = strata(timer_run, "bytes_per_timer")
+    impl = strata(timer_run, "timer_handle_impl_bytes")
+    notes.append(
+        f"Timer memory: {fmt(per_timer)} bytes per pending timer (mallinfo2 heap growth while "
+        f"creating 1M timers / 1M), of which the callback storage "
+        f"sizeof(UniqueFunction<void()>) is {callback_bytes:.0f} bytes: "
+        f"{fmt(per_timer - callback_bytes)} bytes besides the callback "
+        f"(sizeof(TimerHandleImpl) = {impl:.0f})."
+    )
+notes.append(
+    "Memory rows are bytes, not ns. The RSS row is measured as the Python script measures "
+    "its loops (resident-set growth while creating the 1M timers)."
+)
+load = ctx.get("load_avg")
+load = ", ".join(f"{x:.2f}" for x in load) if isinstance(load, list) else "?"
+notes.append(
+    f"strata: min over repetitions; {ctx.get('host_name', '?')}, {ctx.get('num_cpus', '?')} CPUs "
+    f"@ {ctx.get('mhz_per_cpu', '?')} MHz, load average {load}. "
+    f"Python {peers['asyncio'].get('python', '?')}: best of N repetitions. Ratios > 1 mean "
+    "Strata is faster; quote ratios from one run, not absolute figures across machines."
+)
+print()
+for n in notes:
+    print(f"- {n}")
+EOF
