@@ -33,7 +33,7 @@ Handle BaseEventLoop::do_call_soon(Callback&& callback) {
 
 TimerHandle BaseEventLoop::do_call_at(TimePoint when, Callback&& callback) {
   check_open();
-  if (debug_) check_thread("call_at");
+  if (debug_) check_thread("call_later/call_at");
   auto* t = TimerHandleImpl::create(std::move(callback), when, this);
   t->add_ref();  // one for the timer queue, one for the returned TimerHandle
   timers_.push(t);
@@ -75,7 +75,9 @@ void BaseEventLoop::timer_cancelled(TimerHandleImpl& timer) noexcept {
 
 void BaseEventLoop::stop() noexcept {
   stopping_.store(true, std::memory_order_release);
-  if (running_ && std::this_thread::get_id() != thread_id_) wake_up();
+  // Always wake: reading running_ or thread_id_ here would race with the loop's thread, and
+  // a spare wake-up costs the loop one empty poll.
+  wake_up();
 }
 
 void BaseEventLoop::run_forever() {

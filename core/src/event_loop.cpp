@@ -159,7 +159,7 @@ void HandleImpl::cancel() noexcept {
     auto* t = static_cast<TimerHandleImpl*>(this);
     if (t->queue_index_ != TimerHandleImpl::not_queued) t->owner_->timer_cancelled(*t);
   }
-  if (!running_ && !threadsafe_) callback_.reset();  // a threadsafe one: the loop may be running it
+  if (!threadsafe_ && !running_) callback_.reset();  // a threadsafe one: the loop may be running it
 }
 
 void HandleImpl::destroy() noexcept {

@@ -151,6 +151,7 @@ class EventLoop {
   /// remove_reader(). Replaces an earlier reader of @p fd. The loop does not own @p fd.
   /// @throws std::invalid_argument  @p fd is negative (or, on select, not below FD_SETSIZE).
   /// @throws std::system_error  the backend refused the descriptor.
+  /// @throws EventLoopError  the loop is closed.
   template <class F>
   void add_reader(int fd, F&& callback) {
     do_add_reader(fd, Callback(std::forward<F>(callback)));

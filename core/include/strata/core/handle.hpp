@@ -142,7 +142,8 @@ class Handle {
 
   /// Cancels the callback: if it has not run yet, it will not run. Idempotent; a no-op on
   /// an empty Handle. The callback (and what it captured) is released at once unless it is
-  /// running now.
+  /// running now or came from call_soon_threadsafe; those are released when the loop and
+  /// every Handle have let go of them.
   void cancel() noexcept {
     if (impl_) impl_->cancel();
   }
