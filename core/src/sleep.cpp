@@ -13,6 +13,7 @@ void yield_task(std::coroutine_handle<> h) {
 }  // namespace detail
 
 void SleepAwaiter::await_suspend(std::coroutine_handle<> h) {
+  if (detail::TaskCore::current() == nullptr) throw InvalidStateError("sleep() awaited outside a Task");
   if (delay_ <= Duration::zero()) {
     detail::yield_task(h);
     return;

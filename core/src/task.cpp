@@ -115,7 +115,7 @@ void TaskCore::await_future(FutureStateBase& f, std::coroutine_handle<> h) {
   if (&f.loop() != &self_->loop()) {
     throw InvalidStateError("Task '" + name() + "' got a Future attached to a different loop");
   }
-  f.add_done_callback(TaskWakeup{Ref<FutureStateBase>(self_), this});
+  waiter_callback_ = f.add_done_callback(TaskWakeup{Ref<FutureStateBase>(self_), this});
   waiter_ = Ref<FutureStateBase>(&f);
   resume_point_ = h;
   // A cancel() made while this task was running (it cancelled itself) found nothing to cancel
@@ -138,6 +138,7 @@ void TaskCore::abandon() noexcept {
   if (self_->done()) return;
   destroy_coroutine();
   resume_point_ = {};
+  if (waiter_) waiter_->remove_done_callback(waiter_callback_);  // it would keep us alive
   waiter_ = nullptr;
   self_->status_ = FutureStateBase::Status::cancelled;
   self_->drop_callbacks();

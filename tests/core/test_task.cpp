@@ -690,3 +690,25 @@ STRATA_LOOP_TEST_CASE("Task: dropping every Task handle does not stop the task",
   CHECK(log == Log{"handle dropped", "worker yielded", "worker slept", "main got 99"});
   CHECK(loop.errors().empty());
 }
+
+namespace {
+strata::Coro<int> cancel_self_and_return() {
+  strata::current_task().cancel("at the end");
+  co_return 5;  // no co_await receives the request
+}
+}  // namespace
+
+STRATA_LOOP_TEST_CASE("Task: a cancel request that no co_await received still ends the task cancelled",
+                      "[core][task]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  Task<int> task = loop->create_task(cancel_self_and_return());
+  CHECK_THROWS_AS(loop->run_until_complete(strata::Future<int>(task)), strata::CancelledError);
+  CHECK(task.cancelled());
+  std::string message;
+  try {
+    task.result();
+  } catch (const strata::CancelledError& e) {
+    message = e.message();
+  }
+  CHECK(message == "at the end");
+}

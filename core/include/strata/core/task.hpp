@@ -61,6 +61,13 @@ class TaskCore {
   virtual void finish_from_coroutine() = 0;
   virtual void destroy_coroutine() noexcept = 0;
   void schedule_step();
+  /// Takes a cancel request that no co_await received (the coroutine returned first).
+  bool take_pending_cancel(std::string& message) noexcept {
+    if (!must_cancel_) return false;
+    must_cancel_ = false;
+    message = std::move(cancel_message_);
+    return true;
+  }
 
   std::coroutine_handle<> resume_point_;  // where the next step resumes
 
@@ -72,6 +79,7 @@ class TaskCore {
   mutable std::string name_;
   std::uint64_t id_;
   Ref<FutureStateBase> waiter_;   // the future being awaited (asyncio's _fut_waiter)
+  CallbackId waiter_callback_ = 0;  // this task's wake-up on waiter_
   TaskCore* prev_ = nullptr;      // the loop's list of live tasks
   TaskCore* next_ = nullptr;
   int cancels_requested_ = 0;
@@ -119,11 +127,16 @@ class TaskState final : public FutureState<T>, public TaskCore {
       ~Destroy() { h.destroy(); }
     } destroy{h};
     try {
+      std::string message;
       if constexpr (std::is_void_v<T>) {
         h.promise().take_result();
+        // A cancel() that no co_await received still ends the task cancelled (asyncio).
+        if (this->take_pending_cancel(message)) throw CancelledError(std::move(message));
         this->set_result();
       } else {
-        this->set_result(h.promise().take_result());
+        T value = h.promise().take_result();
+        if (this->take_pending_cancel(message)) throw CancelledError(std::move(message));
+        this->set_result(std::move(value));
       }
     } catch (const CancelledError& e) {
       this->mark_cancelled(e.message());
