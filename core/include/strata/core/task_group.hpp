@@ -80,6 +80,12 @@ class TaskGroup {
 ///
 /// @param body  a callable taking TaskGroup& and returning a Coro; it is kept alive until
 /// the scope ends, so a lambda's captures stay valid in its coroutine.
+///
+/// @warning g++ 12 miscompiles a lambda temporary with captures that have destructors (a
+/// std::string, a Future) written inside a co_await expression: the captures are destroyed
+/// twice. With g++ 12, capture by reference (`[&]`), or bind the lambda to a local first:
+/// `auto body = [s](TaskGroup& tg) -> Coro<void> {...}; co_await task_group(std::move(body));`.
+/// clang has no such problem.
 /// @throws ExceptionGroup  one or more tasks (or the body) failed; holds every failure.
 /// @throws CancelledError  the awaiting task was cancelled from outside.
 /// @par Cancellation  Cancelling the awaiting task cancels the body and every task of the

@@ -30,6 +30,10 @@ struct WaitResult {
 };
 
 namespace detail {
+template <class T>
+Coro<WaitResult<T>> wait_impl(std::vector<Future<T>> futures, ReturnWhen when,
+                              std::optional<Duration> timeout);
+
 struct WaitState {
   std::size_t remaining;
   ReturnWhen when;
@@ -46,7 +50,15 @@ struct WaitState {
 template <class T>
 Coro<WaitResult<T>> wait(std::vector<Future<T>> futures, ReturnWhen when = ReturnWhen::all_completed,
                          std::optional<Duration> timeout = std::nullopt) {
+  // Checked here, at the call, rather than when the coroutine first runs.
   if (futures.empty()) throw std::invalid_argument("wait() needs at least one future");
+  return detail::wait_impl(std::move(futures), when, timeout);
+}
+
+namespace detail {
+template <class T>
+Coro<WaitResult<T>> wait_impl(std::vector<Future<T>> futures, ReturnWhen when,
+                              std::optional<Duration> timeout) {
   EventLoop& loop = futures.front().get_loop();
   auto state = std::make_shared<detail::WaitState>(
       detail::WaitState{futures.size(), when, Future<void>(loop)});
@@ -81,6 +93,7 @@ Coro<WaitResult<T>> wait(std::vector<Future<T>> futures, ReturnWhen when = Retur
   for (auto& f : futures) (f.done() ? result.done : result.pending).push_back(f);
   co_return result;
 }
+}  // namespace detail
 
 /// wait() over tasks.
 template <class T>
