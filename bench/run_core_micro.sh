@@ -170,6 +170,17 @@ notes.append(
     "Memory rows are bytes, not ns. The RSS row is measured as the Python script measures "
     "its loops (resident-set growth while creating the 1M timers)."
 )
+cpu = [(label, strata(run, "cpu_ns_per_op")) for label, run in (
+    ("call_soon_dispatch", f"call_soon_dispatch/{default}"),
+    ("timer_call_later_cancel_1M", timer_run),
+    ("create_task_run", f"create_task_run/{default}"),
+    ("sleep0_roundtrip", f"sleep0_roundtrip/{default}"),
+    ("await_done_future", f"await_done_future/{default}"))]
+if all(v is not None for _, v in cpu):
+    notes.append(
+        f"strata on the thread's CPU clock ({default}; not inflated by time spent descheduled "
+        "on a loaded machine, unlike the wall-clock figures above): "
+        + ", ".join(f"{label} {v:.{2 if v < 10 else 1}f}" for label, v in cpu) + " ns/op.")
 load = ctx.get("load_avg")
 load = ", ".join(f"{x:.2f}" for x in load) if isinstance(load, list) else "?"
 notes.append(

@@ -68,9 +68,7 @@ void BaseEventLoop::take_threadsafe() {
 }
 
 void BaseEventLoop::timer_cancelled(TimerHandleImpl& timer) noexcept {
-  if (timer.queue_index_ == TimerHandleImpl::not_queued) return;
-  timers_.remove(&timer);
-  timer.release();  // the queue's reference; the canceller holds another
+  if (timer.queued_) timers_.cancelled(&timer);
 }
 
 void BaseEventLoop::stop() noexcept {

@@ -26,7 +26,7 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
   void timer_cancelled(TimerHandleImpl& timer) noexcept override;
 
   /// Pending timers, for tests and metrics.
-  std::size_t timer_count() const noexcept { return timers_.size(); }
+  std::size_t timer_count() const noexcept { return timers_.live_size(); }
 
  protected:
   BaseEventLoop() = default;

@@ -157,7 +157,7 @@ void HandleImpl::cancel() noexcept {
   if (cancelled_.exchange(true, std::memory_order_relaxed)) return;
   if (is_timer_) {
     auto* t = static_cast<TimerHandleImpl*>(this);
-    if (t->queue_index_ != TimerHandleImpl::not_queued) t->owner_->timer_cancelled(*t);
+    if (t->queued_) t->owner_->timer_cancelled(*t);
   }
   if (!threadsafe_ && !running_) callback_.reset();  // a threadsafe one: the loop may be running it
 }

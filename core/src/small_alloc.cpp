@@ -49,7 +49,8 @@ struct ThreadCache {
   char* carve = nullptr;  // the unused tail of this thread's current chunk
   std::size_t carve_left = 0;
 
-  void* fresh(std::size_t bytes) {
+  // Out of line and cold: inlined, the refill makes every free-list pop save six registers.
+  [[gnu::noinline, gnu::cold]] void* fresh(std::size_t bytes) {
     if (carve_left < bytes) {
       carve = static_cast<char*>(new_chunk());
       carve_left = chunk_bytes;

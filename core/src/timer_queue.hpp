@@ -1,7 +1,13 @@
 #pragma once
-// The loop's pending timers: a 4-ary min-heap on the deadline, each timer knowing its slot so
-// that cancel() removes it at once in O(log n). Cancelled timers therefore never pile up (no
-// lazy deletion, no compaction pass), and a heap entry is 16 bytes.
+// The loop's pending timers: a 4-ary min-heap of (deadline, timer) entries, 16 bytes each.
+//
+// Cancellation is lazy, with two cheap exceptions: a cancelled timer at the end of the heap
+// (the usual call_later-then-cancel of a timeout that did not fire) or at its top is removed
+// at once. Others stay in place, flagged, until they reach the top or until cancelled timers
+// make up half the heap, when one linear pass removes them all and rebuilds the heap. So
+// cancel() is O(1) and touches no other timer (an eager O(log n) removal would touch one
+// timer object per level, a cache miss each at a million timers), and cancelled timers never
+// hold more than half the queue. Their callbacks are released by cancel() itself.
 
 #include <cstdint>
 #include <optional>
@@ -14,22 +20,29 @@ namespace strata::detail {
 
 class TimerQueue {
  public:
-  bool empty() const noexcept { return heap_.empty(); }
-  std::size_t size() const noexcept { return heap_.size(); }
+  TimerQueue() = default;
+  TimerQueue(const TimerQueue&) = delete;
+  TimerQueue& operator=(const TimerQueue&) = delete;
+
+  /// Timers that are queued and not cancelled.
+  std::size_t live_size() const noexcept { return heap_.size() - cancelled_; }
+  bool empty() const noexcept { return live_size() == 0; }
 
   /// Adds @p timer; the queue holds the reference the caller passes in.
   void push(TimerHandleImpl* timer);
 
-  /// Removes @p timer from anywhere in the queue and returns the queue's reference to the caller.
-  void remove(TimerHandleImpl* timer) noexcept;
+  /// @p timer, which is queued, was just cancelled.
+  void cancelled(TimerHandleImpl* timer) noexcept;
 
-  /// The earliest deadline, if any.
-  std::optional<TimePoint> next_deadline() const noexcept {
+  /// The earliest deadline of a live timer, if any.
+  std::optional<TimePoint> next_deadline() noexcept {
+    drop_cancelled_top();
     if (heap_.empty()) return std::nullopt;
     return TimePoint(Duration(heap_.front().when));
   }
 
-  /// Removes and returns the earliest timer if it is due at @p now; else nullptr.
+  /// Removes and returns the earliest live timer if it is due at @p now, else nullptr; the
+  /// caller takes over the queue's reference.
   TimerHandleImpl* pop_due(TimePoint now) noexcept;
 
   /// Removes every timer, handing each to @p f (which takes over the queue's reference).
@@ -37,8 +50,9 @@ class TimerQueue {
   void clear(F&& f) {
     auto heap = std::move(heap_);
     heap_.clear();
+    cancelled_ = 0;
     for (auto& e : heap) {
-      e.timer->queue_index_ = TimerHandleImpl::not_queued;
+      e.timer->queued_ = false;
       f(e.timer);
     }
   }
@@ -49,6 +63,7 @@ class TimerQueue {
     TimerHandleImpl* timer;
   };
   static constexpr std::size_t arity = 4;
+  static constexpr std::size_t compact_floor = 64;  // below this, compaction is not worth it
 
   static bool before(const Entry& a, const Entry& b) noexcept {
     // Sequences wrap; their difference orders two timers of one deadline correctly unless
@@ -57,14 +72,15 @@ class TimerQueue {
            (a.when == b.when &&
             static_cast<std::int32_t>(a.timer->sequence_ - b.timer->sequence_) < 0);
   }
-  void place(std::size_t i, Entry e) noexcept {
-    heap_[i] = e;
-    e.timer->queue_index_ = static_cast<std::uint32_t>(i);
-  }
   void sift_up(std::size_t i, Entry e) noexcept;
   void sift_down(std::size_t i, Entry e) noexcept;
+  /// Removes the top entry and returns its timer (the queue's reference goes with it).
+  TimerHandleImpl* pop_top() noexcept;
+  void drop_cancelled_top() noexcept;
+  void compact() noexcept;
 
   std::vector<Entry> heap_;
+  std::size_t cancelled_ = 0;  // cancelled timers still in heap_
   std::uint32_t next_sequence_ = 0;
 };
 

@@ -32,13 +32,13 @@ class TimerOwner {
 /// atomic for those made by call_soon_threadsafe, which two threads release.
 class HandleImpl {
  public:
-  explicit HandleImpl(UniqueFunction<void()> callback, bool threadsafe = false,
+  explicit HandleImpl(UniqueFunction<void()>&& callback, bool threadsafe = false,
                       bool is_timer = false) noexcept
       : callback_(std::move(callback)), threadsafe_(threadsafe), is_timer_(is_timer) {}
 
   /// Makes a handle: from the thread's small-object cache, except for thread-safe handles,
   /// which foreign (possibly short-lived) threads make.
-  static HandleImpl* create(UniqueFunction<void()> callback, bool threadsafe = false) {
+  static HandleImpl* create(UniqueFunction<void()>&& callback, bool threadsafe = false) {
     void* p = threadsafe ? ::operator new(sizeof(HandleImpl)) : small_allocate(sizeof(HandleImpl));
     return ::new (p) HandleImpl(std::move(callback), threadsafe);
   }
@@ -94,12 +94,10 @@ class HandleImpl {
 /// A HandleImpl with a deadline and its place in the owner's timer queue.
 class TimerHandleImpl final : public HandleImpl {
  public:
-  static constexpr std::uint32_t not_queued = UINT32_MAX;
-
-  TimerHandleImpl(UniqueFunction<void()> callback, TimePoint when, TimerOwner* owner) noexcept
+  TimerHandleImpl(UniqueFunction<void()>&& callback, TimePoint when, TimerOwner* owner) noexcept
       : HandleImpl(std::move(callback), false, true), when_(when), owner_(owner) {}
 
-  static TimerHandleImpl* create(UniqueFunction<void()> callback, TimePoint when,
+  static TimerHandleImpl* create(UniqueFunction<void()>&& callback, TimePoint when,
                                  TimerOwner* owner) {
     void* p = small_allocate(sizeof(TimerHandleImpl));
     return ::new (p) TimerHandleImpl(std::move(callback), when, owner);
@@ -110,7 +108,7 @@ class TimerHandleImpl final : public HandleImpl {
   TimePoint when_;
   TimerOwner* owner_;
   std::uint32_t sequence_ = 0;              ///< scheduling order (wrapping), breaks deadline ties
-  std::uint32_t queue_index_ = not_queued;  ///< maintained by the owner's timer queue
+  bool queued_ = false;                     ///< in the owner's timer queue (maintained by it)
 };
 
 }  // namespace detail
@@ -163,8 +161,8 @@ class Handle {
 
 /// A Handle for a callback scheduled at a time (asyncio.TimerHandle): from call_later, call_at.
 ///
-/// Cancelling a pending timer removes it from the loop's timer queue at once, so cancelled
-/// timers never accumulate.
+/// Cancelling a pending timer releases its callback at once; the loop's timer queue drops
+/// the rest lazily and compacts itself before cancelled timers make up half of it.
 class TimerHandle : public Handle {
  public:
   TimerHandle() noexcept = default;
