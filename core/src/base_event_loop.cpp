@@ -168,6 +168,9 @@ void BaseEventLoop::close() {
     }
     if (empty && ready_.empty() && !has_pending_tasks(*this)) break;
   }
+  // Jobs still running on the default executor post their results; wait for them while posting
+  // is still accepted, so that what they post is released below, on this thread.
+  close_default_executor();
   // From here on posting is refused: release what other threads posted since the first round,
   // and anything left if the rounds ran out, or it would never be freed.
   std::vector<HandleImpl*> late;

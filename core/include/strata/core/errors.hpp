@@ -51,6 +51,20 @@ class EventLoopError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// A job was submitted to an executor after its shutdown() (asyncio's RuntimeError "cannot
+/// schedule new futures after shutdown"). Nothing was scheduled.
+class ExecutorShutdownError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A Barrier was aborted, or reset or aborted while the caller waited in it
+/// (asyncio.BrokenBarrierError).
+class BrokenBarrierError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 /// Several exceptions raised together, as by the children of a TaskGroup
 /// (Python's ExceptionGroup). what() lists each one's message.
 class ExceptionGroup : public std::exception {

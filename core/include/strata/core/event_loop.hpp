@@ -25,8 +25,14 @@ class Task;
 template <class T>
 class Coro;
 
+class Executor;
+
 namespace detail {
 class TaskCore;
+/// Deletes the default executor (defined with it, so that Executor may stay incomplete here).
+struct ExecutorDeleter {
+  void operator()(Executor* executor) const noexcept;
+};
 }
 
 /// The readiness backends of the selector loop, best first.
@@ -178,6 +184,19 @@ class EventLoop {
   template <class T>
   Task<T> create_task(Coro<T> coro, std::string name = {});
 
+  // ---- Executors (defined in executor.hpp and src/executor.cpp) ---------------------------
+
+  /// Runs `fn(args...)` on @p executor (the default executor when null); returns a Future
+  /// completed on this loop's thread. See strata::run_in_executor() for the contract.
+  template <class F, class... Args>
+  auto run_in_executor(Executor* executor, F fn, Args... args);
+
+  /// The executor that run_in_executor(nullptr, ...) and to_thread() use: a ThreadPoolExecutor
+  /// of default size, made on first use. close() shuts it down, waiting for its running jobs.
+  /// @throws EventLoopError  the loop is closed.
+  /// @par Thread safety  Loop thread only.
+  Executor& default_executor();
+
   // ---- Errors ----------------------------------------------------------------------------
 
   /// Replaces the exception handler; an empty one restores the default.
@@ -215,6 +234,9 @@ class EventLoop {
   void check_thread(const char* method) const;
   /// Throws EventLoopError if run_forever() would: closed, running, or another loop running.
   void check_can_run() const;
+  /// For close(): shuts the default executor down (waiting for running jobs, dropping queued
+  /// ones) and destroys it. A no-op when none was made.
+  void close_default_executor() noexcept;
 
   bool debug_ = false;
   Duration slow_callback_duration_ = std::chrono::milliseconds(100);
@@ -225,6 +247,7 @@ class EventLoop {
 
   ExceptionHandler exception_handler_;
   detail::TaskCore* tasks_ = nullptr;  ///< intrusive list of this loop's live tasks
+  std::unique_ptr<Executor, detail::ExecutorDeleter> default_executor_;
 };
 
 /// Makes a new loop of the given kind (asyncio.new_event_loop()).
