@@ -153,6 +153,7 @@ void BaseEventLoop::close() {
   if (running_) throw EventLoopError("Cannot close a running event loop");
   if (is_closed()) return;
   if (debug_) log(LogLevel::debug, "Close " + std::string(backend_name()) + " event loop");
+  remove_all_signal_handlers();
   // Destroying task frames and callbacks runs user destructors, which may schedule more; keep
   // going until nothing is left, with the loop still open so that scheduling does not throw.
   for (int round = 0; round < 100; ++round) {

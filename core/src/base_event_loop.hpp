@@ -4,6 +4,8 @@
 // A backend supplies how to wait for I/O and how to wake a waiting loop from another thread.
 
 #include <atomic>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -25,6 +27,8 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
 
   void timer_cancelled(TimerHandleImpl& timer) noexcept override;
 
+  bool remove_signal_handler(int sig) override;
+
   /// Pending timers, for tests and metrics.
   std::size_t timer_count() const noexcept { return timers_.live_size(); }
 
@@ -34,6 +38,7 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
   Handle do_call_soon(Callback&& callback) override;
   TimerHandle do_call_at(TimePoint when, Callback&& callback) override;
   Handle do_call_soon_threadsafe(Callback&& callback) override;
+  void do_add_signal_handler(int sig, Callback&& callback) override;
 
   /// Waits for I/O up to @p timeout (nullopt: no limit; zero: poll) and queues the handles
   /// of what became ready with push_ready().
@@ -59,6 +64,12 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
   void run_handle(HandleImpl* handle);
   void take_threadsafe();
 
+  // Signals (src/signals.cpp): the process-wide handler writes each signal's number to this
+  // loop's self-pipe; the pipe's reader runs the handlers on the loop's thread.
+  void read_signals();
+  void close_signal_pipe() noexcept;
+  void remove_all_signal_handlers() noexcept;
+
   RingQueue<HandleImpl*> ready_;
   TimerQueue timers_;
 
@@ -68,6 +79,10 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
 
   static constexpr unsigned io_poll_interval = 61;
   unsigned iterations_without_io_ = 0;
+
+  std::map<int, std::shared_ptr<Callback>> signal_handlers_;
+  int signal_read_fd_ = -1;
+  int signal_write_fd_ = -1;
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> closed_{false};

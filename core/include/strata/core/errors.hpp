@@ -30,6 +30,17 @@ class CancelledError {
   mutable std::string what_;
 };
 
+/// strata::run() was interrupted by SIGINT (Ctrl-C): the signal cancelled the main task, and
+/// the task ended cancelled (Python's KeyboardInterrupt).
+///
+/// Like CancelledError it does not derive from std::exception, so that handlers of ordinary
+/// errors let it through. A program that wants the shell to see the interruption catches it
+/// in main() and exits with status 130 (128 + SIGINT).
+class KeyboardInterrupt {
+ public:
+  const char* what() const noexcept { return "interrupted by SIGINT"; }
+};
+
 /// A deadline passed: thrown by timeout(), wait_for() and the waits that take a timeout.
 class TimeoutError : public std::runtime_error {
  public:

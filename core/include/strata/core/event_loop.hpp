@@ -197,6 +197,24 @@ class EventLoop {
   /// @par Thread safety  Loop thread only.
   Executor& default_executor();
 
+  // ---- Signals (defined in src/signals.cpp) -----------------------------------------------
+
+  /// Calls @p callback on this loop's thread each time signal @p sig arrives, until
+  /// remove_signal_handler() or close() (loop.add_signal_handler). Replaces an earlier
+  /// handler of @p sig on this loop. Arrivals close together may be coalesced into one call,
+  /// as the kernel coalesces pending signals.
+  /// @throws std::invalid_argument  @p sig cannot be caught (SIGKILL, SIGSTOP, out of range).
+  /// @throws EventLoopError  the loop is closed, or another live loop handles @p sig.
+  /// @par Thread safety  Loop thread only.
+  template <class F>
+  void add_signal_handler(int sig, F&& callback) {
+    do_add_signal_handler(sig, Callback(std::forward<F>(callback)));
+  }
+  /// Removes this loop's handler of @p sig and restores the disposition @p sig had before
+  /// add_signal_handler(); returns whether a handler was registered.
+  /// @throws std::invalid_argument  @p sig is out of range.
+  virtual bool remove_signal_handler(int sig) = 0;
+
   // ---- Errors ----------------------------------------------------------------------------
 
   /// Replaces the exception handler; an empty one restores the default.
@@ -229,6 +247,7 @@ class EventLoop {
   virtual Handle do_call_soon_threadsafe(Callback&& callback) = 0;
   virtual void do_add_reader(int fd, Callback&& callback) = 0;
   virtual void do_add_writer(int fd, Callback&& callback) = 0;
+  virtual void do_add_signal_handler(int sig, Callback&& callback) = 0;
 
   /// In debug mode, throws EventLoopError when called off the loop's thread while it runs.
   void check_thread(const char* method) const;
