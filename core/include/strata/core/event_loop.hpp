@@ -26,6 +26,9 @@ template <class T>
 class Coro;
 
 class Executor;
+class SocketAddress;  // strata/core/socket_address.hpp
+struct AddrInfo;      // strata/core/resolver.hpp
+struct NameInfo;      // strata/core/resolver.hpp
 
 namespace detail {
 class TaskCore;
@@ -214,6 +217,21 @@ class EventLoop {
   /// add_signal_handler(); returns whether a handler was registered.
   /// @throws std::invalid_argument  @p sig is out of range.
   virtual bool remove_signal_handler(int sig) = 0;
+
+  // ---- Name resolution (defined in src/resolver.cpp; types in strata/core/resolver.hpp) ----
+
+  /// Resolves @p host and @p port (loop.getaddrinfo): ::getaddrinfo() on the default executor,
+  /// or on the spot, without a thread hop, when @p host is a numeric address (or empty) and
+  /// @p port numeric (or empty). The arguments are those of ::getaddrinfo(): AF_*, SOCK_*,
+  /// IPPROTO_* and AI_* flags; 0 for any.
+  /// The future fails with std::system_error in strata::resolver_category() (EAI_* codes) when
+  /// the name does not resolve.
+  Future<std::vector<AddrInfo>> getaddrinfo(std::string host, std::string port, int family = 0,
+                                            int type = 0, int protocol = 0, int flags = 0);
+
+  /// The host and service names of @p address (loop.getnameinfo), on the default executor;
+  /// @p flags are NI_* flags. Fails as getaddrinfo() does.
+  Future<NameInfo> getnameinfo(const SocketAddress& address, int flags = 0);
 
   // ---- Errors ----------------------------------------------------------------------------
 
