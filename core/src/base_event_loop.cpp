@@ -154,6 +154,8 @@ void BaseEventLoop::close() {
   if (is_closed()) return;
   if (debug_) log(LogLevel::debug, "Close " + std::string(backend_name()) + " event loop");
   remove_all_signal_handlers();
+  // Open transports and servers first: their connection_lost() callbacks may still schedule.
+  close_resources();
   // Destroying task frames and callbacks runs user destructors, which may schedule more; keep
   // going until nothing is left, with the loop still open so that scheduling does not throw.
   for (int round = 0; round < 100; ++round) {

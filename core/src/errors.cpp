@@ -47,6 +47,7 @@ class StrataCategory final : public std::error_category {
       case errc::cancelled: return "operation cancelled";
       case errc::timed_out: return "operation timed out";
       case errc::loop_closed: return "event loop closed";
+      case errc::callback_failed: return "a callback threw (see the loop's exception handler)";
     }
     return "unknown strata error " + std::to_string(value);
   }

@@ -177,4 +177,31 @@ void HandleImpl::destroy() noexcept {
 
 }  // namespace detail
 
+void EventLoop::attach_resource(detail::LoopResource& resource) noexcept {
+  resource.prev_ = nullptr;
+  resource.next_ = resources_;
+  if (resources_) resources_->prev_ = &resource;
+  resources_ = &resource;
+}
+
+void EventLoop::detach_resource(detail::LoopResource& resource) noexcept {
+  if (resource.prev_) {
+    resource.prev_->next_ = resource.next_;
+  } else if (resources_ == &resource) {
+    resources_ = resource.next_;
+  } else {
+    return;  // not attached
+  }
+  if (resource.next_) resource.next_->prev_ = resource.prev_;
+  resource.prev_ = resource.next_ = nullptr;
+}
+
+void EventLoop::close_resources() noexcept {
+  // Each loop_closing() detaches its resource (and may free it, or attach or free others).
+  while (detail::LoopResource* r = resources_) {
+    r->loop_closing();
+    if (resources_ == r) detach_resource(*r);  // it forgot to: never loop forever
+  }
+}
+
 }  // namespace strata

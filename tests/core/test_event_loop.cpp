@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -1285,4 +1286,45 @@ STRATA_LOOP_TEST_CASE(
   CHECK(strata::all_tasks(*inner).empty());
   // Once the first loop has stopped, the second runs normally.
   CHECK(inner->run_until_complete(answer_after(1ms)) == 42);
+}
+
+namespace {
+/// A resource that records loop_closing() and what it could still do then.
+struct RecordingResource final : strata::detail::LoopResource {
+  EventLoop* loop = nullptr;
+  std::vector<std::string>* log = nullptr;
+  std::string name;
+  bool scheduled_ok = false;
+  void loop_closing() noexcept override {
+    log->push_back(name);
+    loop->detach_resource(*this);
+    try {
+      loop->call_soon([] {});  // the loop still takes callbacks while resources close
+      scheduled_ok = true;
+    } catch (...) {
+    }
+  }
+};
+}  // namespace
+
+STRATA_LOOP_TEST_CASE("EventLoop: close() calls loop_closing() on each attached resource once",
+                      "[core][event_loop]") {
+  auto loop = strata::new_event_loop(TestType::kind);
+  std::vector<std::string> log;
+  RecordingResource a, b, c;
+  for (auto [r, name] : {std::pair{&a, "a"}, std::pair{&b, "b"}, std::pair{&c, "c"}}) {
+    r->loop = loop.get();
+    r->log = &log;
+    r->name = name;
+    loop->attach_resource(*r);
+  }
+  loop->detach_resource(b);  // detached: not told
+  loop->detach_resource(b);  // twice: a no-op
+  loop->close();
+  std::sort(log.begin(), log.end());
+  CHECK(log == std::vector<std::string>{"a", "c"});
+  CHECK(a.scheduled_ok);
+  CHECK(c.scheduled_ok);
+  loop->close();  // idempotent: nobody is told again
+  CHECK(log.size() == 2);
 }

@@ -101,6 +101,8 @@ enum class errc {
   cancelled = 1,  ///< the operation was cancelled
   timed_out,      ///< the operation's deadline passed
   loop_closed,    ///< the event loop was closed under the operation
+  callback_failed,  ///< a user callback (e.g. a protocol's) threw; the exception went to the
+                    ///< loop's exception handler
 };
 
 const std::error_category& strata_category() noexcept;

@@ -25,6 +25,7 @@ class Task;
 template <class T>
 class Coro;
 
+class EventLoop;
 class Executor;
 class SocketAddress;  // strata/core/socket_address.hpp
 struct AddrInfo;      // strata/core/resolver.hpp
@@ -32,6 +33,27 @@ struct NameInfo;      // strata/core/resolver.hpp
 
 namespace detail {
 class TaskCore;
+
+/// Something a higher layer keeps open on a loop (a transport, a server) that must be released
+/// when the loop closes: close() calls loop_closing() on each one still attached, first thing,
+/// while the loop still accepts callbacks. Attached with EventLoop::attach_resource(); an
+/// object detaches itself before it is destroyed.
+class LoopResource {
+ public:
+  /// The loop is closing: release everything now (abort, report, detach, free).
+  virtual void loop_closing() noexcept = 0;
+
+ protected:
+  LoopResource() = default;
+  ~LoopResource() = default;
+  LoopResource(const LoopResource&) = delete;
+  LoopResource& operator=(const LoopResource&) = delete;
+
+ private:
+  friend class strata::EventLoop;
+  LoopResource* prev_ = nullptr;
+  LoopResource* next_ = nullptr;
+};
 /// Deletes the default executor (defined with it, so that Executor may stay incomplete here).
 struct ExecutorDeleter {
   void operator()(Executor* executor) const noexcept;
@@ -233,6 +255,15 @@ class EventLoop {
   /// @p flags are NI_* flags. Fails as getaddrinfo() does.
   Future<NameInfo> getnameinfo(const SocketAddress& address, int flags = 0);
 
+  // ---- Resources of higher layers ------------------------------------------------------
+
+  /// @cond INTERNAL
+  /// Keeps @p resource on the list close() releases. Loop thread only.
+  void attach_resource(detail::LoopResource& resource) noexcept;
+  /// Takes @p resource off that list; a no-op if it is not on it.
+  void detach_resource(detail::LoopResource& resource) noexcept;
+  /// @endcond
+
   // ---- Errors ----------------------------------------------------------------------------
 
   /// Replaces the exception handler; an empty one restores the default.
@@ -271,6 +302,9 @@ class EventLoop {
   void check_thread(const char* method) const;
   /// Throws EventLoopError if run_forever() would: closed, running, or another loop running.
   void check_can_run() const;
+  /// For close(): calls loop_closing() on every attached resource, including those attached
+  /// meanwhile, until none is left.
+  void close_resources() noexcept;
   /// For close(): shuts the default executor down (waiting for running jobs, dropping queued
   /// ones) and destroys it. A no-op when none was made.
   void close_default_executor() noexcept;
@@ -284,6 +318,7 @@ class EventLoop {
 
   ExceptionHandler exception_handler_;
   detail::TaskCore* tasks_ = nullptr;  ///< intrusive list of this loop's live tasks
+  detail::LoopResource* resources_ = nullptr;  ///< intrusive list of attached resources
   std::unique_ptr<Executor, detail::ExecutorDeleter> default_executor_;
 };
 
