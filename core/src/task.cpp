@@ -1,8 +1,15 @@
 #include "strata/core/task.hpp"
 
 #include <atomic>
+#include <cstdlib>
+#include <string>
+
+#if __has_include(<execinfo.h>)
+#include <execinfo.h>
+#endif
 
 #include "strata/core/detail/assert.hpp"
+#include "strata/core/log.hpp"
 #include "task_registry.hpp"
 
 namespace strata {
@@ -32,6 +39,25 @@ struct TaskWakeup {
 };
 
 }  // namespace
+
+void coroutine_frame_miscompiled() noexcept {
+  std::string message =
+      "a coroutine was miscompiled and cannot run (GCC bug 106188, GCC before 13): it declares "
+      "no variable and has a co_await in the condition of an if, while, for, do-while or switch "
+      "statement. Declare a variable in it (e.g. `int v = co_await q.get(); if (v < 0) ...`) or "
+      "build with GCC 13 or later. The call stack starts in that coroutine (resolve "
+      "module(+offset) with addr2line -f -C -e module offset):";
+#if __has_include(<execinfo.h>)
+  void* frames[8];
+  int n = ::backtrace(frames, 8);
+  if (char** symbols = ::backtrace_symbols(frames, n)) {
+    for (int i = 1; i < n; ++i) message.append("\n  ").append(symbols[i]);
+    std::free(symbols);
+  }
+#endif
+  log(LogLevel::error, message);
+  std::abort();
+}
 
 TaskCore::TaskCore(FutureStateBase& self, std::string&& name)
     : self_(&self), id_(task_counter.fetch_add(1, std::memory_order_relaxed) + 1) {

@@ -18,10 +18,35 @@ class Coro;
 
 namespace detail {
 
+/// Logs why and aborts: the coroutine at whose initial suspend it is called was miscompiled
+/// (see CoroPromiseBase::InitialAwaiter).
+[[noreturn]] void coroutine_frame_miscompiled() noexcept;
+
 /// What every Strata coroutine promise shares: who to resume when it ends, and its exception.
 class CoroPromiseBase : public SmallObject {
  public:
-  std::suspend_always initial_suspend() const noexcept { return {}; }
+  /// Suspends at once (a Coro is lazy) and checks that the frame has the layout that
+  /// std::coroutine_handle assumes.
+  ///
+  /// GCC before 13 (GCC bug 106188) miscompiles a coroutine that declares no variable and has
+  /// a co_await in the condition of an if, while, for, do-while or switch statement: the
+  /// condition's temporary becomes the frame's first member, so the coroutine's own code sees
+  /// every member 8 bytes further on than std::coroutine_handle does. resume() through a handle
+  /// then hands the code a wrong frame address: it resumes at a garbage point, corrupts its
+  /// frame or crashes (a Task reports "suspended on an awaitable that is not a Strata
+  /// awaitable", or hangs). Such a frame shows itself here, when the coroutine is created and
+  /// before any of its body runs: the handle's view of the promise falls on the coroutine's
+  /// destroy (or resume) function pointer, so continuation_ reads non-null, while in a sound
+  /// frame it is still null. The check costs a load and a branch, and no frame space.
+  struct InitialAwaiter {
+    bool await_ready() const noexcept { return false; }
+    template <class P>
+    void await_suspend(std::coroutine_handle<P> h) const noexcept {
+      if (h.promise().continuation_) [[unlikely]] coroutine_frame_miscompiled();
+    }
+    void await_resume() const noexcept {}
+  };
+  InitialAwaiter initial_suspend() const noexcept { return {}; }
 
   struct FinalAwaiter {
     bool await_ready() const noexcept { return false; }
@@ -85,6 +110,11 @@ class CoroPromise<void> final : public CoroPromiseBase {
 /// @throws InvalidStateError  when awaited a second time: a Coro runs once. To share a
 /// result, wrap the Coro in a Task, which is a Future.
 /// @par Thread safety  Loop thread only.
+/// @par GCC before 13  A Strata coroutine that declares no variable and has a co_await in the
+/// condition of an if, while, for, do-while or switch statement (`while (co_await q.get() >= 0)
+/// ++n;`) is miscompiled (GCC bug 106188); creating it logs the reason and aborts. Declaring
+/// any variable in it avoids the bug: `for (;;) { int v = co_await q.get(); if (v < 0) break;
+/// ++n; }`.
 template <class T = void>
 class [[nodiscard]] Coro {
  public:
