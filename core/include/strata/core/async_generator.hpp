@@ -8,6 +8,7 @@
 #include <optional>
 #include <utility>
 
+#include "strata/core/coro.hpp"
 #include "strata/core/errors.hpp"
 
 namespace strata {
@@ -32,7 +33,16 @@ class [[nodiscard]] AsyncGenerator {
     AsyncGenerator get_return_object() noexcept {
       return AsyncGenerator(std::coroutine_handle<promise_type>::from_promise(*this));
     }
-    std::suspend_always initial_suspend() const noexcept { return {}; }
+    /// Suspends at once and checks the frame's layout, as CoroPromiseBase::InitialAwaiter
+    /// does (GCC bug 106188): consumer_, the promise's first member, is null in a sound frame.
+    struct InitialAwaiter {
+      bool await_ready() const noexcept { return false; }
+      void await_suspend(std::coroutine_handle<promise_type> h) const noexcept {
+        if (h.promise().consumer_) [[unlikely]] detail::coroutine_frame_miscompiled();
+      }
+      void await_resume() const noexcept {}
+    };
+    InitialAwaiter initial_suspend() const noexcept { return {}; }
 
     struct ToConsumer {
       bool await_ready() const noexcept { return false; }
@@ -56,9 +66,9 @@ class [[nodiscard]] AsyncGenerator {
 
    private:
     friend class AsyncGenerator;
+    std::coroutine_handle<> consumer_;  // first: InitialAwaiter relies on it
     std::optional<T> value_;
     std::exception_ptr exception_;
-    std::coroutine_handle<> consumer_;
     bool finished_ = false;
     bool active_ = false;  // a next() is in progress
   };
