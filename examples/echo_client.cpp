@@ -1,0 +1,412 @@
+// echo_client: checks an echo server. Opens --connections connections (TCP, or UDP endpoints
+// with --udp) at once; each sends --count messages of --size bytes, one at a time, and checks
+// that each comes back unchanged. Prints one summary line; exits 1 on any mismatch, error or
+// timeout, 2 on a bad option.
+//
+//   echo_client --port 7000 --connections 8 --size 1024 --count 100
+//   echo_client --port 7000 --udp --count 10
+#include <strata/core/errors.hpp>
+#include <strata/core/future.hpp>
+#include <strata/core/gather.hpp>
+#include <strata/core/run.hpp>
+#include <strata/core/task_group.hpp>
+#include <strata/core/timeout.hpp>
+#include <strata/transports/datagram.hpp>
+#include <strata/transports/tcp.hpp>
+#include <strata/transports/transport.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace {
+
+constexpr const char* usage =
+    "usage: echo_client --port P [options]\n"
+    "  --host H           server address (default 127.0.0.1)\n"
+    "  --port P           server port (required)\n"
+    "  --connections N    connections (or UDP endpoints) at once (default 1)\n"
+    "  --size BYTES       bytes per message (default 64; at most 65507 with --udp)\n"
+    "  --count M          messages per connection, each awaited before the next (default 1)\n"
+    "  --udp              echo datagrams instead of a TCP stream\n"
+    "  --timeout SECONDS  give up after this long (default 30)\n"
+    "  --loop selector|epoll|poll|select   the loop (default selector)\n"
+    "  --help             print this and exit\n";
+
+struct Options {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;
+  bool has_port = false;
+  std::size_t connections = 1;
+  std::size_t size = 64;
+  std::size_t count = 1;
+  bool udp = false;
+  double timeout_s = 30;
+  std::optional<strata::LoopKind> loop;
+};
+
+/// A failed check: the message is the whole stderr line after "echo_client: ".
+class Mismatch : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// ---- Options ----------------------------------------------------------------------------------
+
+unsigned long long parse_number(std::string_view option, const char* text,
+                                unsigned long long min, unsigned long long max) {
+  char* end = nullptr;
+  errno = 0;
+  const unsigned long long value = std::strtoull(text, &end, 10);
+  if (*text == '\0' || *text == '-' || *end != '\0' || errno != 0 || value < min || value > max) {
+    throw std::invalid_argument(std::string(option) + " must be a whole number from " +
+                                std::to_string(min) + " to " + std::to_string(max) + ", got '" +
+                                text + "'");
+  }
+  return value;
+}
+
+/// Parses argv into @p options; returns an exit status when the program should stop.
+std::optional<int> parse_options(int argc, char** argv, Options& options) {
+  try {
+    for (int i = 1; i < argc; ++i) {
+      const std::string_view arg = argv[i];
+      if (arg == "--help" || arg == "-h") {
+        std::fputs(usage, stdout);
+        return 0;
+      }
+      if (arg == "--udp") {
+        options.udp = true;
+        continue;
+      }
+      if (!arg.starts_with("--")) throw std::invalid_argument("unexpected argument '" + std::string(arg) + "'");
+      if (i + 1 >= argc) throw std::invalid_argument(std::string(arg) + " needs a value");
+      const char* value = argv[++i];
+      if (arg == "--host") {
+        options.host = value;
+      } else if (arg == "--port") {
+        options.port = static_cast<std::uint16_t>(parse_number(arg, value, 1, 65535));
+        options.has_port = true;
+      } else if (arg == "--connections") {
+        options.connections = parse_number(arg, value, 1, 100000);
+      } else if (arg == "--size") {
+        options.size = parse_number(arg, value, 1, 1ull << 30);
+      } else if (arg == "--count") {
+        options.count = parse_number(arg, value, 1, 1ull << 40);
+      } else if (arg == "--timeout") {
+        options.timeout_s = static_cast<double>(parse_number(arg, value, 1, 86400));
+      } else if (arg == "--loop") {
+        const std::string_view name = value;
+        if (name == "selector") {
+          options.loop.reset();
+        } else if (name == "proactor") {
+          throw std::invalid_argument(
+              "--loop proactor: not available in this build (the proactor loop is not "
+              "implemented yet)");
+        } else {
+          options.loop = strata::parse_loop_kind(name);
+        }
+      } else {
+        throw std::invalid_argument("unknown option '" + std::string(arg) + "' (see --help)");
+      }
+    }
+    if (!options.has_port) throw std::invalid_argument("--port is required (see --help)");
+    if (options.udp && options.size > 65507) {
+      throw std::invalid_argument("--size must be at most 65507 with --udp (one datagram), got " +
+                                  std::to_string(options.size));
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "echo_client: %s\n", e.what());
+    return 2;
+  }
+  return std::nullopt;
+}
+
+// ---- Messages ---------------------------------------------------------------------------------
+
+/// Message @p index of connection @p conn: bytes that differ from one message and connection
+/// to the next, so that a mixed-up echo is caught.
+std::vector<std::byte> make_message(std::size_t conn, std::size_t index, std::size_t size) {
+  std::vector<std::byte> message(size);
+  std::uint32_t x = static_cast<std::uint32_t>(conn * 2654435761u + index * 40503u + 1);
+  for (std::byte& b : message) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = static_cast<std::byte>(x);
+  }
+  return message;
+}
+
+void check_echo(std::span<const std::byte> got, std::span<const std::byte> want,
+                std::string_view what, std::size_t conn, std::size_t index) {
+  if (got.size() == want.size() && std::equal(got.begin(), got.end(), want.begin())) return;
+  std::size_t at = 0;
+  while (at < got.size() && at < want.size() && got[at] == want[at]) ++at;
+  throw Mismatch(std::string(what) + " " + std::to_string(conn) + " message " +
+                 std::to_string(index) + ": the echo differs at byte " + std::to_string(at) +
+                 " (sent " + std::to_string(want.size()) + " bytes, got " +
+                 std::to_string(got.size()) + ")");
+}
+
+// ---- TCP --------------------------------------------------------------------------------------
+
+/// Collects what the server sends back; wait_for_bytes() completes once enough has come.
+class StreamClient final : public strata::Protocol {
+ public:
+  void connection_made(strata::Transport& transport) override { transport_ = &transport; }
+
+  void data_received(std::span<const std::byte> data) override {
+    received_.insert(received_.end(), data.begin(), data.end());
+    if (waiter_.valid() && !waiter_.done() && received_.size() >= wanted_) waiter_.set_result();
+  }
+
+  bool eof_received() override {
+    fail_waiter(std::make_error_code(std::errc::connection_reset),
+                "the server closed the connection before echoing everything");
+    return false;
+  }
+
+  void connection_lost(std::error_code ec) override {
+    transport_ = nullptr;
+    lost_ = true;
+    fail_waiter(ec ? ec : std::make_error_code(std::errc::connection_reset), "connection lost");
+    if (closed_.valid() && !closed_.done()) closed_.set_result();
+  }
+
+  /// Completes once @p n bytes have been received in all.
+  strata::Future<void> wait_for_bytes(std::size_t n) {
+    wanted_ = n;
+    waiter_ = strata::get_running_loop().create_future<void>();
+    if (received_.size() >= n) {
+      waiter_.set_result();
+    } else if (lost_) {
+      fail_waiter(std::make_error_code(std::errc::not_connected), "connection lost");
+    }
+    return waiter_;
+  }
+
+  /// Completes after connection_lost().
+  strata::Future<void> closed() {
+    if (!closed_.valid()) {
+      closed_ = strata::get_running_loop().create_future<void>();
+      if (lost_) closed_.set_result();
+    }
+    return closed_;
+  }
+
+  strata::Transport* transport() const noexcept { return transport_; }
+  std::vector<std::byte>& received() noexcept { return received_; }
+
+ private:
+  void fail_waiter(std::error_code ec, const char* what) {
+    if (waiter_.valid() && !waiter_.done()) waiter_.set_exception(std::system_error(ec, what));
+  }
+
+  strata::Transport* transport_ = nullptr;
+  std::vector<std::byte> received_;
+  std::size_t wanted_ = 0;
+  strata::Future<void> waiter_;
+  strata::Future<void> closed_;
+  bool lost_ = false;
+};
+
+strata::Coro<std::uint64_t> run_tcp_connection(const Options& options, std::size_t conn) {
+  auto factory = [] { return std::make_unique<StreamClient>(); };
+  strata::Coro<strata::Connection<StreamClient>> connect =
+      strata::create_connection(std::move(factory), options.host, options.port);
+  strata::Connection<StreamClient> c = co_await connect;
+  StreamClient& client = *c.protocol;
+  std::uint64_t echoed = 0;
+  try {
+    for (std::size_t i = 0; i < options.count; ++i) {
+      std::vector<std::byte> message = make_message(conn, i, options.size);
+      c.transport->write(message);
+      strata::Future<void> arrived = client.wait_for_bytes(message.size());
+      co_await arrived;
+      std::span<const std::byte> got(client.received().data(), message.size());
+      check_echo(got, message, "connection", conn, i);
+      client.received().erase(client.received().begin(),
+                              client.received().begin() + static_cast<std::ptrdiff_t>(message.size()));
+      echoed += message.size();
+    }
+    // Half-close: the server echoes what is left (nothing) and closes.
+    strata::Future<void> closed = client.closed();
+    c.transport->write_eof();
+    co_await closed;
+    if (!client.received().empty()) {
+      throw Mismatch("connection " + std::to_string(conn) + ": " +
+                     std::to_string(client.received().size()) + " bytes more than were sent came back");
+    }
+  } catch (...) {
+    if (client.transport() != nullptr) client.transport()->abort();
+    throw;
+  }
+  co_return echoed;
+}
+
+// ---- UDP --------------------------------------------------------------------------------------
+
+/// Hands each datagram that arrives to whoever waits in next().
+class DatagramClient final : public strata::DatagramProtocol {
+ public:
+  void connection_made(strata::DatagramTransport& transport) override { transport_ = &transport; }
+
+  void datagram_received(std::span<const std::byte> data, const strata::SocketAddress&) override {
+    if (waiter_.valid() && !waiter_.done()) {
+      waiter_.set_result(std::vector<std::byte>(data.begin(), data.end()));
+    } else {
+      ++unexpected_;
+    }
+  }
+
+  void error_received(std::error_code ec) override {
+    if (waiter_.valid() && !waiter_.done()) waiter_.set_exception(std::system_error(ec, "receive"));
+  }
+
+  void connection_lost(std::error_code ec) override {
+    transport_ = nullptr;
+    if (waiter_.valid() && !waiter_.done()) {
+      waiter_.set_exception(std::system_error(ec ? ec : std::make_error_code(std::errc::not_connected),
+                                              "endpoint closed"));
+    }
+  }
+
+  /// The next datagram to arrive.
+  strata::Future<std::vector<std::byte>> next() {
+    waiter_ = strata::get_running_loop().create_future<std::vector<std::byte>>();
+    return waiter_;
+  }
+
+  strata::DatagramTransport* transport() const noexcept { return transport_; }
+  std::size_t unexpected() const noexcept { return unexpected_; }
+
+ private:
+  strata::DatagramTransport* transport_ = nullptr;
+  strata::Future<std::vector<std::byte>> waiter_;
+  std::size_t unexpected_ = 0;
+};
+
+strata::Coro<std::uint64_t> run_udp_endpoint(const Options& options, std::size_t conn) {
+  strata::DatagramOptions endpoint;
+  endpoint.remote_addr = strata::DatagramAddress(options.host, options.port);
+  auto factory = [] { return std::make_unique<DatagramClient>(); };
+  strata::Coro<strata::DatagramConnection<DatagramClient>> open =
+      strata::create_datagram_endpoint(std::move(factory), std::move(endpoint));
+  strata::DatagramConnection<DatagramClient> c = co_await open;
+  DatagramClient& client = *c.protocol;
+  std::uint64_t echoed = 0;
+  try {
+    for (std::size_t i = 0; i < options.count; ++i) {
+      std::vector<std::byte> message = make_message(conn, i, options.size);
+      strata::Future<std::vector<std::byte>> reply = client.next();
+      c.transport->sendto(message);
+      std::vector<std::byte> got = co_await reply;
+      check_echo(got, message, "endpoint", conn, i);
+      echoed += message.size();
+    }
+    if (client.unexpected() != 0) {
+      throw Mismatch("endpoint " + std::to_string(conn) + ": " +
+                     std::to_string(client.unexpected()) + " datagrams came back unasked");
+    }
+  } catch (...) {
+    if (client.transport() != nullptr) client.transport()->abort();
+    throw;
+  }
+  c.transport->close();
+  co_return echoed;
+}
+
+// ---- Main -------------------------------------------------------------------------------------
+
+strata::Coro<std::uint64_t> run_all(const Options& options) {
+  std::uint64_t total = 0;
+  auto body = [&options, &total](strata::TaskGroup& tg) -> strata::Coro<void> {
+    std::vector<strata::Task<std::uint64_t>> tasks;
+    tasks.reserve(options.connections);
+    for (std::size_t conn = 0; conn < options.connections; ++conn) {
+      tasks.push_back(tg.create_task(options.udp ? run_udp_endpoint(options, conn)
+                                                 : run_tcp_connection(options, conn)));
+    }
+    for (auto& task : tasks) total += co_await task;
+  };
+  co_await strata::task_group(std::move(body));
+  co_return total;
+}
+
+/// The first failure's message: an ExceptionGroup of TaskGroup holds one per connection.
+std::string first_error(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const strata::ExceptionGroup& group) {
+    if (!group.exceptions().empty()) return first_error(group.exceptions().front());
+    return group.what();
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return strata::describe_exception(error);
+  }
+}
+
+strata::Coro<int> main_task(const Options& options) {
+  const auto start = std::chrono::steady_clock::now();
+  std::uint64_t total = 0;
+  std::string error;
+  try {
+    const auto limit = std::chrono::duration_cast<strata::Duration>(
+        std::chrono::duration<double>(options.timeout_s));
+    strata::Coro<std::uint64_t> all = run_all(options);
+    total = co_await strata::wait_for(std::move(all), limit);
+  } catch (const strata::TimeoutError&) {
+    error = "timed out after " + std::to_string(static_cast<long>(options.timeout_s)) +
+            " s (see --timeout)";
+  } catch (...) {
+    error = first_error(std::current_exception());
+  }
+  if (!error.empty()) {
+    std::fprintf(stderr, "echo_client: %s\n", error.c_str());
+    co_return 1;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string host =
+      options.host.find(':') != std::string::npos ? "[" + options.host + "]" : options.host;
+  std::printf("echo_client: ok: %zu %s x %zu messages x %zu bytes over %s to %s:%u; %llu bytes "
+              "echoed and verified in %.3f s\n",
+              options.connections, options.udp ? "endpoints" : "connections", options.count,
+              options.size, options.udp ? "udp" : "tcp", host.c_str(),
+              static_cast<unsigned>(options.port), static_cast<unsigned long long>(total), seconds);
+  std::fflush(stdout);
+  co_return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  if (auto status = parse_options(argc, argv, options)) return *status;
+  strata::RunOptions run_options;
+  run_options.loop = options.loop;
+  try {
+    return strata::run(main_task(options), run_options);
+  } catch (const strata::KeyboardInterrupt&) {
+    return 130;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "echo_client: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""echo_server and echo_client as programs: the example contract of DESIGN.md.
+
+Runs the binaries given on the command line; every wait is bounded. Exits 0 when every check
+passes, 1 otherwise, naming each failed check.
+
+    test_echo_server.py --server build/examples/echo_server --client build/examples/echo_client
+"""
+
+import argparse
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+READY = re.compile(r"^listening on (.+):(\d+)$")
+START_TIMEOUT = 10.0  # for the ready line
+EXIT_TIMEOUT = 5.0 + 1.5  # the contract's 5 s grace, plus process start-up and exit
+NOT_AVAILABLE = "not available in this build"
+
+args = None
+
+
+class Server:
+    """An echo_server process that has printed its ready line."""
+
+    def __init__(self, *options):
+        self.proc = subprocess.Popen(
+            [args.server, "--port", "0", *options],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = read_line(self.proc.stdout, START_TIMEOUT)
+        match = READY.match(line.rstrip("\n")) if line else None
+        if not match:
+            self.proc.kill()
+            _, err = self.proc.communicate(timeout=5)
+            raise AssertionError(f"no ready line: stdout {line!r}, stderr {err!r}")
+        self.host = match.group(1).strip("[]")
+        self.port = int(match.group(2))
+
+    def stop(self, sig=signal.SIGINT, timeout=EXIT_TIMEOUT):
+        """Sends @sig; returns (exit status, seconds taken, stdout rest, stderr)."""
+        start = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate(timeout=5)
+            raise AssertionError(f"did not exit within {timeout} s of {sig.name}")
+        return self.proc.returncode, time.monotonic() - start, out, err
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=5)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
+
+def read_line(stream, timeout):
+    """One line from a pipe, or None after @timeout seconds."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    return stream.readline() if ready else None
+
+
+def run(argv, timeout=30):
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout)
+
+
+def client(server, *options, timeout=60):
+    result = run([args.client, "--host", server.host, "--port", str(server.port), *options],
+                 timeout=timeout)
+    assert result.returncode == 0, f"echo_client {options} failed: {result.stderr!r}"
+    assert result.stdout.startswith("echo_client: ok"), result.stdout
+    return result
+
+
+def expect_startup_failure(options, contains=None, status=None):
+    result = run([args.server, *options], timeout=10)
+    assert result.returncode != 0, f"{options}: exited 0"
+    if status is not None:
+        assert result.returncode == status, f"{options}: status {result.returncode}"
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, f"{options}: want one stderr line, got {result.stderr!r}"
+    assert result.stdout == "", f"{options}: printed {result.stdout!r} to stdout"
+    if contains:
+        assert contains in lines[0], f"{options}: {lines[0]!r} lacks {contains!r}"
+    return lines[0]
+
+
+def connect(server):
+    return socket.create_connection((server.host, server.port), timeout=5)
+
+
+def recv_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, f"EOF after {len(data)} of {n} bytes"
+        data += chunk
+    return data
+
+
+# ---- Checks -----------------------------------------------------------------------------------
+
+def check_help():
+    result = run([args.server, "--help"], timeout=10)
+    assert result.returncode == 0
+    for option in ("--host", "--port", "--loop", "--threads", "--udp", "--api", "--tls-cert"):
+        assert option in result.stdout, f"--help lacks {option}"
+
+
+def check_bad_options():
+    expect_startup_failure(["--bogus"], status=2)
+    expect_startup_failure(["--port", "70000"], contains="--port", status=2)
+    expect_startup_failure(["--port"], contains="--port", status=2)
+    expect_startup_failure(["--threads", "0"], contains="--threads", status=2)
+    expect_startup_failure(["--loop", "kqueue"], contains="selector", status=2)
+
+
+def check_unavailable_features():
+    line = expect_startup_failure(["--loop", "proactor"], contains=NOT_AVAILABLE, status=2)
+    assert "--loop proactor" in line, line
+    expect_startup_failure(["--api", "streams"], contains=NOT_AVAILABLE, status=2)
+    expect_startup_failure(["--tls-cert", "cert.pem", "--tls-key", "key.pem"],
+                           contains=NOT_AVAILABLE, status=2)
+
+
+def check_port_in_use():
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        port = holder.getsockname()[1]
+        line = expect_startup_failure(["--port", str(port)])
+        assert "in use" in line, line
+    finally:
+        holder.close()
+
+
+def check_tcp_echo_and_sigint():
+    with Server() as server:
+        client(server, "--connections", "4", "--size", "1000", "--count", "50")
+        client(server, "--connections", "2", "--size", "3000000", "--count", "2")
+        status, seconds, out, err = server.stop(signal.SIGINT)
+        assert status == 0, f"exit status {status}, stderr {err!r}"
+        assert out == "", f"printed after the ready line: {out!r}"
+
+
+def check_sigterm():
+    with Server() as server:
+        client(server)
+        status, _, _, err = server.stop(signal.SIGTERM)
+        assert status == 0, f"exit status {status}, stderr {err!r}"
+
+
+def check_udp():
+    with Server("--udp") as server:
+        client(server, "--udp", "--connections", "3", "--size", "512", "--count", "20")
+        client(server, "--udp", "--size", "65507", "--count", "2")
+        client(server, "--connections", "2", "--count", "5")  # TCP still served
+        status, _, _, err = server.stop(signal.SIGINT)
+        assert status == 0, f"exit status {status}, stderr {err!r}"
+
+
+def check_threads():
+    with Server("--threads", "3", "--udp") as server:
+        client(server, "--connections", "16", "--size", "100", "--count", "20")
+        client(server, "--udp", "--connections", "8", "--count", "10")
+        status, _, _, err = server.stop(signal.SIGTERM)
+        assert status == 0, f"exit status {status}, stderr {err!r}"
+
+
+def check_each_backend():
+    for name in ("selector", "epoll", "poll", "select"):
+        with Server("--loop", name) as server:
+            client(server, "--connections", "3", "--size", "10000", "--count", "10")
+            status, _, _, err = server.stop(signal.SIGINT)
+            assert status == 0, f"--loop {name}: exit status {status}, stderr {err!r}"
+
+
+def check_in_flight_work_finishes():
+    """After SIGINT, an open connection is still served until it ends, and then the server
+    exits at once, without waiting out the grace period."""
+    with Server() as server:
+        sock = connect(server)
+        sock.sendall(b"before")
+        assert recv_exactly(sock, 6) == b"before"
+        server.proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 3.0
+        while True:  # until the listening socket is gone
+            try:
+                socket.create_connection((server.host, server.port), timeout=2).close()
+            except OSError:
+                break
+            assert time.monotonic() < deadline, "still accepting 3 s after SIGINT"
+            time.sleep(0.05)
+        sock.sendall(b"after")
+        assert recv_exactly(sock, 5) == b"after"
+        start = time.monotonic()
+        sock.shutdown(socket.SHUT_WR)
+        assert sock.recv(1) == b"", "no EOF after our EOF"
+        sock.close()
+        out, err = server.proc.communicate(timeout=EXIT_TIMEOUT)
+        assert server.proc.returncode == 0, f"exit status {server.proc.returncode}: {err!r}"
+        assert time.monotonic() - start < 2.0, "waited for the grace period anyway"
+
+
+def check_idle_connections_closed_after_grace():
+    """Connections that never end are closed once the grace period is over, on every loop."""
+    with Server("--threads", "2") as server:
+        socks = [connect(server) for _ in range(6)]  # SO_REUSEPORT spreads them over the loops
+        for sock in socks:
+            sock.sendall(b"x")
+            assert recv_exactly(sock, 1) == b"x"
+        status, seconds, _, err = server.stop(signal.SIGINT)
+        assert status == 0, f"exit status {status}, stderr {err!r}"
+        assert 3.0 < seconds < EXIT_TIMEOUT, f"took {seconds:.1f} s"
+        for sock in socks:
+            sock.settimeout(2)
+            try:
+                assert sock.recv(1) == b"", "open after the server exited"
+            except ConnectionResetError:
+                pass
+            sock.close()
+
+
+def check_client_detects_mismatch():
+    """echo_client fails against a server that changes a byte."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            data = conn.recv(65536)
+            if data:
+                conn.sendall(bytes([data[0] ^ 1]) + data[1:])
+            time.sleep(1)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        result = run([args.client, "--port", str(port), "--size", "100", "--timeout", "10"],
+                     timeout=20)
+        assert result.returncode != 0, "exit 0 on a wrong echo"
+        assert "differs" in result.stderr, result.stderr
+    finally:
+        listener.close()
+        thread.join(timeout=5)
+
+
+def check_client_bad_options():
+    result = run([args.client, "--size", "10"], timeout=10)  # no --port
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    result = run([args.client, "--port", "1", "--udp", "--size", "70000"], timeout=10)
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def check_client_connection_refused():
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]  # bound, not listening: connections are refused
+    try:
+        result = run([args.client, "--port", str(port), "--timeout", "5"], timeout=15)
+        assert result.returncode == 1, result
+        assert len(result.stderr.splitlines()) == 1, result.stderr
+    finally:
+        holder.close()
+
+
+CHECKS = [
+    check_help,
+    check_bad_options,
+    check_unavailable_features,
+    check_port_in_use,
+    check_tcp_echo_and_sigint,
+    check_sigterm,
+    check_udp,
+    check_threads,
+    check_each_backend,
+    check_in_flight_work_finishes,
+    check_idle_connections_closed_after_grace,
+    check_client_detects_mismatch,
+    check_client_bad_options,
+    check_client_connection_refused,
+]
+
+
+def main():
+    global args
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--server", required=True)
+    parser.add_argument("--client", required=True)
+    parser.add_argument("checks", nargs="*", help="names of checks to run (default: all)")
+    args = parser.parse_args()
+    failed = []
+    for check in CHECKS:
+        if args.checks and check.__name__ not in args.checks:
+            continue
+        start = time.monotonic()
+        try:
+            check()
+            print(f"PASS {check.__name__} ({time.monotonic() - start:.1f} s)", flush=True)
+        except Exception:
+            failed.append(check.__name__)
+            print(f"FAIL {check.__name__}", flush=True)
+            traceback.print_exc(file=sys.stdout)
+    if failed:
+        print(f"{len(failed)} failed: {', '.join(failed)}")
+        return 1
+    print("all passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
