@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Echo servers side by side: Strata's protocol echo server (examples/echo_server --api protocol),
+# a hand-written C epoll echo (the floor), Asio (callbacks and C++20 coroutines), libuv, and
+# Python's asyncio and uvloop, all loaded by bench/echo/echo_load. See bench/README.md.
+#
+# Usage: bench/run_echo.sh [--quick] [--servers a,b] [--sizes 64,1024] [--connections 10,50]
+#                          [--reps N] [--skip pingpong,strace,callgrind,idle]
+#   --quick  smoke run (about 3 minutes): fewer repetitions, shorter windows, 10 connections
+#   servers: c_epoll strata libuv asio_cb asio_coro uvloop asyncio (default: all)
+#
+# Results: build/bench/echo.json and build/bench/echo.md (STRATA_BENCH_BUILD overrides
+# build/bench). Progress goes to stderr, the Markdown tables to stdout.
+set -euo pipefail
+
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) args+=(--quick) ;;
+    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --servers|--sizes|--connections|--reps|--skip)
+      [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
+      args+=("$1" "$2"); shift ;;
+    *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+build="${STRATA_BENCH_BUILD:-build/bench}"
+mkdir -p "$build"
+build="$(cd "$build" && pwd)"
+
+# Debug mode (thread checks, slow-callback timing) must not skew the figures.
+unset STRATA_DEBUG
+
+echo "== dependencies" >&2
+scripts/deps.sh bench
+
+if [ "$(nproc)" -lt 2 ]; then
+  echo "error: needs 2 CPUs (server pinned to CPU 0, load generator to CPU 1)" >&2
+  exit 1
+fi
+
+echo "== configure and build ($build, Release)" >&2
+# Examples on, for Strata's echo_server. If the examples do not configure (work in progress
+# elsewhere), the peers are still built and Strata's row is left out with a note.
+strata_note=""
+if ! cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_BUILD_TESTS=OFF \
+    -DSTRATA_BUILD_EXAMPLES=ON -DSTRATA_BUILD_BENCH=ON >"$build/echo.configure.log" 2>&1; then
+  strata_note="the tree did not configure with examples on (see $build/echo.configure.log)"
+  echo "warning: $strata_note; trying without the examples" >&2
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_BUILD_TESTS=OFF \
+    -DSTRATA_BUILD_EXAMPLES=OFF -DSTRATA_BUILD_BENCH=ON >"$build/echo.configure.log" 2>&1 ||
+    { cat "$build/echo.configure.log" >&2; exit 1; }
+fi
+peers=(echo_load c_epoll_echo)
+for t in asio_echo_callbacks asio_echo_coro libuv_echo; do
+  if cmake --build "$build" --target help 2>/dev/null | grep -q "^$t:"; then peers+=("$t"); fi
+done
+cmake --build "$build" --target "${peers[@]}" >&2
+# Strata's server: a missing target or a failed build leaves it out (never a stale binary).
+if [ -z "$strata_note" ]; then
+  if ! cmake --build "$build" --target help 2>/dev/null | grep -q '^echo_server:'; then
+    strata_note="the build has no echo_server target yet (examples/echo_server)"
+  elif ! cmake --build "$build" --target echo_server >"$build/echo.strata-build.log" 2>&1; then
+    strata_note="the echo_server target failed to build (see $build/echo.strata-build.log)"
+  fi
+fi
+if [ -n "$strata_note" ]; then
+  echo "warning: Strata's echo server will not be measured: $strata_note" >&2
+fi
+
+# 10,000 idle connections need that many descriptors in the server and in echo_load.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" -lt 10100 ]; then
+  echo "warning: only $(ulimit -n) file descriptors: the idle-connection figure will fail" >&2
+fi
+load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
+if awk -v l="$load" 'BEGIN { exit !(l > 0.5) }'; then
+  echo "warning: load average $load: CPU/request and rps will be noisy (counts are not)" >&2
+fi
+
+# The driver ends every process it started; this trap ends the driver if we are interrupted.
+driver=""
+cleanup() { [ -n "$driver" ] && kill -TERM "$driver" 2>/dev/null; wait 2>/dev/null || true; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+/usr/bin/python3 bench/echo/run_echo.py --build "$build" --strata-note "$strata_note" \
+  "${args[@]}" &
+driver=$!
+status=0
+wait "$driver" || status=$?
+driver=""
+exit "$status"
