@@ -128,6 +128,7 @@ void BaseEventLoop::run_once() {
   for (std::size_t n = ready_.size(); n > 0; --n) {
     HandleImpl* h = ready_.pop_front();
     if (!h->cancelled()) run_handle(h);
+    h->drop_threadsafe_callback();
     h->release();
   }
 }
@@ -161,7 +162,7 @@ void BaseEventLoop::close() {
   for (int round = 0; round < 100; ++round) {
     abandon_pending_tasks(*this);
     bool empty = ready_.empty() && timers_.empty();
-    while (!ready_.empty()) ready_.pop_front()->release();
+    drop_ready();
     timers_.clear([](TimerHandleImpl* t) { t->release(); });
     // What other threads posted before close() began; taking the inbox every round would never
     // end while they keep posting (each batch outgrows the last). Later posts are released below.
@@ -182,10 +183,21 @@ void BaseEventLoop::close() {
     closed_.store(true);
     late.swap(inbox_);
   }
-  for (HandleImpl* h : late) h->release();
-  while (!ready_.empty()) ready_.pop_front()->release();
+  for (HandleImpl* h : late) {
+    h->drop_threadsafe_callback();
+    h->release();
+  }
+  drop_ready();
   timers_.clear([](TimerHandleImpl* t) { t->release(); });
   close_backend();
+}
+
+void BaseEventLoop::drop_ready() noexcept {
+  while (!ready_.empty()) {
+    HandleImpl* h = ready_.pop_front();
+    h->drop_threadsafe_callback();
+    h->release();
+  }
 }
 
 void BaseEventLoop::close_in_destructor() noexcept {

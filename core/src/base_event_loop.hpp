@@ -63,6 +63,8 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
   void run_once();
   void run_handle(HandleImpl* handle);
   void take_threadsafe();
+  /// Releases what the ready queue holds, destroying thread-safe callbacks on this thread.
+  void drop_ready() noexcept;
 
   // Signals (src/signals.cpp): the process-wide handler writes each signal's number to this
   // loop's self-pipe; the pipe's reader runs the handlers on the loop's thread.

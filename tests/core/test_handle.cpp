@@ -11,11 +11,13 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <future>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include <strata/core/event_loop.hpp>
+#include <strata/core/future.hpp>
 #include <strata/core/sleep.hpp>
 #include <strata/core/task.hpp>
 
@@ -519,4 +521,40 @@ STRATA_LOOP_TEST_CASE("TimerHandle: cancelling after the loop closed or died is 
   survivor.cancel();
   CHECK(survivor.cancelled());
   CHECK_FALSE(ran);
+}
+
+namespace {
+/// Records the thread that destroys it (the moved-from shells excepted).
+struct RecordsDestroyingThread {
+  std::thread::id* where;
+  bool live = true;
+  explicit RecordsDestroyingThread(std::thread::id* w) : where(w) {}
+  RecordsDestroyingThread(RecordsDestroyingThread&& o) noexcept : where(o.where) { o.live = false; }
+  ~RecordsDestroyingThread() {
+    if (live) *where = std::this_thread::get_id();
+  }
+  void operator()() const {}
+};
+}  // namespace
+
+STRATA_LOOP_TEST_CASE("Handle: a call_soon_threadsafe callback is destroyed on the loop's "
+                      "thread even when the poster drops its Handle last",
+                      "[core][handle]") {
+  TestLoop loop(TestType::kind);
+  std::thread::id ran_callback_destroyed{}, cancelled_callback_destroyed{};
+  strata::Future<void> posted(*loop);
+  std::promise<void> loop_done;
+  std::thread poster([&] {
+    Handle ran = loop->call_soon_threadsafe(RecordsDestroyingThread(&ran_callback_destroyed));
+    Handle cancelled =
+        loop->call_soon_threadsafe(RecordsDestroyingThread(&cancelled_callback_destroyed));
+    cancelled.cancel();
+    loop->call_soon_threadsafe([&] { posted.set_result(); });
+    loop_done.get_future().wait();  // the loop has run (or skipped) both: drop the Handles last
+  });
+  loop->run_until_complete(posted);
+  loop_done.set_value();
+  poster.join();
+  CHECK(ran_callback_destroyed == std::this_thread::get_id());
+  CHECK(cancelled_callback_destroyed == std::this_thread::get_id());
 }

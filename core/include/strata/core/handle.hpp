@@ -78,6 +78,13 @@ class HandleImpl {
   /// Marks the handle cancelled and, unless it is running, releases the callback now.
   void cancel() noexcept;
 
+  /// For the loop, once it has run or skipped a handle from call_soon_threadsafe: destroys
+  /// the callback here, on the loop's thread. The poster's Handle may hold the last reference,
+  /// and what the callback captured (a loop-thread Future, say) must not die on its thread.
+  void drop_threadsafe_callback() noexcept {
+    if (threadsafe_) callback_.reset();
+  }
+
   std::string describe() const { return callback_.describe(); }
 
  private:
