@@ -116,7 +116,7 @@ class ExecutorJob {
       } catch (...) {
         error = std::current_exception();
       }
-      post([s = std::move(state_), error]() mutable {
+      post([s = std::move(state_), error = std::move(error)]() mutable {
         if (s.get()->done()) return;  // cancelled meanwhile: the outcome is dropped
         if (error) {
           s.get()->set_exception(error);
@@ -131,7 +131,7 @@ class ExecutorJob {
       } catch (...) {
         error = std::current_exception();
       }
-      post([s = std::move(state_), value = std::move(value), error]() mutable {
+      post([s = std::move(state_), value = std::move(value), error = std::move(error)]() mutable {
         if (s.get()->done()) return;
         if (error) {
           s.get()->set_exception(error);
