@@ -15,12 +15,13 @@
 #include <strata/transports/tcp.hpp>
 #include <strata/transports/transport.hpp>
 
+#include "example_options.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -34,6 +35,8 @@
 #include <vector>
 
 namespace {
+
+namespace ex = strata::examples;
 
 constexpr const char* usage =
     "usage: echo_client --port P [options]\n"
@@ -67,61 +70,36 @@ class Mismatch : public std::runtime_error {
 
 // ---- Options ----------------------------------------------------------------------------------
 
-unsigned long long parse_number(std::string_view option, const char* text,
-                                unsigned long long min, unsigned long long max) {
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long long value = std::strtoull(text, &end, 10);
-  if (*text == '\0' || *text == '-' || *end != '\0' || errno != 0 || value < min || value > max) {
-    throw std::invalid_argument(std::string(option) + " must be a whole number from " +
-                                std::to_string(min) + " to " + std::to_string(max) + ", got '" +
-                                text + "'");
-  }
-  return value;
-}
-
 /// Parses argv into @p options; returns an exit status when the program should stop.
 std::optional<int> parse_options(int argc, char** argv, Options& options) {
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string_view arg = argv[i];
-      if (arg == "--help" || arg == "-h") {
+    ex::ArgumentCursor args(argc, argv, {"--help", "-h", "--udp"}, "");
+    while (const std::optional<ex::Argument> arg = args.next()) {
+      const std::string_view name = arg->name;
+      const char* value = arg->value;
+      if (name == "--help" || name == "-h") {
         std::fputs(usage, stdout);
         return 0;
       }
-      if (arg == "--udp") {
+      if (name == "--udp") {
         options.udp = true;
-        continue;
-      }
-      if (!arg.starts_with("--")) throw std::invalid_argument("unexpected argument '" + std::string(arg) + "'");
-      if (i + 1 >= argc) throw std::invalid_argument(std::string(arg) + " needs a value");
-      const char* value = argv[++i];
-      if (arg == "--host") {
+      } else if (name == "--host") {
         options.host = value;
-      } else if (arg == "--port") {
-        options.port = static_cast<std::uint16_t>(parse_number(arg, value, 1, 65535));
+      } else if (name == "--port") {
+        options.port = static_cast<std::uint16_t>(ex::parse_number(name, value, 1, 65535));
         options.has_port = true;
-      } else if (arg == "--connections") {
-        options.connections = parse_number(arg, value, 1, 100000);
-      } else if (arg == "--size") {
-        options.size = parse_number(arg, value, 1, 1ull << 30);
-      } else if (arg == "--count") {
-        options.count = parse_number(arg, value, 1, 1ull << 40);
-      } else if (arg == "--timeout") {
-        options.timeout_s = static_cast<double>(parse_number(arg, value, 1, 86400));
-      } else if (arg == "--loop") {
-        const std::string_view name = value;
-        if (name == "selector") {
-          options.loop.reset();
-        } else if (name == "proactor") {
-          throw std::invalid_argument(
-              "--loop proactor: not available in this build (the proactor loop is not "
-              "implemented yet)");
-        } else {
-          options.loop = strata::parse_loop_kind(name);
-        }
+      } else if (name == "--connections") {
+        options.connections = ex::parse_number(name, value, 1, 100000);
+      } else if (name == "--size") {
+        options.size = ex::parse_number(name, value, 1, 1ull << 30);
+      } else if (name == "--count") {
+        options.count = ex::parse_number(name, value, 1, 1ull << 40);
+      } else if (name == "--timeout") {
+        options.timeout_s = static_cast<double>(ex::parse_number(name, value, 1, 86400));
+      } else if (name == "--loop") {
+        options.loop = ex::parse_loop(value, ex::UnknownLoop::loop_kind);
       } else {
-        throw std::invalid_argument("unknown option '" + std::string(arg) + "' (see --help)");
+        throw ex::unknown_option(name);
       }
     }
     if (!options.has_port) throw std::invalid_argument("--port is required (see --help)");

@@ -18,12 +18,12 @@
 #include <strata/transports/server.hpp>
 #include <strata/transports/tcp.hpp>
 
-#include <cerrno>
+#include "example_options.hpp"
+
 #include <chrono>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -38,6 +38,8 @@
 using namespace std::chrono_literals;
 
 namespace {
+
+namespace ex = strata::examples;
 
 constexpr const char* usage =
     "usage: echo_server [options]\n"
@@ -68,73 +70,41 @@ struct Options {
 
 // ---- Options ----------------------------------------------------------------------------------
 
-unsigned long parse_number(std::string_view option, const char* text, unsigned long min,
-                           unsigned long max) {
-  char* end = nullptr;
-  errno = 0;
-  const unsigned long value = std::strtoul(text, &end, 10);
-  if (*text == '\0' || *text == '-' || *end != '\0' || errno != 0 || value < min || value > max) {
-    throw std::invalid_argument(std::string(option) + " must be a whole number from " +
-                                std::to_string(min) + " to " + std::to_string(max) + ", got '" +
-                                text + "'");
-  }
-  return value;
-}
-
 /// Parses argv into @p options; returns an exit status when the program should stop there.
 std::optional<int> parse_options(int argc, char** argv, Options& options) {
   std::string api = "protocol";
   std::string tls_cert;
   std::string tls_key;
   try {
-    for (int i = 1; i < argc; ++i) {
-      const std::string_view arg = argv[i];
-      if (arg == "--help" || arg == "-h") {
+    ex::ArgumentCursor args(argc, argv, {"--help", "-h", "--udp"});
+    while (const std::optional<ex::Argument> arg = args.next()) {
+      const std::string_view name = arg->name;
+      const char* value = arg->value;
+      if (name == "--help" || name == "-h") {
         std::fputs(usage, stdout);
         return 0;
       }
-      if (arg == "--udp") {
+      if (name == "--udp") {
         options.udp = true;
-        continue;
-      }
-      if (!arg.starts_with("--")) {
-        throw std::invalid_argument("unexpected argument '" + std::string(arg) + "' (see --help)");
-      }
-      if (i + 1 >= argc) throw std::invalid_argument(std::string(arg) + " needs a value");
-      const char* value = argv[++i];
-      if (arg == "--host") {
+      } else if (name == "--host") {
         options.host = value;
-      } else if (arg == "--port") {
-        options.port = static_cast<std::uint16_t>(parse_number(arg, value, 0, 65535));
-      } else if (arg == "--threads") {
-        options.threads = static_cast<unsigned>(parse_number(arg, value, 1, 1024));
-      } else if (arg == "--loop") {
-        const std::string_view name = value;
-        if (name == "selector") {
-          options.loop.reset();
-        } else if (name == "proactor") {
-          throw std::invalid_argument(
-              "--loop proactor: not available in this build (the proactor loop is not "
-              "implemented yet)");
-        } else {
-          try {
-            options.loop = strata::parse_loop_kind(name);
-          } catch (const std::invalid_argument&) {
-            throw std::invalid_argument("--loop must be selector, proactor, epoll, poll or "
-                                        "select, got '" + std::string(name) + "'");
-          }
-        }
-      } else if (arg == "--api") {
+      } else if (name == "--port") {
+        options.port = static_cast<std::uint16_t>(ex::parse_number(name, value, 0, 65535));
+      } else if (name == "--threads") {
+        options.threads = static_cast<unsigned>(ex::parse_number(name, value, 1, 1024));
+      } else if (name == "--loop") {
+        options.loop = ex::parse_loop(value);
+      } else if (name == "--api") {
         api = value;
         if (api != "protocol" && api != "streams") {
           throw std::invalid_argument("--api must be protocol or streams, got '" + api + "'");
         }
-      } else if (arg == "--tls-cert") {
+      } else if (name == "--tls-cert") {
         tls_cert = value;
-      } else if (arg == "--tls-key") {
+      } else if (name == "--tls-key") {
         tls_key = value;
       } else {
-        throw std::invalid_argument("unknown option '" + std::string(arg) + "' (see --help)");
+        throw ex::unknown_option(name);
       }
     }
     if (!tls_cert.empty() || !tls_key.empty()) {
