@@ -6,6 +6,7 @@
 
 #include <catch2/catch.hpp>
 #include <csignal>
+#include <future>
 #include <stdexcept>
 #include <thread>
 
@@ -77,6 +78,11 @@ Coro<void> raise_times(int sig, int times, Counter* counter) {
   }
 }
 
+Coro<void> wait_then_signal(Future<void> called, std::promise<void>* handled) {
+  co_await called;
+  handled->set_value();
+}
+
 Coro<void> yield_a_while() {
   for (int i = 0; i < 20; ++i) co_await strata::sleep(0s);
 }
@@ -105,9 +111,15 @@ STRATA_LOOP_TEST_CASE("signals: a signal sent from another thread runs the handl
     where = std::this_thread::get_id();
     called.set_result();
   });
-  // The kernel may hand a process-directed signal to any thread: the sender's included.
-  std::thread sender([] { ::kill(::getpid(), SIGUSR2); });
-  loop->run_until_complete(called);
+  // The kernel may hand a process-directed signal to any thread: the sender's included. The
+  // sender stays alive until the handler has run: ThreadSanitizer defers a signal until the
+  // receiving thread next enters the runtime, and drops it if that thread exits first.
+  std::promise<void> handled;
+  std::thread sender([done = handled.get_future()] {
+    ::kill(::getpid(), SIGUSR2);
+    done.wait_for(30s);
+  });
+  loop.run(wait_then_signal(called, &handled));
   sender.join();
   CHECK(where == std::this_thread::get_id());
 }
