@@ -5,6 +5,7 @@
 //
 //   echo_client --port 7000 --connections 8 --size 1024 --count 100
 //   echo_client --port 7000 --udp --count 10
+//   echo_client --port 7000 --cafile ca.pem --server-hostname localhost   over TLS
 #include <strata/core/errors.hpp>
 #include <strata/core/future.hpp>
 #include <strata/core/gather.hpp>
@@ -12,6 +13,7 @@
 #include <strata/core/task_group.hpp>
 #include <strata/core/timeout.hpp>
 #include <strata/transports/datagram.hpp>
+#include <strata/transports/ssl.hpp>
 #include <strata/transports/tcp.hpp>
 #include <strata/transports/transport.hpp>
 
@@ -38,17 +40,25 @@ namespace {
 
 namespace ex = strata::examples;
 
-constexpr const char* usage =
-    "usage: echo_client --port P [options]\n"
-    "  --host H           server address (default 127.0.0.1)\n"
-    "  --port P           server port (required)\n"
-    "  --connections N    connections (or UDP endpoints) at once (default 1)\n"
-    "  --size BYTES       bytes per message (default 64; at most 65507 with --udp)\n"
-    "  --count M          messages per connection, each awaited before the next (default 1)\n"
-    "  --udp              echo datagrams instead of a TCP stream\n"
-    "  --timeout SECONDS  give up after this long (default 30)\n"
-    "  --loop selector|epoll|poll|select   the loop (default selector)\n"
-    "  --help             print this and exit\n";
+void print_usage() {
+  std::fputs(
+      "usage: echo_client --port P [options]\n"
+      "  --host H           server address (default 127.0.0.1)\n"
+      "  --port P           server port (required)\n"
+      "  --connections N    connections (or UDP endpoints) at once (default 1)\n"
+      "  --size BYTES       bytes per message (default 64; at most 65507 with --udp)\n"
+      "  --count M          messages per connection, each awaited before the next (default 1)\n"
+      "  --udp              echo datagrams instead of a TCP stream\n",
+      stdout);
+  std::fputs(ex::ClientTlsOptions::usage, stdout);
+  std::fputs(
+      "  --timeout SECONDS  give up after this long (default 30)\n"
+      "  --loop selector|epoll|poll|select   the loop (default selector)\n"
+      "  --help             print this and exit\n"
+      "Exits 0 when every echo came back unchanged; 1 on a mismatch, an error (such as\n"
+      "`certificate verify failed: ...`) or the timeout; 2 on a bad option.\n",
+      stdout);
+}
 
 struct Options {
   std::string host = "127.0.0.1";
@@ -60,6 +70,7 @@ struct Options {
   bool udp = false;
   double timeout_s = 30;
   std::optional<strata::LoopKind> loop;
+  std::optional<strata::SslOptions> ssl;  // with --tls, --cafile or --insecure
 };
 
 /// A failed check: the message is the whole stderr line after "echo_client: ".
@@ -72,13 +83,14 @@ class Mismatch : public std::runtime_error {
 
 /// Parses argv into @p options; returns an exit status when the program should stop.
 std::optional<int> parse_options(int argc, char** argv, Options& options) {
+  ex::ClientTlsOptions tls;
   try {
-    ex::ArgumentCursor args(argc, argv, {"--help", "-h", "--udp"}, "");
+    ex::ArgumentCursor args(argc, argv, {"--help", "-h", "--udp", "--tls", "--insecure"}, "");
     while (const std::optional<ex::Argument> arg = args.next()) {
       const std::string_view name = arg->name;
       const char* value = arg->value;
       if (name == "--help" || name == "-h") {
-        std::fputs(usage, stdout);
+        print_usage();
         return 0;
       }
       if (name == "--udp") {
@@ -98,7 +110,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
         options.timeout_s = static_cast<double>(ex::parse_number(name, value, 1, 86400));
       } else if (name == "--loop") {
         options.loop = ex::parse_loop(value, ex::UnknownLoop::loop_kind);
-      } else {
+      } else if (!tls.take(name, value)) {
         throw ex::unknown_option(name);
       }
     }
@@ -107,6 +119,11 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       throw std::invalid_argument("--size must be at most 65507 with --udp (one datagram), got " +
                                   std::to_string(options.size));
     }
+    if (options.udp && tls.enabled()) {
+      throw std::invalid_argument("--udp cannot be combined with --tls, --cafile or --insecure "
+                                  "(TLS runs over TCP; DTLS is not supported)");
+    }
+    options.ssl = tls.load();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "echo_client: %s\n", e.what());
     return 2;
@@ -162,8 +179,9 @@ class StreamClient final : public strata::Protocol {
   void connection_lost(std::error_code ec) override {
     transport_ = nullptr;
     lost_ = true;
+    lost_error_ = ec;
     fail_waiter(ec ? ec : std::make_error_code(std::errc::connection_reset), "connection lost");
-    if (closed_.valid() && !closed_.done()) closed_.set_result();
+    if (closed_.valid() && !closed_.done()) complete_closed();
   }
 
   /// Completes once @p n bytes have been received in all.
@@ -178,11 +196,12 @@ class StreamClient final : public strata::Protocol {
     return waiter_;
   }
 
-  /// Completes after connection_lost().
+  /// Completes after connection_lost(); fails with its error, if it had one (a reset, or a
+  /// TLS connection that the server ended without close_notify).
   strata::Future<void> closed() {
     if (!closed_.valid()) {
       closed_ = strata::get_running_loop().create_future<void>();
-      if (lost_) closed_.set_result();
+      if (lost_) complete_closed();
     }
     return closed_;
   }
@@ -195,20 +214,43 @@ class StreamClient final : public strata::Protocol {
     if (waiter_.valid() && !waiter_.done()) waiter_.set_exception(std::system_error(ec, what));
   }
 
+  void complete_closed() {
+    if (lost_error_) {
+      closed_.set_exception(std::system_error(lost_error_, "the connection did not end cleanly"));
+    } else {
+      closed_.set_result();
+    }
+  }
+
   strata::Transport* transport_ = nullptr;
   std::vector<std::byte> received_;
   std::size_t wanted_ = 0;
   strata::Future<void> waiter_;
   strata::Future<void> closed_;
   bool lost_ = false;
+  std::error_code lost_error_;
 };
 
-strata::Coro<std::uint64_t> run_tcp_connection(const Options& options, std::size_t conn) {
+/// What @p transport runs over: "tcp", or the TLS version and cipher, as
+/// "TLSv1.3 (TLS_AES_256_GCM_SHA384)".
+std::string describe_link(const strata::Transport& transport) {
+  if (auto cipher = transport.get_extra_info_as<strata::SslCipher>("cipher")) {
+    return cipher->protocol + " (" + cipher->name + ")";
+  }
+  return "tcp";
+}
+
+/// Echoes over one connection; sets @p link to what it runs over (see describe_link()).
+strata::Coro<std::uint64_t> run_tcp_connection(const Options& options, std::size_t conn,
+                                               std::string& link) {
+  strata::ConnectOptions connect_options;
+  connect_options.ssl = options.ssl;
   auto factory = [] { return std::make_unique<StreamClient>(); };
-  strata::Coro<strata::Connection<StreamClient>> connect =
-      strata::create_connection(std::move(factory), options.host, options.port);
+  strata::Coro<strata::Connection<StreamClient>> connect = strata::create_connection(
+      std::move(factory), options.host, options.port, std::move(connect_options));
   strata::Connection<StreamClient> c = co_await connect;
   StreamClient& client = *c.protocol;
+  link = describe_link(*c.transport);
   std::uint64_t echoed = 0;
   try {
     for (std::size_t i = 0; i < options.count; ++i) {
@@ -222,9 +264,14 @@ strata::Coro<std::uint64_t> run_tcp_connection(const Options& options, std::size
                               client.received().begin() + static_cast<std::ptrdiff_t>(message.size()));
       echoed += message.size();
     }
-    // Half-close: the server echoes what is left (nothing) and closes.
+    // Half-close: the server echoes what is left (nothing) and closes. A transport that
+    // cannot half-close (TLS) ends with close(): its close_notify is the server's EOF alike.
     strata::Future<void> closed = client.closed();
-    c.transport->write_eof();
+    if (c.transport->can_write_eof()) {
+      c.transport->write_eof();
+    } else {
+      c.transport->close();
+    }
     co_await closed;
     if (!client.received().empty()) {
       throw Mismatch("connection " + std::to_string(conn) + ": " +
@@ -311,19 +358,26 @@ strata::Coro<std::uint64_t> run_udp_endpoint(const Options& options, std::size_t
 
 // ---- Main -------------------------------------------------------------------------------------
 
-strata::Coro<std::uint64_t> run_all(const Options& options) {
-  std::uint64_t total = 0;
-  auto body = [&options, &total](strata::TaskGroup& tg) -> strata::Coro<void> {
+/// What run_all() reports.
+struct Summary {
+  std::uint64_t echoed = 0;  // bytes
+  std::string link;          // "udp", "tcp" or the TLS version and cipher
+};
+
+strata::Coro<Summary> run_all(const Options& options) {
+  Summary summary{0, options.udp ? "udp" : "tcp"};
+  auto body = [&options, &summary](strata::TaskGroup& tg) -> strata::Coro<void> {
     std::vector<strata::Task<std::uint64_t>> tasks;
     tasks.reserve(options.connections);
     for (std::size_t conn = 0; conn < options.connections; ++conn) {
-      tasks.push_back(tg.create_task(options.udp ? run_udp_endpoint(options, conn)
-                                                 : run_tcp_connection(options, conn)));
+      tasks.push_back(tg.create_task(
+          options.udp ? run_udp_endpoint(options, conn)
+                      : run_tcp_connection(options, conn, summary.link)));
     }
-    for (auto& task : tasks) total += co_await task;
+    for (auto& task : tasks) summary.echoed += co_await task;
   };
   co_await strata::task_group(std::move(body));
-  co_return total;
+  co_return summary;
 }
 
 /// The first failure's message: an ExceptionGroup of TaskGroup holds one per connection.
@@ -342,13 +396,13 @@ std::string first_error(const std::exception_ptr& error) {
 
 strata::Coro<int> main_task(const Options& options) {
   const auto start = std::chrono::steady_clock::now();
-  std::uint64_t total = 0;
+  Summary summary;
   std::string error;
   try {
     const auto limit = std::chrono::duration_cast<strata::Duration>(
         std::chrono::duration<double>(options.timeout_s));
-    strata::Coro<std::uint64_t> all = run_all(options);
-    total = co_await strata::wait_for(std::move(all), limit);
+    strata::Coro<Summary> all = run_all(options);
+    summary = co_await strata::wait_for(std::move(all), limit);
   } catch (const strata::TimeoutError&) {
     error = "timed out after " + std::to_string(static_cast<long>(options.timeout_s)) +
             " s (see --timeout)";
@@ -366,8 +420,9 @@ strata::Coro<int> main_task(const Options& options) {
   std::printf("echo_client: ok: %zu %s x %zu messages x %zu bytes over %s to %s:%u; %llu bytes "
               "echoed and verified in %.3f s\n",
               options.connections, options.udp ? "endpoints" : "connections", options.count,
-              options.size, options.udp ? "udp" : "tcp", host.c_str(),
-              static_cast<unsigned>(options.port), static_cast<unsigned long long>(total), seconds);
+              options.size, summary.link.c_str(), host.c_str(),
+              static_cast<unsigned>(options.port), static_cast<unsigned long long>(summary.echoed),
+              seconds);
   std::fflush(stdout);
   co_return 0;
 }

@@ -1,13 +1,15 @@
-// echo_server: TCP echo (RFC 862), and with --udp UDP echo on the same port number, written on
-// the protocol layer (strata::EchoProtocol, strata::EchoDatagramProtocol).
+// echo_server: TCP echo (RFC 862), and with --udp UDP echo on the same port number, or with
+// --tls-cert/--tls-key echo over TLS, written on the protocol layer (strata::EchoProtocol,
+// strata::EchoDatagramProtocol).
 //
 //   echo_server --port 7000                 one loop, 127.0.0.1:7000
 //   echo_server --port 0 --threads 4 --udp  four loops on four threads, SO_REUSEPORT
+//   echo_server --tls-cert cert.pem --tls-key key.pem   TLS 1.2/1.3 (scripts/make_cert.sh)
 //
 // It follows the example-server contract of DESIGN.md: prints `listening on HOST:PORT` once
 // ready; SIGINT or SIGTERM stops accepting, lets connections finish for up to 5 s, then closes
 // (and at last aborts) what is left, and exits 0; a start-up failure prints one line to stderr
-// and exits 1 (2 for a bad option).
+// and exits 1 (2 for a bad option, or a certificate or key that cannot be loaded).
 #include <strata/core/errors.hpp>
 #include <strata/core/event.hpp>
 #include <strata/core/future.hpp>
@@ -16,6 +18,7 @@
 #include <strata/protocols/echo.hpp>
 #include <strata/transports/datagram.hpp>
 #include <strata/transports/server.hpp>
+#include <strata/transports/ssl.hpp>
 #include <strata/transports/tcp.hpp>
 
 #include "example_options.hpp"
@@ -41,19 +44,24 @@ namespace {
 
 namespace ex = strata::examples;
 
-constexpr const char* usage =
-    "usage: echo_server [options]\n"
-    "  --host H              address to listen on (default 127.0.0.1)\n"
-    "  --port P              port; 0 picks a free one (default 0)\n"
-    "  --loop selector|proactor|epoll|poll|select\n"
-    "                        the event loop (default selector, on its best backend)\n"
-    "  --threads N           N loops on N threads, one listening socket each (default 1)\n"
-    "  --udp                 also echo UDP datagrams on the same port number\n"
-    "  --api protocol|streams  the layer the server is written on (default protocol)\n"
-    "  --tls-cert FILE --tls-key FILE   serve TLS instead of plain TCP\n"
-    "  --help                print this and exit\n"
-    "Prints `listening on HOST:PORT` once ready. SIGINT or SIGTERM stops it: connections get\n"
-    "up to 5 s to finish, then are closed.\n";
+void print_usage() {
+  std::fputs(
+      "usage: echo_server [options]\n"
+      "  --host H              address to listen on (default 127.0.0.1)\n"
+      "  --port P              port; 0 picks a free one (default 0)\n"
+      "  --loop selector|proactor|epoll|poll|select\n"
+      "                        the event loop (default selector, on its best backend)\n"
+      "  --threads N           N loops on N threads, one listening socket each (default 1)\n"
+      "  --udp                 also echo UDP datagrams on the same port number\n"
+      "  --api protocol|streams  the layer the server is written on (default protocol)\n",
+      stdout);
+  std::fputs(ex::ServerTlsOptions::usage, stdout);
+  std::fputs(
+      "  --help                print this and exit\n"
+      "Prints `listening on HOST:PORT` once ready (the same line with TLS). SIGINT or SIGTERM\n"
+      "stops it: connections get up to 5 s to finish, then are closed.\n",
+      stdout);
+}
 
 /// How long connections get to end on their own after SIGINT or SIGTERM, and how much of
 /// that is left for close_clients() to flush their buffers before abort_clients().
@@ -66,6 +74,7 @@ struct Options {
   std::optional<strata::LoopKind> loop;  // the best available when empty
   unsigned threads = 1;
   bool udp = false;
+  std::optional<strata::SslContext> ssl;  // with --tls-cert/--tls-key: the server's context
 };
 
 // ---- Options ----------------------------------------------------------------------------------
@@ -73,15 +82,14 @@ struct Options {
 /// Parses argv into @p options; returns an exit status when the program should stop there.
 std::optional<int> parse_options(int argc, char** argv, Options& options) {
   std::string api = "protocol";
-  std::string tls_cert;
-  std::string tls_key;
+  ex::ServerTlsOptions tls;
   try {
     ex::ArgumentCursor args(argc, argv, {"--help", "-h", "--udp"});
     while (const std::optional<ex::Argument> arg = args.next()) {
       const std::string_view name = arg->name;
       const char* value = arg->value;
       if (name == "--help" || name == "-h") {
-        std::fputs(usage, stdout);
+        print_usage();
         return 0;
       }
       if (name == "--udp") {
@@ -99,24 +107,20 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
         if (api != "protocol" && api != "streams") {
           throw std::invalid_argument("--api must be protocol or streams, got '" + api + "'");
         }
-      } else if (name == "--tls-cert") {
-        tls_cert = value;
-      } else if (name == "--tls-key") {
-        tls_key = value;
-      } else {
+      } else if (!tls.take(name, value)) {
         throw ex::unknown_option(name);
       }
     }
-    if (!tls_cert.empty() || !tls_key.empty()) {
-      throw std::invalid_argument(
-          "--tls-cert/--tls-key: TLS is not available in this build (the TLS transport is not "
-          "implemented yet)");
+    if (options.udp && tls.enabled()) {
+      throw std::invalid_argument("--udp cannot be combined with --tls-cert/--tls-key (TLS "
+                                  "runs over TCP; DTLS is not supported)");
     }
     if (api == "streams") {
       throw std::invalid_argument(
           "--api streams: not available in this build (the streams layer is not implemented "
           "yet); use --api protocol");
     }
+    options.ssl = tls.load();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "echo_server: %s\n", e.what());
     return 2;
@@ -164,6 +168,7 @@ strata::Coro<void> open_tcp(Listener& listener, const Options& options, std::uin
                             bool reuse_port) {
   strata::ServerOptions server_options;
   server_options.reuse_port = reuse_port;
+  if (options.ssl) server_options.ssl = *options.ssl;
   auto factory = [] { return std::make_unique<strata::EchoProtocol>(); };
   strata::Coro<std::unique_ptr<strata::Server>> create = strata::create_server(
       std::move(factory), options.host, port, std::move(server_options));

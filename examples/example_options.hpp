@@ -1,9 +1,11 @@
 // example_options.hpp: the command-line parsing the example programs share. Every function
-// reports a bad argument by throwing std::invalid_argument with the message the program prints
-// after "PROGRAM: " (and then exits 2).
+// reports a bad argument by throwing std::invalid_argument (or SslError for a certificate, key
+// or CA file that cannot be loaded) with the message the program prints after "PROGRAM: " (and
+// then exits 2).
 #pragma once
 
 #include <strata/core/event_loop.hpp>
+#include <strata/transports/ssl.hpp>
 
 #include <cerrno>
 #include <cstdlib>
@@ -96,6 +98,125 @@ class ArgumentCursor {
   int i_ = 1;
   std::vector<std::string_view> flags_;
   std::string_view unexpected_suffix_;
+};
+
+// ---- TLS ----------------------------------------------------------------------------------------
+
+/// A server's `--tls-cert FILE --tls-key FILE`: its certificate chain and private key (PEM).
+class ServerTlsOptions {
+ public:
+  static constexpr const char* usage =
+      "  --tls-cert FILE --tls-key FILE\n"
+      "                        serve TLS instead of plain TCP, with this certificate chain and\n"
+      "                        private key (PEM; scripts/make_cert.sh makes a throwaway pair)\n";
+
+  /// Takes @p name when it is one of the TLS options; returns whether it was.
+  bool take(std::string_view name, const char* value) {
+    if (name == "--tls-cert") {
+      cert_ = value;
+    } else if (name == "--tls-key") {
+      key_ = value;
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  /// Whether either option was given.
+  bool enabled() const noexcept { return cert_ || key_; }
+
+  /// The server context (SslPurpose::client_auth) holding the certificate and key, or empty
+  /// when neither option was given.
+  /// @throws std::invalid_argument  only one of the two was given.
+  /// @throws SslError  they cannot be loaded (a missing or unreadable file, a key that does not
+  /// match the certificate); what() names the file.
+  std::optional<SslContext> load() const {
+    if (!enabled()) return std::nullopt;
+    if (!cert_ || !key_) {
+      throw std::invalid_argument("--tls-cert and --tls-key must be given together (see --help)");
+    }
+    SslContext context = SslContext::create_default_context(SslPurpose::client_auth);
+    context.load_cert_chain(*cert_, *key_);
+    return context;
+  }
+
+ private:
+  std::optional<std::string> cert_;
+  std::optional<std::string> key_;
+};
+
+/// A client's `--tls`, `--cafile FILE`, `--server-hostname NAME` and `--insecure`: whether and
+/// how it speaks TLS. `--tls` and `--insecure` are flags (list them in ArgumentCursor's flags).
+class ClientTlsOptions {
+ public:
+  static constexpr const char* usage =
+      "  --tls              speak TLS, verifying the server against the system's CA store\n"
+      "  --cafile FILE      speak TLS, trusting only the CA certificates in FILE (PEM)\n"
+      "  --server-hostname NAME\n"
+      "                     the name sent in SNI and checked against the server's\n"
+      "                     certificate (default: --host)\n"
+      "  --insecure         speak TLS without verifying the server (tests only)\n";
+
+  /// Takes @p name when it is one of the TLS options; returns whether it was. @p value is null
+  /// for the flags.
+  bool take(std::string_view name, const char* value) {
+    if (name == "--tls") {
+      tls_ = true;
+    } else if (name == "--insecure") {
+      insecure_ = true;
+    } else if (name == "--cafile") {
+      cafile_ = value;
+    } else if (name == "--server-hostname") {
+      server_hostname_ = value;
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  /// Whether TLS was asked for (--tls, --cafile or --insecure).
+  bool enabled() const noexcept { return tls_ || insecure_ || cafile_; }
+
+  /// The `ssl` option for ConnectOptions, or empty without TLS. Its server_hostname is empty
+  /// unless --server-hostname was given: create_connection() then checks the host.
+  /// @throws std::invalid_argument  --insecure with --cafile, or --server-hostname without TLS.
+  /// @throws SslError  the --cafile cannot be loaded; what() names the file.
+  std::optional<SslOptions> load() const {
+    if (!enabled()) {
+      if (server_hostname_) {
+        throw std::invalid_argument("--server-hostname needs --tls, --cafile or --insecure");
+      }
+      return std::nullopt;
+    }
+    if (insecure_ && cafile_) {
+      throw std::invalid_argument("--insecure and --cafile exclude each other: --insecure "
+                                  "trusts any certificate");
+    }
+    SslOptions ssl = make_context();
+    if (server_hostname_) ssl.server_hostname = *server_hostname_;
+    return ssl;
+  }
+
+ private:
+  SslContext make_context() const {
+    if (insecure_) {
+      SslContext context;  // bare: nothing trusted, nothing checked
+      context.set_check_hostname(false);
+      context.set_verify_mode(VerifyMode::none);
+      return context;
+    }
+    if (!cafile_) return SslContext::create_default_context(SslPurpose::server_auth);
+    // As Python's create_default_context(cafile=...): this CA, not the system's store.
+    SslContext context;
+    context.set_check_hostname(true);  // and so verify_mode required
+    context.load_verify_locations(*cafile_);
+    return context;
+  }
+
+  bool tls_ = false;
+  bool insecure_ = false;
+  std::optional<std::string> cafile_;
+  std::optional<std::string> server_hostname_;
 };
 
 }  // namespace strata::examples

@@ -133,8 +133,6 @@ def check_unavailable_features():
     line = expect_startup_failure(["--loop", "proactor"], contains=NOT_AVAILABLE, status=2)
     assert "--loop proactor" in line, line
     expect_startup_failure(["--api", "streams"], contains=NOT_AVAILABLE, status=2)
-    expect_startup_failure(["--tls-cert", "cert.pem", "--tls-key", "key.pem"],
-                           contains=NOT_AVAILABLE, status=2)
 
 
 def check_port_in_use():

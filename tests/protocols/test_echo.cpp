@@ -127,6 +127,10 @@ class RecordingTransport final : public strata::Transport {
   void set_protocol(std::unique_ptr<strata::BaseProtocol>) override {
     throw std::logic_error("not recorded");
   }
+  std::unique_ptr<strata::BaseProtocol> exchange_protocol(
+      std::unique_ptr<strata::BaseProtocol>) override {
+    throw std::logic_error("not recorded");
+  }
   strata::BaseProtocol& get_protocol() const noexcept override { return protocol_; }
   std::any get_extra_info(std::string_view) const override { return {}; }
   strata::EventLoop& get_loop() const noexcept override { return loop_; }

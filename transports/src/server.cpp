@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "server_impl.hpp"
+#include "ssl_transport.hpp"
 #include "strata/core/errors.hpp"
 #include "strata/core/log.hpp"
 #include "strata/core/task.hpp"
@@ -151,6 +152,7 @@ void ServerImpl::serve(int fd) {
   try {
     protocol = factory_();
     if (!protocol) throw std::invalid_argument("the protocol factory returned a null protocol");
+    if (settings_.ssl) protocol = wrap_tls(*loop_, *settings_.ssl, true, std::move(protocol)).layer;
   } catch (...) {
     ::close(fd);
     loop_->call_exception_handler(ExceptionContext{
@@ -203,7 +205,15 @@ void ServerImpl::close_listener(Listener& l) noexcept {
 
 void ServerImpl::close_clients() {
   std::vector<Transport*> clients(clients_.begin(), clients_.end());
-  for (Transport* t : clients) t->close();
+  for (Transport* t : clients) {
+    // A TLS layer is both the stream's protocol and the application's transport: closing it
+    // sends close_notify before the stream closes.
+    if (auto* layer = dynamic_cast<Transport*>(&t->get_protocol())) {
+      layer->close();
+    } else {
+      t->close();
+    }
+  }
 }
 
 void ServerImpl::abort_clients() {

@@ -16,6 +16,7 @@
 #include "strata/core/socket_address.hpp"
 #include "strata/transports/protocol_factory.hpp"
 #include "strata/transports/server.hpp"
+#include "strata/transports/ssl.hpp"
 
 namespace strata::detail {
 
@@ -23,6 +24,7 @@ namespace strata::detail {
 struct ServerSettings {
   int backlog = 100;
   Duration accept_retry_delay = std::chrono::seconds(1);
+  std::optional<SslOptions> ssl;  ///< every accepted connection speaks TLS as a server
 };
 
 /// A bound socket handed to a ServerImpl.

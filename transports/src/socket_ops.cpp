@@ -12,6 +12,7 @@
 #include "strata/core/future.hpp"
 #include "strata/core/task.hpp"
 #include "strata/core/timeout.hpp"
+#include "ssl_transport.hpp"
 #include "stream_transport.hpp"
 
 namespace strata::detail {
@@ -223,10 +224,18 @@ Coro<UniqueFd> connect_race(EventLoop& loop, std::vector<SocketAddress> remotes,
 }
 
 Coro<Connection<BaseProtocol>> start_connection(EventLoop& loop, UniqueFd fd,
-                                                AnyProtocolFactory& factory) {
+                                                AnyProtocolFactory& factory,
+                                                const std::optional<SslOptions>& ssl) {
   std::unique_ptr<BaseProtocol> protocol = factory();
   if (!protocol) throw std::invalid_argument("the protocol factory returned a null protocol");
-  BaseProtocol* raw = protocol.get();
+  BaseProtocol* app = protocol.get();
+  TlsLayer tls;
+  Future<void> handshake_done;
+  if (ssl) {
+    handshake_done = Future<void>(loop);
+    tls = wrap_tls(loop, *ssl, false, std::move(protocol), handshake_done);
+    protocol = std::move(tls.layer);
+  }
   Future<void> waiter(loop);
   // If this throws, the descriptor is still ours, and closes with fd.
   Transport& transport =
@@ -234,7 +243,10 @@ Coro<Connection<BaseProtocol>> start_connection(EventLoop& loop, UniqueFd fd,
   fd.release();
   Coro<void> made = wait_connection_made(std::move(waiter), transport);
   co_await made;
-  co_return Connection<BaseProtocol>{&transport, raw};
+  if (!ssl) co_return Connection<BaseProtocol>{&transport, app};
+  Coro<void> handshake = wait_handshake(std::move(handshake_done), *tls.transport);
+  co_await handshake;
+  co_return Connection<BaseProtocol>{tls.transport, app};
 }
 
 Coro<Connection<BaseProtocol>> connect_with_timeout(Coro<Connection<BaseProtocol>> inner,

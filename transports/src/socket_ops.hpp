@@ -17,6 +17,7 @@
 #include "strata/core/socket_address.hpp"
 #include "strata/transports/connection.hpp"
 #include "strata/transports/protocol_factory.hpp"
+#include "strata/transports/ssl.hpp"
 
 namespace strata::detail {
 
@@ -71,11 +72,13 @@ Coro<UniqueFd> connect_race(EventLoop& loop, std::vector<SocketAddress> remotes,
                             std::optional<Duration> delay);
 
 /// Gives the connected socket @p fd a protocol from @p factory and a stream transport, and
-/// returns once connection_made() has returned.
-/// @throws  what the factory or connection_made() threw.
+/// returns once connection_made() has returned. With @p ssl, a TLS client runs over the
+/// stream transport and the connection returned is the TLS transport's, after the handshake.
+/// @throws  what the factory or connection_made() threw; the handshake's SslError.
 /// @par Cancellation  Closes the transport (or the socket, before there is one).
 Coro<Connection<BaseProtocol>> start_connection(EventLoop& loop, UniqueFd fd,
-                                                AnyProtocolFactory& factory);
+                                                AnyProtocolFactory& factory,
+                                                const std::optional<SslOptions>& ssl);
 
 /// Awaits @p inner, bounded by @p limit when set; a TimeoutError names @p what
 /// ("connect localhost:80: timed out after 100 ms").

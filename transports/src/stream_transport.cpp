@@ -280,6 +280,7 @@ class StreamTransport final : public Transport, public LoopResource {
     return kind_ != StreamKind::write_pipe && !reading_paused_ && !closing_ && !eof_received_;
   }
   void set_protocol(std::unique_ptr<BaseProtocol> protocol) override;
+  std::unique_ptr<BaseProtocol> exchange_protocol(std::unique_ptr<BaseProtocol> protocol) override;
   BaseProtocol& get_protocol() const noexcept override { return *protocol_; }
 
   // ---- LoopResource ----
@@ -929,17 +930,22 @@ void StreamTransport::set_write_buffer_limits(std::optional<std::size_t> high,
 
 // ---- Protocol swap -------------------------------------------------------------------------
 
-void StreamTransport::set_protocol(std::unique_ptr<BaseProtocol> protocol) {
+std::unique_ptr<BaseProtocol> StreamTransport::exchange_protocol(
+    std::unique_ptr<BaseProtocol> protocol) {
   if (!protocol) throw std::invalid_argument("set_protocol: protocol must not be null");
   auto [plain, buffered] = classify(protocol.get());
   if (plain == nullptr && buffered == nullptr) {
     throw std::invalid_argument(
         "set_protocol: a stream transport needs a Protocol or a BufferedProtocol");
   }
-  // The old protocol may be the caller: destroy it in a later iteration.
-  std::unique_ptr<BaseProtocol> old = std::exchange(protocol_, std::move(protocol));
   plain_ = plain;
   buffered_ = buffered;
+  return std::exchange(protocol_, std::move(protocol));
+}
+
+void StreamTransport::set_protocol(std::unique_ptr<BaseProtocol> protocol) {
+  // The old protocol may be the caller: destroy it in a later iteration.
+  std::unique_ptr<BaseProtocol> old = exchange_protocol(std::move(protocol));
   loop_->call_soon([old = std::move(old)]() mutable { old.reset(); });
 }
 

@@ -99,7 +99,8 @@ Coro<Connection<BaseProtocol>> connect_tcp(EventLoop& loop, AnyProtocolFactory f
   Coro<UniqueFd> race = connect_race(loop, std::move(remotes), std::move(locals), bind_local,
                                      options.happy_eyeballs_delay);
   UniqueFd fd = co_await race;
-  Coro<Connection<BaseProtocol>> start = start_connection(loop, std::move(fd), factory);
+  if (options.ssl && options.ssl->server_hostname.empty()) options.ssl->server_hostname = host;
+  Coro<Connection<BaseProtocol>> start = start_connection(loop, std::move(fd), factory, options.ssl);
   Connection<BaseProtocol> connection = co_await start;
   // The transport sets TCP_NODELAY on every TCP socket, as asyncio does; undo it if asked.
   if (!options.nodelay) {
@@ -135,7 +136,7 @@ Coro<std::unique_ptr<Server>> serve_tcp(EventLoop& loop, AnyProtocolFactory fact
     }
   }
 
-  ServerSettings settings{options.backlog, options.accept_retry_delay};
+  ServerSettings settings{options.backlog, options.accept_retry_delay, std::move(options.ssl)};
   auto impl = std::make_shared<ServerImpl>(loop, std::move(factory), settings);
   std::error_code skipped;  // why the last skipped address was skipped
   std::string tried;

@@ -45,12 +45,13 @@ void remove_stale_socket(const std::string& path) {
 }
 
 Coro<Connection<BaseProtocol>> connect_unix(EventLoop& loop, AnyProtocolFactory factory,
-                                            SocketAddress address) {
+                                            SocketAddress address,
+                                            std::optional<SslOptions> ssl) {
   std::vector<SocketAddress> remotes;
   remotes.push_back(std::move(address));
   Coro<UniqueFd> connect = connect_race(loop, std::move(remotes), {}, false, std::nullopt);
   UniqueFd fd = co_await connect;
-  Coro<Connection<BaseProtocol>> start = start_connection(loop, std::move(fd), factory);
+  Coro<Connection<BaseProtocol>> start = start_connection(loop, std::move(fd), factory, ssl);
   Connection<BaseProtocol> connection = co_await start;
   co_return connection;
 }
@@ -72,7 +73,7 @@ Coro<std::unique_ptr<Server>> serve_unix(EventLoop& loop, AnyProtocolFactory fac
     listener.device = static_cast<std::uint64_t>(st.st_dev);
     listener.inode = static_cast<std::uint64_t>(st.st_ino);
   }
-  ServerSettings settings{options.backlog, options.accept_retry_delay};
+  ServerSettings settings{options.backlog, options.accept_retry_delay, std::move(options.ssl)};
   auto impl = std::make_shared<ServerImpl>(loop, std::move(factory), settings);
   impl->add_listener(std::move(listener));
   auto server = std::make_unique<Server>(impl);
@@ -86,10 +87,15 @@ Coro<Connection<BaseProtocol>> create_unix_connection(AnyProtocolFactory factory
                                                       std::string path,
                                                       UnixConnectOptions options) {
   SocketAddress address = unix_address(path);
+  if (options.ssl && options.ssl->server_hostname.empty() && options.ssl->context.check_hostname()) {
+    throw std::invalid_argument("create_unix_connection: ssl needs a server_hostname when the "
+                                "context checks host names");
+  }
   EventLoop& loop = get_running_loop();
   std::string what = "connect " + address.to_string();
-  return connect_with_timeout(connect_unix(loop, std::move(factory), std::move(address)),
-                              options.timeout, std::move(what));
+  return connect_with_timeout(
+      connect_unix(loop, std::move(factory), std::move(address), std::move(options.ssl)),
+      options.timeout, std::move(what));
 }
 
 Coro<std::unique_ptr<Server>> create_unix_server(AnyProtocolFactory factory, std::string path,

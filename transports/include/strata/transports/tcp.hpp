@@ -18,6 +18,7 @@
 #include "strata/transports/detail/typed_connection.hpp"
 #include "strata/transports/protocol_factory.hpp"
 #include "strata/transports/server.hpp"
+#include "strata/transports/ssl.hpp"
 
 namespace strata {
 
@@ -58,6 +59,10 @@ struct ConnectOptions {
   std::optional<Duration> timeout;
   /// TCP_NODELAY (no Nagle delay) on the connected socket, as asyncio always sets it.
   bool nodelay = true;
+  /// With a value, TLS over the connection: the returned transport is the TLS transport,
+  /// after the handshake (which options.timeout includes). server_hostname defaults to the
+  /// host argument.
+  std::optional<SslOptions> ssl;
 };
 
 /// How create_server() binds and listens.
@@ -80,6 +85,10 @@ struct ServerOptions {
   /// How long accepting pauses after accept() ran out of descriptors or memory (asyncio's
   /// ACCEPT_RETRY_DELAY).
   Duration accept_retry_delay = std::chrono::seconds(1);
+  /// With a value, every accepted connection speaks TLS as a server: the protocol sees
+  /// connection_made() once the handshake is done. A connection whose handshake fails or
+  /// times out is closed (logged at debug level); the server goes on.
+  std::optional<SslOptions> ssl;
 };
 
 namespace detail {

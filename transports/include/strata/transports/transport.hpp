@@ -126,6 +126,11 @@ class Transport : public BaseTransport {
   /// @throws std::invalid_argument  @p protocol is null, or neither a Protocol nor a
   /// BufferedProtocol.
   virtual void set_protocol(std::unique_ptr<BaseProtocol> protocol) = 0;
+  /// set_protocol() that hands the previous protocol back to the caller instead of destroying
+  /// it: how start_tls() moves a live protocol onto the TLS transport. The caller must keep
+  /// the returned protocol alive while one of its callbacks is still running.
+  /// @throws std::invalid_argument  as set_protocol(); the protocol is then unchanged.
+  virtual std::unique_ptr<BaseProtocol> exchange_protocol(std::unique_ptr<BaseProtocol> protocol) = 0;
   /// The protocol that receives the callbacks.
   virtual BaseProtocol& get_protocol() const noexcept = 0;
 

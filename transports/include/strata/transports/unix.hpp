@@ -15,6 +15,7 @@
 #include "strata/transports/detail/typed_connection.hpp"
 #include "strata/transports/protocol_factory.hpp"
 #include "strata/transports/server.hpp"
+#include "strata/transports/ssl.hpp"
 
 namespace strata {
 
@@ -22,6 +23,9 @@ namespace strata {
 struct UnixConnectOptions {
   /// The most the whole connect may take, connection_made() included. No limit by default.
   std::optional<Duration> timeout;
+  /// With a value, TLS over the connection, as ConnectOptions::ssl; server_hostname has no
+  /// default here and is needed when the context's check_hostname is on.
+  std::optional<SslOptions> ssl;
 };
 
 /// How create_unix_server() binds and listens.
@@ -36,6 +40,8 @@ struct UnixServerOptions {
   bool cleanup_socket = true;
   /// How long accepting pauses after accept() ran out of descriptors or memory.
   Duration accept_retry_delay = std::chrono::seconds(1);
+  /// With a value, every accepted connection speaks TLS as a server, as ServerOptions::ssl.
+  std::optional<SslOptions> ssl;
 };
 
 namespace detail {
