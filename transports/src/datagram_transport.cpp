@@ -1,6 +1,7 @@
 // The selector transport of a datagram socket (asyncio's _SelectorDatagramTransport).
 
 #include "datagram_transport.hpp"
+#include "water_marks.hpp"
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -158,14 +159,9 @@ class SelectorDatagramTransport final : public DatagramTransport, public LoopRes
 
   void set_write_buffer_limits(std::optional<std::size_t> high,
                                std::optional<std::size_t> low) override {
-    const std::size_t h = high ? *high : (low ? 4 * *low : default_high_water);
-    const std::size_t l = low ? *low : h / 4;
-    if (l > h) {
-      throw std::invalid_argument("set_write_buffer_limits: high (" + std::to_string(h) +
-                                  ") must be >= low (" + std::to_string(l) + ")");
-    }
-    high_ = h;
-    low_ = l;
+    const WaterMarks marks = resolve_water_marks(high, low, default_high_water);
+    high_ = marks.high;
+    low_ = marks.low;
     maybe_pause_protocol();
   }
 

@@ -27,6 +27,7 @@
 // iteration after connection_lost(); this object owns the application's protocol.
 
 #include "ssl_transport.hpp"
+#include "water_marks.hpp"
 
 #include <arpa/inet.h>
 #include <openssl/bio.h>
@@ -52,7 +53,7 @@ namespace {
 
 constexpr std::size_t cipher_buffer_size = 64 * 1024;  // what one read of the stream may bring
 constexpr std::size_t plain_buffer_size = 64 * 1024;   // what one data_received() may carry
-constexpr std::size_t kept_output_capacity = 32 * 1024;  // more is freed once flushed
+constexpr std::size_t kept_output_capacity = 17 * 1024;  // one full record; more is freed
 
 // ---- Per-thread buffers ------------------------------------------------------------------
 
@@ -833,15 +834,10 @@ std::size_t TlsConnection::get_write_buffer_size() const noexcept {
 
 void TlsConnection::set_write_buffer_limits(std::optional<std::size_t> high,
                                             std::optional<std::size_t> low) {
-  const std::size_t h = high.value_or(low ? std::max<std::size_t>(*low * 4, 64 * 1024) : 64 * 1024);
-  const std::size_t l = low.value_or(h / 4);
-  if (l > h) {
-    throw std::invalid_argument("set_write_buffer_limits: low (" + std::to_string(l) +
-                                ") must not exceed high (" + std::to_string(h) + ")");
-  }
-  high_water_ = h;
-  low_water_ = l;
-  if (stream_ != nullptr) stream_->set_write_buffer_limits(h, l);
+  const WaterMarks marks = resolve_water_marks(high, low, 64 * 1024);
+  high_water_ = marks.high;
+  low_water_ = marks.low;
+  if (stream_ != nullptr) stream_->set_write_buffer_limits(marks.high, marks.low);
   update_flow();
 }
 

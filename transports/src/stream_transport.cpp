@@ -14,6 +14,7 @@
 //   and the peer and socket addresses stored at their real length.
 
 #include "stream_transport.hpp"
+#include "water_marks.hpp"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -911,20 +912,9 @@ void StreamTransport::maybe_resume_protocol() noexcept {
 
 void StreamTransport::set_write_buffer_limits(std::optional<std::size_t> high,
                                               std::optional<std::size_t> low) {
-  std::size_t h;
-  std::size_t l;
-  if (high) {
-    h = *high;
-  } else {
-    h = low ? *low * 4 : default_high_water;
-  }
-  l = low ? *low : h / 4;
-  if (l > h) {
-    throw std::invalid_argument("write buffer limits: low (" + std::to_string(l) +
-                                ") must not exceed high (" + std::to_string(h) + ")");
-  }
-  high_water_ = h;
-  low_water_ = l;
+  const WaterMarks marks = resolve_water_marks(high, low, default_high_water);
+  high_water_ = marks.high;
+  low_water_ = marks.low;
   maybe_pause_protocol();
 }
 
