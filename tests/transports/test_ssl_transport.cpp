@@ -22,6 +22,7 @@
 #include <strata/core/event.hpp>
 #include <strata/core/socket_address.hpp>
 #include <strata/core/task.hpp>
+#include <strata/core/timeout.hpp>
 #include <strata/core/executor.hpp>
 #include <strata/transports/server.hpp>
 #include <strata/transports/tcp.hpp>
@@ -847,4 +848,36 @@ STRATA_LOOP_TEST_CASE("tls: a peer that never answers close_notify is aborted af
   loop.run(body());
   CHECK(accepted.records.at(0)->lost_ec == ssl_errc::shutdown_timeout);
   CHECK(grammar_error(accepted.records.at(0)->events) == "");
+}
+
+STRATA_LOOP_TEST_CASE("tls: a start_tls that fails ends the connection; the kept protocol hears "
+                      "connection_lost()", "[transports][tls]") {
+  // Cancelled from outside (by a timeout) while the handshake waits, or at once, before the
+  // layer even started.
+  const auto delay = GENERATE(100ms, 0ms);
+  Accepted silent;  // a plain server that never answers the ClientHello
+  silent.echo = false;
+  Record client;
+  TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto serving = strata::create_server(silent.factory(), "127.0.0.1", 0);
+    std::unique_ptr<Server> server = co_await serving;
+    auto connecting = strata::create_connection(recorder(client), "127.0.0.1", port_of(*server));
+    Connection<RecordingProtocol> c = co_await connecting;
+    SslOptions ssl(test_client_context());
+    ssl.server_hostname = "localhost";
+    auto bounded = strata::timeout(delay, strata::start_tls(*c.transport, ssl, false));
+    auto ended = exception_of(std::move(bounded));
+    Failure f = describe_failure(co_await ended);
+    CHECK(f.kind == "TimeoutError");
+    auto lost = client.wait_lost();
+    co_await lost;
+    auto all_lost = silent.wait_all_lost();
+    co_await all_lost;
+    server->close();
+  };
+  loop.run(body());
+  CHECK(client.events.front() == "made");
+  CHECK(client.events.back() == "lost");
+  CHECK(client.lost_ec == std::errc::operation_canceled);
 }

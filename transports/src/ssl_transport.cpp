@@ -188,7 +188,8 @@ enum class TlsState : std::uint8_t {
 class TlsConnection final : public BufferedProtocol, public Transport {
  public:
   TlsConnection(EventLoop& loop, const SslOptions& options, bool server_side,
-                std::unique_ptr<BaseProtocol> app, Future<void> handshake_done);
+                std::unique_ptr<BaseProtocol> app, Future<void> handshake_done,
+                bool app_already_connected);
   ~TlsConnection() override;
 
   // ---- BufferedProtocol: the stream transport below ----
@@ -289,6 +290,9 @@ class TlsConnection final : public BufferedProtocol, public Transport {
   bool closing_ = false;             // close() or abort() was called, or the connection ended
   bool app_connected_ = false;       // the application's connection_made() was called
   bool app_lost_ = false;            // ... and its connection_lost()
+  // The application's protocol saw connection_made() from the stream before start_tls(): it
+  // hears connection_lost() even if the handshake fails.
+  bool app_owes_lost_ = false;
   bool app_reading_paused_ = false;  // pause_reading()
   bool app_writing_paused_ = false;  // pause_writing() was called on the application
   bool stream_eof_ = false;          // the stream below reached EOF
@@ -373,13 +377,15 @@ void TlsConnection::bio_write(const char* data, std::size_t len) {
 // ---- Making ------------------------------------------------------------------------------
 
 TlsConnection::TlsConnection(EventLoop& loop, const SslOptions& options, bool server_side,
-                             std::unique_ptr<BaseProtocol> app, Future<void> handshake_done)
+                             std::unique_ptr<BaseProtocol> app, Future<void> handshake_done,
+                             bool app_already_connected)
     : loop_(&loop),
       context_(options.context),
       handshake_done_(std::move(handshake_done)),
       server_hostname_(server_side ? std::string() : options.server_hostname),
       handshake_timeout_(options.ssl_handshake_timeout),
-      shutdown_timeout_(options.ssl_shutdown_timeout) {
+      shutdown_timeout_(options.ssl_shutdown_timeout),
+      app_owes_lost_(app_already_connected) {
   if (options.ssl_handshake_timeout <= Duration::zero() ||
       options.ssl_shutdown_timeout <= Duration::zero()) {
     throw std::invalid_argument("ssl_handshake_timeout and ssl_shutdown_timeout must be > 0");
@@ -442,7 +448,10 @@ void TlsConnection::adopt_app(std::unique_ptr<BaseProtocol> app) {
 
 void TlsConnection::connection_made(Transport& transport) {
   stream_ = &transport;
-  if (state_ != TlsState::unwrapped) return;  // start_tls(): the stream was lost meanwhile
+  if (state_ == TlsState::closed) {  // start_tls() was cancelled before the layer started
+    transport.abort();
+    return;
+  }
   stream_->set_write_buffer_limits(high_water_, low_water_);
   state_ = TlsState::handshaking;
   TlsConnection* self = this;
@@ -531,9 +540,8 @@ void TlsConnection::connection_lost(std::error_code ec) {
           std::system_error(why, "TLS handshake: the connection was lost")));
     }
     handshake_done_ = {};
-    return;
   }
-  if (!app_connected_ || app_lost_) return;
+  if (app_lost_ || (!app_connected_ && !app_owes_lost_)) return;
   app_lost_ = true;
   try {
     app_->connection_lost(reason);
@@ -1006,9 +1014,11 @@ std::any TlsConnection::get_extra_info(std::string_view name) const {
 // ---- The internal interface --------------------------------------------------------------
 
 TlsLayer wrap_tls(EventLoop& loop, const SslOptions& options, bool server_side,
-                  std::unique_ptr<BaseProtocol> app, Future<void> handshake_done) {
+                  std::unique_ptr<BaseProtocol> app, Future<void> handshake_done,
+                  bool app_already_connected) {
   auto connection = std::make_unique<TlsConnection>(loop, options, server_side, std::move(app),
-                                                    std::move(handshake_done));
+                                                    std::move(handshake_done),
+                                                    app_already_connected);
   Transport* transport = connection.get();
   return TlsLayer{std::move(connection), transport};
 }
@@ -1048,7 +1058,7 @@ Coro<Transport*> start_tls(Transport& transport, SslOptions ssl, bool server_sid
     struct Placeholder final : Protocol {};
     std::unique_ptr<BaseProtocol> current = transport.exchange_protocol(std::make_unique<Placeholder>());
     try {
-      tls = detail::wrap_tls(loop, ssl, server_side, std::move(current), done);
+      tls = detail::wrap_tls(loop, ssl, server_side, std::move(current), done, true);
     } catch (...) {
       transport.resume_reading();
       throw;

@@ -26,12 +26,14 @@ struct TlsLayer {
 /// done, @p app gets connection_made() with the TLS transport and then @p handshake_done (if
 /// valid) completes; if the handshake fails or times out, @p handshake_done fails with
 /// SslError / SslCertVerificationError / TimeoutError, the stream transport is closed, and
-/// @p app hears nothing.
+/// @p app hears nothing, unless @p app_already_connected (start_tls() keeping a protocol that
+/// saw connection_made() from the stream): then it hears connection_lost().
 /// @throws SslError  OpenSSL could not make the connection's state.
 /// @throws std::invalid_argument  @p app is of the wrong kind; a client without
 /// server_hostname while the context checks host names.
 TlsLayer wrap_tls(EventLoop& loop, const SslOptions& options, bool server_side,
-                  std::unique_ptr<BaseProtocol> app, Future<void> handshake_done = {});
+                  std::unique_ptr<BaseProtocol> app, Future<void> handshake_done = {},
+                  bool app_already_connected = false);
 
 /// Waits for the @p handshake_done of wrap_tls(); if the awaiting task is cancelled, aborts
 /// @p transport (the TLS transport) and rethrows.
