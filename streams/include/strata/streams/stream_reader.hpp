@@ -1,0 +1,177 @@
+#pragma once
+/// @file
+/// StreamReader (asyncio.StreamReader): the coroutine face of a connection's incoming bytes,
+/// and the errors of its reads.
+
+#include <coroutine>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "strata/core/async_generator.hpp"
+#include "strata/core/detail/waiter_queue.hpp"
+
+namespace strata {
+
+class Transport;
+
+/// readexactly() or readuntil() met the end of the stream first (asyncio.IncompleteReadError).
+/// partial() holds the bytes that were read (and are no longer in the reader).
+class IncompleteReadError : public std::runtime_error {
+ public:
+  IncompleteReadError(std::string partial, std::optional<std::size_t> expected);
+  const std::string& partial() const noexcept { return *partial_; }
+  /// The bytes readexactly() wanted; std::nullopt for readuntil().
+  std::optional<std::size_t> expected() const noexcept { return expected_; }
+
+ private:
+  std::shared_ptr<const std::string> partial_;  // copying an exception must not throw
+  std::optional<std::size_t> expected_;
+};
+
+/// readuntil() found no separator within the reader's limit (asyncio.LimitOverrunError). The
+/// data stays in the reader; consumed() says how much of it may be read safely.
+class LimitOverrunError : public std::runtime_error {
+ public:
+  LimitOverrunError(const std::string& message, std::size_t consumed)
+      : std::runtime_error(message), consumed_(consumed) {}
+  std::size_t consumed() const noexcept { return consumed_; }
+
+ private:
+  std::size_t consumed_;
+};
+
+namespace detail {
+struct ReaderState;
+class ReadOp;
+}  // namespace detail
+
+/// The incoming side of a stream connection (asyncio.StreamReader).
+///
+/// A handle: copies share one buffer. open_connection() and start_server() make readers fed
+/// by their connection; a reader made here is fed by hand (feed_data(), feed_eof()), which
+/// is what tests and parsers of in-memory data want.
+///
+/// Each read returns a std::string of bytes. A read that can complete from the buffer does so
+/// without suspending or allocating a coroutine frame; otherwise the task waits for data. Only
+/// one task may wait at a time (as in asyncio). A read cancelled while it waits consumes
+/// nothing: the next read gets the data.
+///
+/// Flow control: when more than 2 x limit() bytes are buffered, the transport stops reading
+/// (pause_reading()); once reads bring the buffer down to limit() it reads again. A reader that
+/// does not keep up stops the socket; it does not grow memory.
+///
+/// @par Thread safety  Loop thread only.
+class StreamReader {
+ public:
+  static constexpr std::size_t default_limit = 64 * 1024;
+
+  /// A reader with no transport, fed by feed_data() and feed_eof().
+  /// @throws std::invalid_argument  @p limit is 0.
+  explicit StreamReader(std::size_t limit = default_limit);
+
+  // ---- Reading: each returns an awaitable of std::string ----------------------------------
+
+  /// Up to @p n bytes: what is buffered, or, with nothing buffered, the next data to arrive;
+  /// "" at EOF. @p n = -1 reads until EOF and returns everything; @p n = 0 returns "" at once.
+  /// @throws  the exception set by set_exception() (the connection's error).
+  detail::ReadOp read(std::ptrdiff_t n = -1);
+  /// One line, ending in "\n"; at EOF the last, unterminated bytes (or "").
+  /// @throws std::length_error  the line is longer than limit(): the line (or what was
+  /// buffered of it) is dropped, as asyncio's readline() does (it raises ValueError).
+  detail::ReadOp readline();
+  /// Exactly @p n bytes.
+  /// @throws IncompleteReadError  EOF came first; partial() holds what was there.
+  detail::ReadOp readexactly(std::size_t n);
+  /// The bytes up to and including @p separator.
+  /// @throws IncompleteReadError  EOF came first (partial(): everything that was buffered).
+  /// @throws LimitOverrunError  no separator within limit() bytes; the data stays.
+  /// @throws std::invalid_argument  an empty separator.
+  detail::ReadOp readuntil(std::string separator = "\n");
+  /// The bytes up to and including the first match of any of @p separators: the match that
+  /// ends first wins, and of matches that end at the same place the shortest (asyncio 3.13).
+  /// @throws as readuntil(separator); std::invalid_argument for no or an empty separator.
+  detail::ReadOp readuntil(std::vector<std::string> separators);
+
+  /// The lines until EOF, as readline() reads them (asyncio's `async for line in reader`).
+  AsyncGenerator<std::string> lines();
+
+  /// Whether the buffer is empty and EOF was fed.
+  bool at_eof() const noexcept;
+  /// Bytes buffered and not yet read.
+  std::size_t buffered() const noexcept;
+  std::size_t limit() const noexcept;
+
+  // ---- Feeding ----------------------------------------------------------------------------
+
+  /// Appends @p data and wakes a waiting read that it completes.
+  /// @throws InvalidStateError  after feed_eof().
+  void feed_data(std::span<const std::byte> data);
+  void feed_data(std::string_view data);
+  /// Marks the end of the stream; a waiting read completes (with what there is).
+  void feed_eof();
+  /// Makes every later read, and the waiting one, throw @p error (the connection's error).
+  void set_exception(std::exception_ptr error);
+  /// The exception set, or null.
+  std::exception_ptr exception() const noexcept;
+  /// The transport to pause and resume for flow control; asyncio's set_transport().
+  /// @throws InvalidStateError  a transport is set already.
+  void set_transport(Transport& transport);
+  /// Forgets the transport (the connection is gone).
+  void clear_transport() noexcept;
+
+ private:
+  friend class detail::ReadOp;
+  std::shared_ptr<detail::ReaderState> state_;
+};
+
+namespace detail {
+
+/// The awaitable of one StreamReader read. Completes at once when the buffer allows it.
+class [[nodiscard]] ReadOp {
+ public:
+  enum class Kind : unsigned char { read, readline, readexactly, readuntil };
+
+  ReadOp(std::shared_ptr<ReaderState> state, Kind kind, std::ptrdiff_t n,
+         std::vector<std::string> separators) noexcept;
+  ReadOp(const ReadOp&) = delete;
+  ReadOp& operator=(const ReadOp&) = delete;
+  ReadOp(ReadOp&&) noexcept = default;
+  ~ReadOp();
+
+  bool await_ready();
+  void await_suspend(std::coroutine_handle<> h);
+  std::string await_resume();
+
+  /// Whether the read can complete now (data enough, a separator, EOF, an error or the limit
+  /// passed): what feed_data() asks before it wakes the waiting task.
+  bool can_complete() const noexcept;
+
+ private:
+  friend struct ReaderState;
+  /// Where readuntil()'s separator search starts: the bytes before cannot hold a match.
+  std::size_t search_start() const noexcept;
+  /// The first match of the separators at or after search_start(): {start, end}, or npos.
+  std::pair<std::size_t, std::size_t> find_separator() const noexcept;
+  std::string complete();
+  std::string complete_readuntil();
+
+  std::shared_ptr<ReaderState> state_;
+  std::vector<std::string> separators_;
+  std::string accumulated_;  // read(-1): what was taken from the buffer while waiting
+  std::ptrdiff_t n_;
+  mutable std::size_t searched_ = 0;  // readuntil(): bytes already scanned without a match
+  Kind kind_;
+  bool waiting_ = false;
+  Waiter waiter_;
+};
+
+}  // namespace detail
+}  // namespace strata

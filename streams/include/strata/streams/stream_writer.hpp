@@ -1,0 +1,119 @@
+#pragma once
+/// @file
+/// StreamWriter (asyncio.StreamWriter): the coroutine face of a connection's outgoing bytes.
+
+#include <any>
+#include <coroutine>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+
+#include "strata/core/coro.hpp"
+#include "strata/core/detail/waiter_queue.hpp"
+#include "strata/transports/ssl.hpp"
+#include "strata/transports/transport.hpp"
+
+namespace strata {
+
+class StreamWriter;
+
+namespace detail {
+struct StreamConnection;
+class DrainOp;
+StreamWriter make_writer(std::shared_ptr<StreamConnection> connection) noexcept;
+}  // namespace detail
+
+/// The outgoing side of a stream connection (asyncio.StreamWriter).
+///
+/// A handle: copies write to the same connection. write() never blocks and never suspends;
+/// what the socket does not take is buffered by the transport. drain() is how a writer
+/// respects the peer's pace: it waits while the transport is above its high-water mark.
+/// send() writes and drains in one step, and only waits when the buffer is over the mark;
+/// a writer that lets its buffer grow past 16 x the high-water mark without draining gets one
+/// warning in the log naming the connection (in debug mode: each time it crosses it).
+///
+/// @par Lifetime  The connection stays open until close(), the peer's end, or an error; the
+/// handle may outlive it (its writes are then dropped, drain() throws).
+/// @par Thread safety  Loop thread only.
+class StreamWriter {
+ public:
+  /// Queues @p data (see Transport::write()).
+  /// @throws InvalidStateError  after write_eof().
+  void write(std::span<const std::byte> data);
+  void write(std::string_view data);
+  /// write() of several buffers at once (one system call when nothing is queued).
+  void writelines(std::span<const std::span<const std::byte>> buffers);
+
+  /// Waits until the transport's buffer is down to its low-water mark, if it is above the
+  /// high-water mark; returns at once otherwise (no suspension, no allocation).
+  /// @throws std::system_error  the connection was lost with an error (its error_code), or
+  /// lost at all while waiting (std::errc::connection_reset, asyncio's "Connection lost").
+  /// @throws  the reader's exception, as asyncio does.
+  detail::DrainOp drain();
+  /// write(@p data), then drain() only if the buffer is above the high-water mark: the one
+  /// call a loop that produces data needs, and the cure for the forgotten drain().
+  detail::DrainOp send(std::span<const std::byte> data);
+  detail::DrainOp send(std::string_view data);
+
+  /// Closes the sending side once the buffer is sent (Transport::write_eof()).
+  void write_eof();
+  bool can_write_eof() const noexcept;
+  /// Closes the connection once the buffer is sent. Idempotent.
+  void close();
+  bool is_closing() const noexcept;
+  /// Waits until the connection is closed (connection_lost()); returns at once if it is.
+  /// @throws std::system_error  the connection ended with an error (e.g. reset by the peer).
+  Coro<void> wait_closed();
+
+  /// Transport::get_extra_info() of the connection ("peername", "sockname", "socket", and
+  /// the TLS keys); empty once the connection is gone.
+  std::any get_extra_info(std::string_view name) const;
+  template <class T>
+  std::optional<T> get_extra_info_as(std::string_view name) const {
+    std::any value = get_extra_info(name);
+    if (T* p = std::any_cast<T>(&value)) return std::move(*p);
+    return std::nullopt;
+  }
+
+  /// Upgrades the connection to TLS (asyncio's StreamWriter.start_tls()): the reader and this
+  /// writer then carry plaintext over TLS. Data already buffered in the reader was received
+  /// before the upgrade and stays readable.
+  /// @throws as strata::start_tls().
+  Coro<void> start_tls(SslOptions ssl, bool server_side = false);
+
+  /// The transport; valid while the connection is open (until connection_lost()).
+  /// @throws InvalidStateError  the connection is gone.
+  Transport& transport() const;
+
+ private:
+  friend StreamWriter detail::make_writer(std::shared_ptr<detail::StreamConnection>) noexcept;
+  explicit StreamWriter(std::shared_ptr<detail::StreamConnection> connection) noexcept
+      : connection_(std::move(connection)) {}
+  std::shared_ptr<detail::StreamConnection> connection_;
+};
+
+namespace detail {
+
+/// The awaitable of drain() and send(): ready at once unless the transport is paused.
+class [[nodiscard]] DrainOp {
+ public:
+  explicit DrainOp(std::shared_ptr<StreamConnection> connection) noexcept
+      : connection_(std::move(connection)) {}
+  DrainOp(const DrainOp&) = delete;
+  DrainOp& operator=(const DrainOp&) = delete;
+  DrainOp(DrainOp&&) noexcept = default;
+
+  bool await_ready();
+  void await_suspend(std::coroutine_handle<> h);
+  void await_resume();
+
+ private:
+  std::shared_ptr<StreamConnection> connection_;
+  bool waiting_ = false;
+  Waiter waiter_;
+};
+
+}  // namespace detail
+}  // namespace strata
