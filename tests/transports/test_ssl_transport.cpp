@@ -881,3 +881,50 @@ STRATA_LOOP_TEST_CASE("tls: a start_tls that fails ends the connection; the kept
   CHECK(client.events.back() == "lost");
   CHECK(client.lost_ec == std::errc::operation_canceled);
 }
+
+namespace {
+
+/// An echo that stops reading while its own writes are paused (as EchoProtocol does).
+class FlowEcho final : public strata::Protocol {
+ public:
+  void connection_made(Transport& t) override { transport_ = &t; }
+  void data_received(std::span<const std::byte> data) override { transport_->write(data); }
+  void pause_writing() override { transport_->pause_reading(); }
+  void resume_writing() override { transport_->resume_reading(); }
+
+ private:
+  Transport* transport_ = nullptr;
+};
+
+}  // namespace
+
+STRATA_LOOP_TEST_CASE("tls: an echo that pauses reading while paused for writing is resumed "
+                      "when its output drains in the same step", "[transports][tls]") {
+  Record client;
+  TestLoop loop(TestType::kind);
+  const std::string payload = pattern(1024 * 1024, 11);
+  auto body = [&]() -> Coro<void> {
+    ServerOptions options;
+    options.ssl = test_server_context();
+    auto factory = [] { return std::make_unique<FlowEcho>(); };
+    auto serving = strata::create_server(factory, "127.0.0.1", 0, options);
+    std::unique_ptr<Server> server = co_await serving;
+    auto connecting = connect_tls(client, port_of(*server), test_client_context());
+    Connection<RecordingProtocol> c = co_await connecting;
+    // 256 KiB at a time: the server's reads bring it 64 KiB of plaintext at once, a full
+    // high-water mark to echo within one step.
+    constexpr std::size_t window = 256 * 1024;
+    for (std::size_t at = 0; at < payload.size(); at += window) {
+      c.transport->write(std::string_view(payload).substr(at, window));
+      auto echoed = client.wait_received(at + window);
+      co_await echoed;
+    }
+    c.transport->close();
+    auto lost = client.wait_lost();
+    co_await lost;
+    server->close();
+  };
+  loop.run(body(), 30s);
+  REQUIRE(client.received.size() == payload.size());
+  CHECK(first_mismatch(client.received, payload) == std::string::npos);
+}

@@ -829,6 +829,9 @@ void TlsConnection::flush() noexcept {
   }
   output_.clear();
   if (output_.capacity() > kept_output_capacity) output_ = {};
+  // What the application wrote within a step counted as buffered until now: it may have been
+  // paused for it, and the stream, which took it all, will not call resume_writing().
+  update_flow();
 }
 
 void TlsConnection::write_eof() {
