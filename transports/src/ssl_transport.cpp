@@ -71,6 +71,11 @@ struct ThreadBuffer {
 thread_local ThreadBuffer cipher_buffer;
 thread_local ThreadBuffer plain_buffer;
 
+// A large output buffer that a connection gave back after a flush, for the next connection of
+// the thread that writes more than one record: bulk writers do not allocate per step, and an
+// idle connection keeps no more than one record's worth.
+thread_local std::vector<std::byte> spare_output;
+
 /// Marks a ThreadBuffer busy for a scope.
 class Borrow {
  public:
@@ -371,6 +376,11 @@ int TlsConnection::bio_read(char* out, std::size_t len, std::size_t* got) noexce
 
 void TlsConnection::bio_write(const char* data, std::size_t len) {
   const auto* p = reinterpret_cast<const std::byte*>(data);
+  if (output_.size() + len > output_.capacity() && spare_output.capacity() > output_.capacity()) {
+    spare_output.assign(output_.begin(), output_.end());
+    output_.swap(spare_output);
+    spare_output.clear();
+  }
   output_.insert(output_.end(), p, p + len);
 }
 
@@ -733,10 +743,7 @@ void TlsConnection::deliver_plaintext() {
       }
     }
     if (error == SSL_ERROR_NONE) continue;  // the buffer filled up: there may be more
-    if (error == SSL_ERROR_WANT_READ) {
-      ERR_clear_error();
-      return;
-    }
+    if (error == SSL_ERROR_WANT_READ) return;  // leaves nothing in the error queue
     if (error == SSL_ERROR_ZERO_RETURN) {
       ERR_clear_error();
       peer_sent_close_notify();
@@ -828,7 +835,10 @@ void TlsConnection::flush() noexcept {
     }
   }
   output_.clear();
-  if (output_.capacity() > kept_output_capacity) output_ = {};
+  if (output_.capacity() > kept_output_capacity) {
+    if (output_.capacity() > spare_output.capacity()) output_.swap(spare_output);
+    output_ = {};
+  }
   // What the application wrote within a step counted as buffered until now: it may have been
   // paused for it, and the stream, which took it all, will not call resume_writing().
   update_flow();
