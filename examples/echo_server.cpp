@@ -1,10 +1,14 @@
 // echo_server: TCP echo (RFC 862), and with --udp UDP echo on the same port number, or with
-// --tls-cert/--tls-key echo over TLS, written on the protocol layer (strata::EchoProtocol,
-// strata::EchoDatagramProtocol).
+// --tls-cert/--tls-key echo over TLS. With --api protocol (the default) the TCP side is written
+// on the protocol layer (strata::EchoProtocol); with --api streams on the streams layer
+// (strata::start_server(), a coroutine per connection that reads and sends back). UDP has no
+// streams face (nor has asyncio), so --udp echoes datagrams with strata::EchoDatagramProtocol
+// under either API.
 //
 //   echo_server --port 7000                 one loop, 127.0.0.1:7000
 //   echo_server --port 0 --threads 4 --udp  four loops on four threads, SO_REUSEPORT
 //   echo_server --tls-cert cert.pem --tls-key key.pem   TLS 1.2/1.3 (scripts/make_cert.sh)
+//   echo_server --api streams               the same, written on StreamReader/StreamWriter
 //
 // It follows the example-server contract of DESIGN.md: prints `listening on HOST:PORT` once
 // ready; SIGINT or SIGTERM stops accepting, lets connections finish for up to 5 s, then closes
@@ -16,6 +20,7 @@
 #include <strata/core/run.hpp>
 #include <strata/core/timeout.hpp>
 #include <strata/protocols/echo.hpp>
+#include <strata/streams/streams.hpp>
 #include <strata/transports/datagram.hpp>
 #include <strata/transports/server.hpp>
 #include <strata/transports/ssl.hpp>
@@ -53,7 +58,12 @@ void print_usage() {
       "                        the event loop (default selector, on its best backend)\n"
       "  --threads N           N loops on N threads, one listening socket each (default 1)\n"
       "  --udp                 also echo UDP datagrams on the same port number\n"
-      "  --api protocol|streams  the layer the server is written on (default protocol)\n",
+      "  --api protocol|streams\n"
+      "                        the layer the TCP (and TLS) echo is written on: the protocol\n"
+      "                        layer, or the streams layer (start_server(), a coroutine per\n"
+      "                        connection); the behaviour is the same (default protocol).\n"
+      "                        --udp datagrams are echoed on the protocol layer under either\n"
+      "                        API (streams have no datagram face)\n",
       stdout);
   std::fputs(ex::ServerTlsOptions::usage, stdout);
   std::fputs(
@@ -74,6 +84,7 @@ struct Options {
   std::optional<strata::LoopKind> loop;  // the best available when empty
   unsigned threads = 1;
   bool udp = false;
+  bool streams = false;  // --api streams
   std::optional<strata::SslContext> ssl;  // with --tls-cert/--tls-key: the server's context
 };
 
@@ -115,11 +126,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       throw std::invalid_argument("--udp cannot be combined with --tls-cert/--tls-key (TLS "
                                   "runs over TCP; DTLS is not supported)");
     }
-    if (api == "streams") {
-      throw std::invalid_argument(
-          "--api streams: not available in this build (the streams layer is not implemented "
-          "yet); use --api protocol");
-    }
+    options.streams = api == "streams";
     options.ssl = tls.load();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "echo_server: %s\n", e.what());
@@ -163,12 +170,44 @@ struct Listener {
   }
 };
 
+/// The bytes one read of echo_stream() takes at most.
+constexpr std::ptrdiff_t stream_chunk = 64 * 1024;
+
+/// --api streams: echoes one connection, as start_server() calls it. send() waits only while
+/// the peer does not read (the writer is above its high-water mark), so a peer that sends and
+/// never reads stops being read from (the reader's buffer fills and pauses the socket) instead
+/// of growing the server's memory. At EOF it returns, and start_server() closes the connection
+/// once what was written is sent.
+strata::Coro<void> echo_stream(strata::StreamReader reader, strata::StreamWriter writer) {
+  try {
+    for (;;) {
+      strata::detail::ReadOp read = reader.read(stream_chunk);
+      std::string data = co_await read;
+      if (data.empty()) break;  // EOF
+      strata::detail::DrainOp send = writer.send(data);
+      co_await send;
+    }
+  } catch (const std::system_error&) {
+    // Reset or lost: there is no one left to echo to, and nothing to report.
+  }
+}
+
 /// Opens the TCP server of @p listener on the running loop; @p port 0 binds an ephemeral port.
 strata::Coro<void> open_tcp(Listener& listener, const Options& options, std::uint16_t port,
                             bool reuse_port) {
   strata::ServerOptions server_options;
   server_options.reuse_port = reuse_port;
   if (options.ssl) server_options.ssl = *options.ssl;
+  if (options.streams) {
+    strata::ClientConnected on_client = [](strata::StreamReader reader,
+                                           strata::StreamWriter writer) {
+      return echo_stream(std::move(reader), std::move(writer));
+    };
+    strata::Coro<std::unique_ptr<strata::Server>> start = strata::start_server(
+        std::move(on_client), options.host, port, std::move(server_options));
+    listener.tcp = co_await start;
+    co_return;
+  }
   auto factory = [] { return std::make_unique<strata::EchoProtocol>(); };
   strata::Coro<std::unique_ptr<strata::Server>> create = strata::create_server(
       std::move(factory), options.host, port, std::move(server_options));

@@ -62,7 +62,8 @@ inline std::invalid_argument unknown_option(std::string_view name) {
   return std::invalid_argument("unknown option '" + std::string(name) + "' (see --help)");
 }
 
-/// One argument: an option name and its value, or a flag with no value.
+/// One argument: an option name and its value, a flag with no value, or (for a cursor that
+/// allows them) a positional argument, with an empty name.
 struct Argument {
   std::string_view name;
   const char* value = nullptr;  // null for a flag
@@ -76,14 +77,22 @@ class ArgumentCursor {
                  std::string_view unexpected_suffix = " (see --help)")
       : argc_(argc), argv_(argv), flags_(flags), unexpected_suffix_(unexpected_suffix) {}
 
-  /// The next argument, or empty at the end. Throws for a word that is not an option, and for
-  /// an option with no value after it.
+  /// Makes next() return a word that is not an option as a positional argument (an empty
+  /// name, the word as value) instead of throwing.
+  ArgumentCursor& allow_positionals() noexcept {
+    positionals_ = true;
+    return *this;
+  }
+
+  /// The next argument, or empty at the end. Throws for a word that is not an option (unless
+  /// allow_positionals()), and for an option with no value after it.
   std::optional<Argument> next() {
     if (i_ >= argc_) return std::nullopt;
     const std::string_view name = argv_[i_++];
     for (std::string_view flag : flags_) {
       if (name == flag) return Argument{name, nullptr};
     }
+    if (positionals_ && !name.starts_with("-")) return Argument{{}, argv_[i_ - 1]};
     if (!name.starts_with("--")) {
       throw std::invalid_argument("unexpected argument '" + std::string(name) + "'" +
                                   std::string(unexpected_suffix_));
@@ -98,6 +107,7 @@ class ArgumentCursor {
   int i_ = 1;
   std::vector<std::string_view> flags_;
   std::string_view unexpected_suffix_;
+  bool positionals_ = false;
 };
 
 // ---- TLS ----------------------------------------------------------------------------------------

@@ -1,20 +1,25 @@
 #!/usr/bin/env python3
 """echo_server and echo_client as programs: the example contract of DESIGN.md.
 
-Runs the binaries given on the command line; every wait is bounded. Exits 0 when every check
-passes, 1 otherwise, naming each failed check.
+Runs the binaries given on the command line; every wait is bounded. The checks of a running
+server run once per API (`--api protocol`, then `--api streams`: the behaviour must be the
+same). Exits 0 when every check passes, 1 otherwise, naming each failed check.
 
     test_echo_server.py --server build/examples/echo_server --client build/examples/echo_client
+    test_echo_server.py ... check_udp               one check, for both APIs
+    test_echo_server.py ... check_udp:streams       one check, for one API
 """
 
 import argparse
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -23,16 +28,21 @@ READY = re.compile(r"^listening on (.+):(\d+)$")
 START_TIMEOUT = 10.0  # for the ready line
 EXIT_TIMEOUT = 5.0 + 1.5  # the contract's 5 s grace, plus process start-up and exit
 NOT_AVAILABLE = "not available in this build"
+APIS = ("protocol", "streams")
+MAKE_CERT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts",
+                         "make_cert.sh")
 
 args = None
+api = None  # the --api the Server class passes; None passes none (the default, protocol)
 
 
 class Server:
     """An echo_server process that has printed its ready line."""
 
     def __init__(self, *options):
+        api_option = ["--api", api] if api else []
         self.proc = subprocess.Popen(
-            [args.server, "--port", "0", *options],
+            [args.server, "--port", "0", *api_option, *options],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = read_line(self.proc.stdout, START_TIMEOUT)
         match = READY.match(line.rstrip("\n")) if line else None
@@ -127,12 +137,28 @@ def check_bad_options():
     expect_startup_failure(["--port"], contains="--port", status=2)
     expect_startup_failure(["--threads", "0"], contains="--threads", status=2)
     expect_startup_failure(["--loop", "kqueue"], contains="selector", status=2)
+    expect_startup_failure(["--api", "callbacks"], contains="--api", status=2)
+    expect_startup_failure(["--api"], contains="--api", status=2)
 
 
 def check_unavailable_features():
     line = expect_startup_failure(["--loop", "proactor"], contains=NOT_AVAILABLE, status=2)
     assert "--loop proactor" in line, line
-    expect_startup_failure(["--api", "streams"], contains=NOT_AVAILABLE, status=2)
+
+
+def check_streams_startup_failures():
+    """--api streams fails at start-up as the protocol API does."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        port = holder.getsockname()[1]
+        line = expect_startup_failure(["--api", "streams", "--port", str(port)], status=1)
+        assert "in use" in line, line
+    finally:
+        holder.close()
+    expect_startup_failure(["--api", "streams", "--tls-cert", "/nonexistent/cert.pem",
+                            "--tls-key", "/nonexistent/key.pem"], contains="cert.pem", status=2)
 
 
 def check_port_in_use():
@@ -177,6 +203,30 @@ def check_threads():
         client(server, "--connections", "16", "--size", "100", "--count", "20")
         client(server, "--udp", "--connections", "8", "--count", "10")
         status, _, _, err = server.stop(signal.SIGTERM)
+        assert status == 0, f"exit status {status}, stderr {err!r}"
+
+
+_certs = None
+
+
+def make_certs():
+    """A self-signed certificate and key for localhost (scripts/make_cert.sh), made once."""
+    global _certs
+    if _certs is None:
+        directory = tempfile.mkdtemp(prefix="strata-echo-test-")
+        result = run(["bash", MAKE_CERT, directory], timeout=30)
+        assert result.returncode == 0, f"make_cert.sh failed: {result.stderr!r}"
+        _certs = result.stdout.split()
+    return _certs
+
+
+def check_tls():
+    cert, key = make_certs()
+    with Server("--tls-cert", cert, "--tls-key", key) as server:
+        result = client(server, "--cafile", cert, "--connections", "3", "--size", "20000",
+                        "--count", "5")
+        assert " over TLSv1." in result.stdout, result.stdout
+        status, _, _, err = server.stop(signal.SIGINT)
         assert status == 0, f"exit status {status}, stderr {err!r}"
 
 
@@ -280,21 +330,28 @@ def check_client_connection_refused():
         holder.close()
 
 
+# Checks of the programs' options and of echo_client alone: run once.
 CHECKS = [
     check_help,
     check_bad_options,
     check_unavailable_features,
     check_port_in_use,
+    check_streams_startup_failures,
+    check_client_detects_mismatch,
+    check_client_bad_options,
+    check_client_connection_refused,
+]
+
+# Checks of a running server: run once per API.
+SERVER_CHECKS = [
     check_tcp_echo_and_sigint,
     check_sigterm,
     check_udp,
     check_threads,
+    check_tls,
     check_each_backend,
     check_in_flight_work_finishes,
     check_idle_connections_closed_after_grace,
-    check_client_detects_mismatch,
-    check_client_bad_options,
-    check_client_connection_refused,
 ]
 
 
@@ -305,18 +362,24 @@ def main():
     parser.add_argument("--client", required=True)
     parser.add_argument("checks", nargs="*", help="names of checks to run (default: all)")
     args = parser.parse_args()
+    global api
+    runs = [(check, None) for check in CHECKS]
+    runs += [(check, name) for name in APIS for check in SERVER_CHECKS]
     failed = []
-    for check in CHECKS:
-        if args.checks and check.__name__ not in args.checks:
+    for check, api in runs:
+        label = f"{check.__name__}:{api}" if api else check.__name__
+        if args.checks and check.__name__ not in args.checks and label not in args.checks:
             continue
         start = time.monotonic()
         try:
             check()
-            print(f"PASS {check.__name__} ({time.monotonic() - start:.1f} s)", flush=True)
+            print(f"PASS {label} ({time.monotonic() - start:.1f} s)", flush=True)
         except Exception:
-            failed.append(check.__name__)
-            print(f"FAIL {check.__name__}", flush=True)
+            failed.append(label)
+            print(f"FAIL {label}", flush=True)
             traceback.print_exc(file=sys.stdout)
+    if _certs:
+        shutil.rmtree(os.path.dirname(_certs[0]), ignore_errors=True)
     if failed:
         print(f"{len(failed)} failed: {', '.join(failed)}")
         return 1
