@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "reader_state.hpp"
+#include "strata/core/detail/assert.hpp"
 #include "strata/core/errors.hpp"
 #include "strata/transports/transport.hpp"
 
@@ -81,8 +82,18 @@ ReadOp::ReadOp(std::shared_ptr<ReaderState> state, Kind kind, std::ptrdiff_t n,
                std::vector<std::string> separators) noexcept
     : state_(std::move(state)), separators_(std::move(separators)), n_(n), kind_(kind) {}
 
+ReadOp::ReadOp(ReadOp&& other) noexcept
+    : state_(std::move(other.state_)),
+      separators_(std::move(other.separators_)),
+      accumulated_(std::move(other.accumulated_)),
+      n_(other.n_),
+      searched_(other.searched_),
+      kind_(other.kind_) {
+  STRATA_ASSERT(!other.waiting_);
+}
+
 ReadOp::~ReadOp() {
-  if (!waiting_) return;
+  if (!waiting_ || !state_) return;
   // Destroyed while suspended (its task was destroyed): give back what it took.
   ReaderState& st = *state_;
   if (st.waiting == this) st.waiting = nullptr;

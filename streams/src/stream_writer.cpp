@@ -112,20 +112,27 @@ void StreamProtocol::resume_writing() {
 
 bool DrainOp::await_ready() {
   const StreamConnection& c = *connection_;
-  return c.lost || !c.write_paused || c.reader.exception() != nullptr;
+  if (c.lost || c.reader.exception() != nullptr) return true;
+  return !c.write_paused && !c.transport->is_closing();
 }
 
 void DrainOp::await_suspend(std::coroutine_handle<> h) {
-  connection_->drain_waiters.suspend(waiter_, h);
+  StreamConnection& c = *connection_;
+  c.drain_waiters.suspend(waiter_, h);
   waiting_ = true;
+  if (!c.write_paused) {
+    yielding_ = true;
+    waiter_.wake();  // resumes in the next iteration, never inside this call
+  }
 }
 
 void DrainOp::await_resume() {
   StreamConnection& c = *connection_;
   if (std::exchange(waiting_, false)) {
     c.drain_waiters.resume(waiter_);
-    // Woken by the end of the connection: a clean end lets this drain return (asyncio).
-    if (c.lost && !c.lost_error) return;
+    // Woken by the end of the connection while paused: a clean end lets this drain return
+    // (asyncio). After a yield on a closing connection, a lost one throws.
+    if (c.lost && !c.lost_error && !yielding_) return;
   }
   if (std::exception_ptr e = c.reader.exception()) std::rethrow_exception(e);
   if (std::exception_ptr e = c.lost_exception()) std::rethrow_exception(e);
@@ -135,10 +142,10 @@ void DrainOp::await_resume() {
 
 // ---- StreamWriter ------------------------------------------------------------------------
 
-void StreamWriter::write(std::span<const std::byte> data) {
-  detail::StreamConnection& c = *connection_;
-  if (c.transport == nullptr) return;  // the connection is gone: dropped, as the transport would
-  c.transport->write(data);
+namespace {
+
+/// Logs the forgotten-drain warning when the buffer has just passed 16 x the high-water mark.
+void check_forgotten_drain(detail::StreamConnection& c) {
   const std::size_t size = c.transport->get_write_buffer_size();
   const std::size_t high = c.transport->get_write_buffer_limits().second;
   if (size > detail::forgotten_drain_factor * high) [[unlikely]] {
@@ -160,6 +167,15 @@ void StreamWriter::write(std::span<const std::byte> data) {
   }
 }
 
+}  // namespace
+
+void StreamWriter::write(std::span<const std::byte> data) {
+  detail::StreamConnection& c = *connection_;
+  if (c.transport == nullptr) return;  // the connection is gone: dropped, as the transport would
+  c.transport->write(data);
+  check_forgotten_drain(c);
+}
+
 void StreamWriter::write(std::string_view data) {
   write(std::as_bytes(std::span(data.data(), data.size())));
 }
@@ -168,6 +184,7 @@ void StreamWriter::writelines(std::span<const std::span<const std::byte>> buffer
   detail::StreamConnection& c = *connection_;
   if (c.transport == nullptr) return;
   c.transport->writelines(buffers);
+  check_forgotten_drain(c);
 }
 
 detail::DrainOp StreamWriter::drain() { return detail::DrainOp(connection_); }
@@ -182,7 +199,11 @@ detail::DrainOp StreamWriter::send(std::string_view data) {
   return detail::DrainOp(connection_);
 }
 
-void StreamWriter::write_eof() { transport().write_eof(); }
+void StreamWriter::write_eof() {
+  // After the connection is gone there is nothing to end (asyncio's write_eof() on a closing
+  // transport returns).
+  if (connection_->transport != nullptr) connection_->transport->write_eof();
+}
 
 bool StreamWriter::can_write_eof() const noexcept {
   const detail::StreamConnection& c = *connection_;

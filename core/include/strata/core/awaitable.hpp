@@ -26,9 +26,27 @@ template <class T>
 struct awaitable_traits<Task<T>> {
   using result = T;
 };
+/// Any other awaitable that names its result type as `await_result_type` (StreamReader's
+/// reads, StreamWriter's drain): usable with the combinators like a Coro.
+template <class A>
+  requires requires { typename A::await_result_type; }
+struct awaitable_traits<A> {
+  using result = typename A::await_result_type;
+};
+
+template <class A>
+Coro<typename A::await_result_type> awaitable_coro(A aw) {
+  if constexpr (std::is_void_v<typename A::await_result_type>) {
+    co_await std::move(aw);
+  } else {
+    auto result = co_await std::move(aw);
+    co_return result;
+  }
+}
 }  // namespace detail
 
-/// A Coro<T>, Task<T> or Future<T>: what gather, wait_for, timeout and shield take.
+/// A Coro<T>, Task<T> or Future<T>, or an awaitable that names its `await_result_type`: what
+/// gather, wait_for, timeout and shield take.
 template <class A>
 concept Awaitable = requires { typename detail::awaitable_traits<std::remove_cvref_t<A>>::result; };
 
@@ -40,6 +58,15 @@ using await_result_t = typename detail::awaitable_traits<std::remove_cvref_t<A>>
 template <class T>
 Future<T> ensure_future(Future<T> future) noexcept {
   return future;
+}
+
+/// A Future for an awaitable that names its `await_result_type`: it runs in a Task on the
+/// running loop.
+/// @throws EventLoopError  no loop is running on this thread.
+template <class A>
+  requires requires { typename A::await_result_type; }
+Future<typename A::await_result_type> ensure_future(A aw) {
+  return create_task(detail::awaitable_coro(std::move(aw)));
 }
 
 /// A Future for @p coro: it is wrapped in a Task on the running loop.

@@ -61,8 +61,10 @@ class ReadOp;
 ///
 /// Each read returns a std::string of bytes. A read that can complete from the buffer does so
 /// without suspending or allocating a coroutine frame; otherwise the task waits for data. Only
-/// one task may wait at a time (as in asyncio). A read cancelled while it waits consumes
-/// nothing: the next read gets the data.
+/// one task may wait at a time (as in asyncio), and while it waits a read from another task
+/// throws InvalidStateError even if data is buffered (so that the waiting read's data cannot be
+/// taken before it resumes). A read cancelled while it waits consumes nothing: the next read
+/// gets the data. Reads are awaitables that strata::timeout(), wait_for() and gather() accept.
 ///
 /// Flow control: when more than 2 x limit() bytes are buffered, the transport stops reading
 /// (pause_reading()); once reads bring the buffer down to limit() it reads again. A reader that
@@ -141,9 +143,13 @@ class [[nodiscard]] ReadOp {
 
   ReadOp(std::shared_ptr<ReaderState> state, Kind kind, std::ptrdiff_t n,
          std::vector<std::string> separators) noexcept;
+  using await_result_type = std::string;  // for timeout(), wait_for(), gather()...
+
   ReadOp(const ReadOp&) = delete;
   ReadOp& operator=(const ReadOp&) = delete;
-  ReadOp(ReadOp&&) noexcept = default;
+  /// Moves a read that has not started waiting (as the combinators do before awaiting it).
+  ReadOp(ReadOp&& other) noexcept;
+  ReadOp& operator=(ReadOp&&) = delete;
   ~ReadOp();
 
   bool await_ready();

@@ -47,9 +47,12 @@ class StreamWriter {
   void writelines(std::span<const std::span<const std::byte>> buffers);
 
   /// Waits until the transport's buffer is down to its low-water mark, if it is above the
-  /// high-water mark; returns at once otherwise (no suspension, no allocation).
-  /// @throws std::system_error  the connection was lost with an error (its error_code), or
-  /// lost at all while waiting (std::errc::connection_reset, asyncio's "Connection lost").
+  /// high-water mark; returns at once otherwise (no suspension, no allocation). On a closing
+  /// connection it yields one loop iteration first (asyncio's sleep(0)), so that a
+  /// write-and-drain loop lets the connection end and then throws.
+  /// @throws std::system_error  the connection was lost with an error (its error_code), or was
+  /// lost before this drain() (std::errc::connection_reset, asyncio's "Connection lost"). A
+  /// drain already waiting when the connection ends cleanly returns normally, as asyncio's.
   /// @throws  the reader's exception, as asyncio does.
   detail::DrainOp drain();
   /// write(@p data), then drain() only if the buffer is above the high-water mark: the one
@@ -57,7 +60,9 @@ class StreamWriter {
   detail::DrainOp send(std::span<const std::byte> data);
   detail::DrainOp send(std::string_view data);
 
-  /// Closes the sending side once the buffer is sent (Transport::write_eof()).
+  /// Closes the sending side once the buffer is sent (Transport::write_eof()); a no-op once
+  /// the connection is gone.
+  /// @throws InvalidStateError  !can_write_eof() (a TLS connection).
   void write_eof();
   bool can_write_eof() const noexcept;
   /// Closes the connection once the buffer is sent. Idempotent.
@@ -99,11 +104,15 @@ namespace detail {
 /// The awaitable of drain() and send(): ready at once unless the transport is paused.
 class [[nodiscard]] DrainOp {
  public:
+  using await_result_type = void;  // for timeout(), wait_for(), gather()...
+
   explicit DrainOp(std::shared_ptr<StreamConnection> connection) noexcept
       : connection_(std::move(connection)) {}
   DrainOp(const DrainOp&) = delete;
   DrainOp& operator=(const DrainOp&) = delete;
-  DrainOp(DrainOp&&) noexcept = default;
+  /// Moves a drain that has not started waiting (as the combinators do before awaiting it).
+  DrainOp(DrainOp&& other) noexcept : connection_(std::move(other.connection_)) {}
+  DrainOp& operator=(DrainOp&&) = delete;
 
   bool await_ready();
   void await_suspend(std::coroutine_handle<> h);
@@ -112,6 +121,7 @@ class [[nodiscard]] DrainOp {
  private:
   std::shared_ptr<StreamConnection> connection_;
   bool waiting_ = false;
+  bool yielding_ = false;  // the connection is closing: one loop iteration, as asyncio's sleep(0)
   Waiter waiter_;
 };
 
