@@ -1,24 +1,43 @@
 #!/usr/bin/env bash
-# Echo servers side by side: Strata's protocol echo server (examples/echo_server --api protocol),
-# a hand-written C epoll echo (the floor), Asio (callbacks and C++20 coroutines), libuv, and
-# Python's asyncio and uvloop, all loaded by bench/echo/echo_load. See bench/README.md.
+# Echo servers side by side: Strata's echo server (examples/echo_server, --api protocol and
+# --api streams), a hand-written C epoll echo (the floor), Asio (callbacks and C++20
+# coroutines), libuv, and Python's asyncio and uvloop (protocols and streams), all loaded by
+# bench/echo/echo_load. See bench/README.md.
 #
-# Usage: bench/run_echo.sh [--quick] [--servers a,b] [--sizes 64,1024] [--connections 10,50]
-#                          [--reps N] [--skip pingpong,strace,callgrind,idle]
-#   --quick  smoke run (about 3 minutes): fewer repetitions, shorter windows, 10 connections
-#   servers: c_epoll strata libuv asio_cb asio_coro uvloop asyncio (default: all)
+# Usage: bench/run_echo.sh [--quick] [--streams] [--servers a,b] [--sizes 64,1024]
+#                          [--connections 10,50] [--reps N]
+#                          [--skip pingpong,stream,strace,callgrind,idle]
+#   --quick    smoke run (about 3 minutes): fewer repetitions, shorter windows, 10 connections
+#   --streams  the streams comparison: strata, strata_streams, uvloop, uvloop_streams and
+#              asyncio_streams at 64 B and 1 KiB, 10 connections, no idle phase (about 5
+#              minutes; --quick: under a minute, counts at 64 B, callgrind for Strata only)
+#   servers: c_epoll strata strata_streams libuv asio_cb asio_coro uvloop uvloop_streams
+#            asyncio asyncio_streams (default: all)
 #
 # Results: build/bench/echo.json and build/bench/echo.md (STRATA_BENCH_BUILD overrides
 # build/bench). Progress goes to stderr, the Markdown tables to stdout.
 set -euo pipefail
 
 args=()
+streams=0
+servers_given=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) args+=(--quick) ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --streams) args+=(--streams); streams=1 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --servers|--sizes|--connections|--reps|--skip)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
+      [ "$1" = --servers ] && servers_given=1
+      if [ "$1" = --skip ]; then
+        for phase in ${2//,/ }; do
+          case "$phase" in
+            pingpong|stream|strace|callgrind|idle) ;;
+            *) echo "unknown phase for --skip: $phase (pingpong, stream, strace, callgrind, idle)" >&2
+               exit 2 ;;
+          esac
+        done
+      fi
       args+=("$1" "$2"); shift ;;
     *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -55,9 +74,12 @@ if ! cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSTRATA_BUILD_T
     { cat "$build/echo.configure.log" >&2; exit 1; }
 fi
 peers=(echo_load c_epoll_echo)
-for t in asio_echo_callbacks asio_echo_coro libuv_echo; do
-  if cmake --build "$build" --target help 2>/dev/null | grep -q "^$t:"; then peers+=("$t"); fi
-done
+# The streams comparison (--streams without --servers) needs none of the C++ and libuv peers.
+if [ "$streams" = 0 ] || [ "$servers_given" = 1 ]; then
+  for t in asio_echo_callbacks asio_echo_coro libuv_echo; do
+    if cmake --build "$build" --target help 2>/dev/null | grep -q "^$t:"; then peers+=("$t"); fi
+  done
+fi
 cmake --build "$build" --target "${peers[@]}" >&2
 # Strata's server: a missing target or a failed build leaves it out (never a stale binary).
 if [ -z "$strata_note" ]; then

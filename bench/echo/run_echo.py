@@ -21,6 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PY = "/usr/bin/python3"
 SERVER_CPU, LOAD_CPU = "0", "1"
 FLOOR, UVLOOP = "c_epoll", "uvloop"
+STRATA, STRATA_STREAMS, UVLOOP_STREAMS = "strata", "strata_streams", "uvloop_streams"
+ASYNCIO, ASYNCIO_STREAMS = "asyncio", "asyncio_streams"
+# --streams: the streams comparison (each streams echo beside its own protocol echo).
+STREAMS_SERVERS = [STRATA, STRATA_STREAMS, UVLOOP, UVLOOP_STREAMS, ASYNCIO_STREAMS]
+# Strata's echo_server builds: left out together when run_echo.sh found no usable target.
+STRATA_KEYS = (STRATA, STRATA_STREAMS)
+# The streams targets (the streams issue), checked at these sizes with 10 connections.
+STREAMS_TARGET_SIZES = (64, 1024)
+STREAMS_VS_PROTOCOL, STREAMS_VS_UVLOOP = 1.15, 0.5
+STREAMS_SYSCALLS, STREAMS_INSTRUCTIONS = 2.2, 700
 
 
 class Server:
@@ -35,13 +45,19 @@ def servers_for(build):
     py_echo = str(ROOT / "bench" / "python" / "echo_server.py")
     return [
         Server(FLOOR, "C epoll (floor)", [str(echo / "c_epoll_echo")]),
-        Server("strata", "Strata protocol (selector)",
+        Server(STRATA, "Strata protocol (selector)",
                [str(b / "examples" / "echo_server"), "--api", "protocol", "--loop", "selector"]),
+        Server(STRATA_STREAMS, "Strata streams (selector)",
+               [str(b / "examples" / "echo_server"), "--api", "streams", "--loop", "selector"]),
         Server("libuv", "libuv", [str(echo / "libuv_echo")]),
         Server("asio_cb", "Asio callbacks", [str(echo / "asio_echo_callbacks")]),
         Server("asio_coro", "Asio coroutines", [str(echo / "asio_echo_coro")]),
         Server(UVLOOP, "uvloop protocol", [PY, py_echo, "--loop", "uvloop"]),
-        Server("asyncio", "asyncio protocol", [PY, py_echo, "--loop", "asyncio"]),
+        Server(UVLOOP_STREAMS, "uvloop streams",
+               [PY, py_echo, "--loop", "uvloop", "--api", "streams"]),
+        Server(ASYNCIO, "asyncio protocol", [PY, py_echo, "--loop", "asyncio"]),
+        Server(ASYNCIO_STREAMS, "asyncio streams",
+               [PY, py_echo, "--loop", "asyncio", "--api", "streams"]),
     ]
 
 
@@ -236,6 +252,9 @@ def pingpong_matrix(servers, a, results):
     # streaming
     st = results["stream"]
     st_cfg = f"{a.stream_size}x{a.stream_conns}"
+    if not a.stream_phase:
+        stop_all(running, results)
+        return
     st[st_cfg] = {k: [] for k in running}
     for rep in range(a.reps):
         order = list(running)
@@ -257,6 +276,10 @@ def pingpong_matrix(servers, a, results):
             st[st_cfg][key].append(r)
         log(f"  stream {a.stream_size} B chunks x {a.stream_conns} conns, rep {rep + 1}/{a.reps}: "
             + ", ".join(f"{k} {st[st_cfg][k][-1].get('mib_s', 0):.0f}" for k in running) + " MiB/s")
+    stop_all(running, results)
+
+
+def stop_all(running, results):
     for key, srv in running.items():
         if not srv.alive():
             results["failures"].append(f"{key}: the server died during the runs "
@@ -298,6 +321,9 @@ def per_request_counts(servers, a, results, tool):
     out = results[tool]
     tmp = Path(a.out_dir)
     for s in servers:
+        if tool == "callgrind" and a.callgrind_servers is not None and \
+                s.key not in a.callgrind_servers:
+            continue
         out[s.key] = {}
         for size in a.count_sizes:
             counts = []
@@ -386,6 +412,10 @@ def fmt(v, digits=2, suffix=""):
     return f"{v:.{digits}f}{suffix}"
 
 
+def fmt_ratio(v):
+    return "—" if v is None else f"{fmt(v)}×"
+
+
 def size_label(n):
     return f"{n // 1024} KiB" if n >= 1024 and n % 1024 == 0 else f"{n} B"
 
@@ -440,21 +470,45 @@ def report(results, servers, a):
             cells = []
             for c in cfgs:
                 s = summary[(c, k)]
-                cell = f"{fmt(s['cpu'])} ({fmt(s['floor'])}×)" if s["cpu"] else "—"
+                cell = fmt(s["cpu"]) if s["cpu"] else "—"
+                if s["cpu"] and s["floor"]:
+                    cell += f" ({fmt(s['floor'])}×)"
                 if s["errors"]:
                     cell += f" ⚠{s['errors']} err"
                 cells.append(cell)
             p(f"| {labels[k]} | " + " | ".join(cells) + " |")
         p("")
-        p("### Ping-pong: median per-repetition ratio of server CPU per request to uvloop's")
-        p("")
-        p("| server | " + " | ".join(cfg_label(c) for c in cfgs) + " |")
-        p("|---|" + "---:|" * len(cfgs))
-        for k in keys:
-            p(f"| {labels[k]} | " + " | ".join(
-                f"{fmt(summary[(c, k)]['uvloop'])}×" if summary[(c, k)]["uvloop"] else "—"
-                for c in cfgs) + " |")
-        p("")
+        if UVLOOP in keys:
+            p("### Ping-pong: median per-repetition ratio of server CPU per request to uvloop's "
+              "(protocol)")
+            p("")
+            p("| server | " + " | ".join(cfg_label(c) for c in cfgs) + " |")
+            p("|---|" + "---:|" * len(cfgs))
+            for k in keys:
+                p(f"| {labels[k]} | " + " | ".join(
+                    f"{fmt(summary[(c, k)]['uvloop'])}×" if summary[(c, k)]["uvloop"] else "—"
+                    for c in cfgs) + " |")
+            p("")
+        streams_pairs = [(num, den) for num, den in (
+            (STRATA_STREAMS, STRATA), (STRATA_STREAMS, UVLOOP_STREAMS),
+            (UVLOOP_STREAMS, UVLOOP), (ASYNCIO_STREAMS, ASYNCIO),
+            (ASYNCIO_STREAMS, UVLOOP_STREAMS), (STRATA, UVLOOP),
+            # what a streams layer that cost nothing would measure against uvloop's streams
+            (STRATA, UVLOOP_STREAMS)) if num in keys and den in keys]
+        if any(num != STRATA for num, _ in streams_pairs):
+            p("### Ping-pong: streams against protocols, median per-repetition ratio of server "
+              "CPU per request (both measured in the same repetition)")
+            p("")
+            p("| ratio | " + " | ".join(cfg_label(c) for c in cfgs) + " |")
+            p("|---|" + "---:|" * len(cfgs))
+            for num, den in streams_pairs:
+                cells = []
+                for c in cfgs:
+                    r = median(ratios(pp[c], num, den, "cpu_us_per_req"))
+                    results.setdefault("ratios", {})[f"{c}/{num}/{den}"] = r
+                    cells.append(f"{fmt(r)}×" if r else "—")
+                p(f"| {labels[num]} ÷ {labels[den]} | " + " | ".join(cells) + " |")
+            p("")
         p("### Ping-pong: requests/s, p50 / p99 latency µs (medians; the load generator, "
           "not the server, caps these on 2 cores)")
         p("")
@@ -478,8 +532,8 @@ def report(results, servers, a):
             rs = [r for r in runs.get(k, []) if not r.get("errors")]
             p(f"| {labels[k]} | {fmt(median([r.get('mib_s') for r in rs]), 0)} | "
               f"{fmt(median([r.get('cpu_us_per_mib') for r in rs]), 0)} | "
-              f"{fmt(median(ratios(runs, k, FLOOR, 'cpu_us_per_mib')))}× | "
-              f"{fmt(median(ratios(runs, k, UVLOOP, 'cpu_us_per_mib')))}× |")
+              f"{fmt_ratio(median(ratios(runs, k, FLOOR, 'cpu_us_per_mib')))} | "
+              f"{fmt_ratio(median(ratios(runs, k, UVLOOP, 'cpu_us_per_mib')))} |")
         p("")
 
     if results["strace"] or results["callgrind"]:
@@ -496,8 +550,13 @@ def report(results, servers, a):
                   for s in sizes]
             p(f"| {labels[k]} | " + " | ".join(fmt(x, 2) for x in sc) + " | " +
               " | ".join(fmt(x, 0) for x in ir) + " |")
-        p("| *target for Strata* | " + " | ".join("≤ 2.1" for _ in sizes) + " | " +
-          " | ".join("≤ 300" for _ in sizes) + " |")
+        if STRATA in keys:
+            p("| *target for Strata protocol* | " + " | ".join("≤ 2.1" for _ in sizes) + " | " +
+              " | ".join("≤ 300" for _ in sizes) + " |")
+        if STRATA_STREAMS in keys:
+            p("| *target for Strata streams* | " +
+              " | ".join(f"≤ {STREAMS_SYSCALLS}" for _ in sizes) + " | " +
+              " | ".join(f"≤ {STREAMS_INSTRUCTIONS}" for _ in sizes) + " |")
         p("")
 
     if results["idle"]:
@@ -520,10 +579,12 @@ def report(results, servers, a):
         checks = []
         for c in cfgs:
             s = summary[(c, "strata")]
-            checks.append((f"{cfg_label(c)}: CPU/req ≤ 1.05 × C floor", s["floor"],
-                           s["floor"] is not None and s["floor"] <= 1.05))
-            checks.append((f"{cfg_label(c)}: CPU/req ≤ 0.9 × uvloop", s["uvloop"],
-                           s["uvloop"] is not None and s["uvloop"] <= 0.9))
+            if FLOOR in keys:
+                checks.append((f"{cfg_label(c)}: CPU/req ≤ 1.05 × C floor", s["floor"],
+                               s["floor"] is not None and s["floor"] <= 1.05))
+            if UVLOOP in keys:
+                checks.append((f"{cfg_label(c)}: CPU/req ≤ 0.9 × uvloop", s["uvloop"],
+                               s["uvloop"] is not None and s["uvloop"] <= 0.9))
             for other in ("asio_cb", "asio_coro", "libuv"):
                 if other in keys:
                     r = median(ratios(pp[c], "strata", other, "cpu_us_per_req"))
@@ -533,13 +594,52 @@ def report(results, servers, a):
             v = results["strace"].get("strata", {}).get(str(s), {}).get("per_request")
             fl = results["strace"].get(FLOOR, {}).get(str(s), {}).get("per_request")
             # at one decimal, as the target and the floor's "2.1" are quoted
-            checks.append((f"syscalls/req at {size_label(s)} ≤ 2.1 (at one decimal; C floor "
-                           f"{fmt(fl, 2)})", v, v is not None and round(v, 1) <= 2.1))
+            if "strata" in results["strace"]:
+                checks.append((f"syscalls/req at {size_label(s)} ≤ 2.1 (at one decimal; C floor "
+                               f"{fmt(fl, 2)})", v, v is not None and round(v, 1) <= 2.1))
             v = results["callgrind"].get("strata", {}).get(str(s), {}).get("per_request")
-            checks.append((f"instructions/req at {size_label(s)} ≤ 300", v,
-                           v is not None and v <= 300))
-        v = results["idle"].get("strata", {}).get("bytes_per_conn")
-        checks.append(("bytes per idle connection ≤ 1024", v, v is not None and v <= 1024))
+            if "strata" in results["callgrind"]:
+                checks.append((f"instructions/req at {size_label(s)} ≤ 300", v,
+                               v is not None and v <= 300))
+        if "strata" in results["idle"]:
+            v = results["idle"]["strata"].get("bytes_per_conn")
+            checks.append(("bytes per idle connection ≤ 1024", v, v is not None and v <= 1024))
+        p("| target | measured | met |")
+        p("|---|---:|:-:|")
+        for name, v, ok in checks:
+            p(f"| {name} | {fmt(v, 2)} | {'yes' if ok else '**no**'} |")
+        p("")
+
+    if STRATA_STREAMS in keys and (cfgs or results["strace"] or results["callgrind"]):
+        p("### Strata streams against their targets (the streams issue)")
+        p("")
+        checks = []
+        for c in cfgs:
+            size, conns = (int(x) for x in c.split("x"))
+            if size not in STREAMS_TARGET_SIZES or conns != 10:
+                continue
+            if STRATA in keys:
+                r = median(ratios(pp[c], STRATA_STREAMS, STRATA, "cpu_us_per_req"))
+                checks.append((f"{cfg_label(c)}: CPU/req ≤ {STREAMS_VS_PROTOCOL} × Strata "
+                               "protocol", r, r is not None and r <= STREAMS_VS_PROTOCOL))
+            if UVLOOP_STREAMS in keys:
+                r = median(ratios(pp[c], STRATA_STREAMS, UVLOOP_STREAMS, "cpu_us_per_req"))
+                checks.append((f"{cfg_label(c)}: CPU/req ≤ {STREAMS_VS_UVLOOP} × uvloop "
+                               "streams", r, r is not None and r <= STREAMS_VS_UVLOOP))
+        for s in a.count_sizes:
+            if STRATA_STREAMS in results["strace"]:
+                v = results["strace"][STRATA_STREAMS].get(str(s), {}).get("per_request")
+                uv = results["strace"].get(UVLOOP_STREAMS, {}).get(str(s), {}).get("per_request")
+                checks.append((f"syscalls/req at {size_label(s)} ≤ {STREAMS_SYSCALLS} (at one "
+                               f"decimal; uvloop streams {fmt(uv, 2)})", v,
+                               v is not None and round(v, 1) <= STREAMS_SYSCALLS))
+            if STRATA_STREAMS in results["callgrind"]:
+                v = results["callgrind"][STRATA_STREAMS].get(str(s), {}).get("per_request")
+                uv = results["callgrind"].get(UVLOOP_STREAMS, {}).get(str(s), {}).get(
+                    "per_request")
+                checks.append((f"instructions/req at {size_label(s)} ≤ {STREAMS_INSTRUCTIONS} "
+                               f"(uvloop streams {fmt(uv, 0)})", v,
+                               v is not None and v <= STREAMS_INSTRUCTIONS))
         p("| target | measured | met |")
         p("|---|---:|:-:|")
         for name, v, ok in checks:
@@ -547,9 +647,14 @@ def report(results, servers, a):
         p("")
 
     notes = []
-    if "strata" not in keys:
+    if not any(k in keys for k in STRATA_KEYS):
         notes.append("**Strata's echo server is not in these tables**: "
                      f"{results.get('strata_note', 'it was not found')}.")
+    if a.callgrind_servers is not None and results["callgrind"]:
+        notes.append("Instructions measured for "
+                     + ", ".join(k for k in keys if k in a.callgrind_servers)
+                     + " only (--streams --quick: the Python servers take about 12 s each "
+                     "under callgrind).")
     la0, la1 = results["loadavg_start"], results["loadavg_end"]
     if cfgs:
         notes.append(
@@ -583,14 +688,22 @@ def main():
     ap.add_argument("--sizes", default="")
     ap.add_argument("--connections", default="")
     ap.add_argument("--reps", type=int, default=0)
-    ap.add_argument("--skip", default="", help="comma list of: pingpong,strace,callgrind,idle")
+    ap.add_argument("--skip", default="",
+                    help="comma list of: pingpong,stream,strace,callgrind,idle")
+    ap.add_argument("--streams", action="store_true",
+                    help="the streams comparison: servers " + ",".join(STREAMS_SERVERS) +
+                    ", 64 B and 1 KiB, 10 connections, no idle-memory phase (and --quick: "
+                    "no streaming phase, counts at 64 B, callgrind for Strata's servers only)")
     ap.add_argument("--strata-note", default="")
     a = ap.parse_args()
     a.load = str(Path(a.build) / "bench" / "echo" / "echo_load")
     a.out_dir = a.build
     q = a.quick
-    a.sizes = [int(x) for x in a.sizes.split(",") if x] or ([64, 1024, 16384])
-    a.connections = [int(x) for x in a.connections.split(",") if x] or ([10] if q else [10, 50])
+    st = a.streams
+    a.sizes = [int(x) for x in a.sizes.split(",") if x] or ([64, 1024] if st else
+                                                               [64, 1024, 16384])
+    a.connections = [int(x) for x in a.connections.split(",") if x] or (
+        [10] if q or st else [10, 50])
     a.reps = a.reps or (3 if q else 5)
     a.duration, a.warmup = (0.5, 0.2) if q else (1.5, 0.5)
     a.stream_size, a.stream_conns = 16384, 10
@@ -599,9 +712,20 @@ def main():
     a.callgrind_n = (1000, 3000) if q else (2000, 12000)
     a.idle = 2000 if q else 10000
     skip = set(x for x in a.skip.split(",") if x)
+    unknown = skip - {"pingpong", "stream", "strace", "callgrind", "idle"}
+    if unknown:
+        log(f"unknown phase(s) to skip: {', '.join(sorted(unknown))}")
+        return 2
+    if st:
+        skip.add("idle")
+        if q:
+            skip.add("stream")
+    a.stream_phase = "stream" not in skip
+    # --streams --quick: the Python servers under callgrind would not fit in a minute
+    a.callgrind_servers = set(STRATA_KEYS) if st and q else None
 
     all_servers = servers_for(a.build)
-    wanted = [x for x in a.servers.split(",") if x]
+    wanted = [x for x in a.servers.split(",") if x] or (STREAMS_SERVERS if st else [])
     unknown = set(wanted) - {s.key for s in all_servers}
     if unknown:
         log(f"unknown server(s): {', '.join(sorted(unknown))}; known: "
@@ -610,7 +734,7 @@ def main():
     servers = [s for s in all_servers if not wanted or s.key in wanted]
     if a.strata_note:  # run_echo.sh found no usable echo_server target: no stale binary
         for s in servers:
-            if s.key == "strata":
+            if s.key in STRATA_KEYS:
                 s.available = False
     for s in servers:
         if not s.available:
@@ -627,7 +751,7 @@ def main():
         "loadavg_start": ", ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                    f"Linux {platform.release()}",
-        "config": {"quick": q, "sizes": a.sizes, "connections": a.connections, "reps": a.reps,
+        "config": {"quick": q, "streams": st, "skip": sorted(skip), "sizes": a.sizes, "connections": a.connections, "reps": a.reps,
                    "duration": a.duration, "warmup": a.warmup, "strace_n": a.strace_n,
                    "callgrind_n": a.callgrind_n, "idle": a.idle},
     }
@@ -642,7 +766,8 @@ def main():
     t0 = time.monotonic()
     try:
         if "pingpong" not in skip:
-            log("== ping-pong and streaming (CPU per request, rps, latency)")
+            log("== ping-pong" + (" and streaming" if a.stream_phase else "") +
+                " (CPU per request, rps, latency)")
             pingpong_matrix(present, a, results)
         if "strace" not in skip:
             log("== system calls per request (strace -c)")
