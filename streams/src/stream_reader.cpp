@@ -313,8 +313,10 @@ void StreamReader::feed_data(std::string_view data) {
   if (st.eof) throw InvalidStateError("feed_data() after feed_eof()");
   if (data.empty()) return;
   st.data.append(data);
-  if (st.feed_read_to_eof()) return;
-  st.wake_if_ready();
+  if (st.waiting != nullptr) {
+    if (st.feed_read_to_eof()) return;
+    st.wake_if_ready();
+  }
   ReadOp* waiting = st.waiting;
   // Stop the transport while more than twice the limit waits, unless a waiting read needs it.
   if (st.transport != nullptr && !st.paused && st.size() > 2 * st.limit &&
@@ -339,6 +341,7 @@ void StreamReader::set_exception(std::exception_ptr error) {
 }
 
 std::exception_ptr StreamReader::exception() const noexcept { return state_->exception; }
+bool StreamReader::has_exception() const noexcept { return state_->exception != nullptr; }
 
 void StreamReader::set_transport(Transport& transport) {
   if (state_->transport != nullptr) {

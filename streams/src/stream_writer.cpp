@@ -112,8 +112,9 @@ void StreamProtocol::resume_writing() {
 
 bool DrainOp::await_ready() {
   const StreamConnection& c = *connection_;
-  if (c.lost || c.reader.exception() != nullptr) return true;
-  return !c.write_paused && !c.transport->is_closing();
+  if (c.lost || c.reader.has_exception()) return true;
+  clear_ = !c.write_paused && !c.transport->is_closing();
+  return clear_;
 }
 
 void DrainOp::await_suspend(std::coroutine_handle<> h) {
@@ -127,6 +128,7 @@ void DrainOp::await_suspend(std::coroutine_handle<> h) {
 }
 
 void DrainOp::await_resume() {
+  if (clear_) return;  // await_ready() found nothing to wait for and nothing wrong
   StreamConnection& c = *connection_;
   if (std::exchange(waiting_, false)) {
     c.drain_waiters.resume(waiter_);
@@ -173,7 +175,8 @@ void StreamWriter::write(std::span<const std::byte> data) {
   detail::StreamConnection& c = *connection_;
   if (c.transport == nullptr) return;  // the connection is gone: dropped, as the transport would
   c.transport->write(data);
-  check_forgotten_drain(c);
+  // Below the high-water mark the transport is not paused, and the check cannot fire.
+  if (c.write_paused || c.over_warning) check_forgotten_drain(c);
 }
 
 void StreamWriter::write(std::string_view data) {
@@ -184,7 +187,7 @@ void StreamWriter::writelines(std::span<const std::span<const std::byte>> buffer
   detail::StreamConnection& c = *connection_;
   if (c.transport == nullptr) return;
   c.transport->writelines(buffers);
-  check_forgotten_drain(c);
+  if (c.write_paused || c.over_warning) check_forgotten_drain(c);
 }
 
 detail::DrainOp StreamWriter::drain() { return detail::DrainOp(connection_); }

@@ -123,6 +123,8 @@ class StreamReader {
   void set_exception(std::exception_ptr error);
   /// The exception set, or null.
   std::exception_ptr exception() const noexcept;
+  /// Whether an exception is set (exception() without copying it).
+  bool has_exception() const noexcept;
   /// The transport to pause and resume for flow control; asyncio's set_transport().
   /// @throws InvalidStateError  a transport is set already.
   void set_transport(Transport& transport);

@@ -122,6 +122,7 @@ class [[nodiscard]] DrainOp {
   std::shared_ptr<StreamConnection> connection_;
   bool waiting_ = false;
   bool yielding_ = false;  // the connection is closing: one loop iteration, as asyncio's sleep(0)
+  bool clear_ = false;     // await_ready() saw no pause, no closing and no error
   Waiter waiter_;
 };
 
