@@ -1,0 +1,757 @@
+#include "strata/protocols/http_parser.hpp"
+
+#include <llhttp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "strata/core/errors.hpp"
+
+// How the parser drives llhttp
+// ----------------------------
+// llhttp is a push parser: one llhttp_execute() call runs as far as the bytes go and calls back
+// on the way. To know exactly where each part of a request ends, our callbacks return
+// HPE_PAUSED at four points: the end of the head (on_headers_complete), the end of each
+// chunk-size line (on_chunk_header), the end of each chunk's data (on_chunk_complete) and the
+// end of the request (on_message_complete). llhttp then returns with llhttp_get_error_pos() at
+// the byte after that point. The first three pauses are internal: feed() checks the part just
+// finished and resumes. The last one is the pause a server sees.
+//
+// Knowing those positions, feed() hands llhttp slices no longer than what the current section
+// may still grow by: the head (and later the trailer section) by max_header_bytes, a chunk-size
+// line by what remains of max_chunk_extension_bytes. A section that reaches its limit without
+// ending is an error at that very byte, so the outcome does not depend on how the bytes were
+// split across feed() calls.
+//
+// Three flaws of llhttp 8.1.0, as Debian ships it, are closed here rather than in llhttp:
+// - CVE-2023-30589 (a bare CR ends a field line and can hide a Transfer-Encoding) and
+//   CVE-2024-27982 (an obs-folded Content-Length is honoured): HeadScanner reads every byte of
+//   the head and of the trailer section before llhttp does, and refuses a CR not followed by
+//   LF, an LF not preceded by CR, and a field line starting with space or tab (obs-fold, which
+//   RFC 9112 §5.2 lets a server refuse). llhttp in strict mode also refuses the bare CRs we know
+//   of; the scanner does not rely on that.
+// - CVE-2024-22019 (chunk extensions are unbounded): the bytes of each chunk-size line beyond
+//   the size's own digits and CRLF are counted against max_chunk_extension_bytes.
+
+namespace strata {
+
+namespace {
+
+constexpr char ascii_lower(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+constexpr bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
+
+std::string_view trim_ows(std::string_view s) noexcept {
+  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+/// Hex digits of @p size written without leading zeros: the shortest chunk-size for it.
+std::size_t hex_digits(std::uint64_t size) noexcept {
+  std::size_t n = 1;
+  while (size >>= 4) ++n;
+  return n;
+}
+
+// The longest chunk-size line without extensions: 16 hex digits (llhttp refuses more as an
+// overflow) and CRLF.
+constexpr std::size_t max_plain_chunk_line = 16 + 2;
+
+constexpr std::string_view reason_bare_cr = "bare CR: a CR not followed by LF";
+constexpr std::string_view reason_bare_lf = "bare LF: an LF not preceded by CR";
+constexpr std::string_view reason_obs_fold =
+    "field line starts with whitespace (obs-fold is not accepted)";
+constexpr std::string_view reason_chunk_extensions = "chunk extensions too long";
+
+/// Reads the bytes of a request head, or of a trailer section, ahead of llhttp: finds where it
+/// ends and refuses the line-level shapes that llhttp 8.1 lets through (see the top of file).
+///
+/// States, per byte: `start` is before the request line (empty lines allowed, RFC 9112 §2.2);
+/// `line` inside a line; `line_cr` after a CR in a line; `line_start` at the start of a field
+/// line; `end_cr` after the CR of the empty line that ends the section; `done` after its LF.
+class HeadScanner {
+ public:
+  enum class Result { more, end, violation };
+  struct Scan {
+    std::size_t length;  // bytes that may go to llhttp: up to the end, or up to the violation
+    Result result;
+    std::string_view reason;  // for a violation
+  };
+
+  void start_message() noexcept {
+    state_ = State::start;
+    request_line_ = true;
+  }
+  void start_trailers() noexcept {
+    state_ = State::line_start;
+    request_line_ = false;
+  }
+  /// Whether no line of the head has ended yet (an overflow here is a 414, not a 431).
+  bool in_request_line() const noexcept { return request_line_; }
+
+  Scan scan(const char* p, std::size_t n) noexcept {
+    std::size_t i = 0;
+    while (i < n) {
+      const char c = p[i];
+      switch (state_) {
+        case State::start:
+          if (c == '\r') {
+            state_ = State::start_cr;
+          } else if (c == '\n') {
+            return {i, Result::violation, reason_bare_lf};
+          } else {
+            state_ = State::line;
+          }
+          ++i;
+          break;
+        case State::start_cr:
+          if (c != '\n') return {i, Result::violation, reason_bare_cr};
+          state_ = State::start;
+          ++i;
+          break;
+        case State::line: {
+          // The hot loop: skip to the next CR or LF.
+          const char* q = p + i;
+          const char* end = p + n;
+          while (q != end && *q != '\r' && *q != '\n') ++q;
+          i = static_cast<std::size_t>(q - p);
+          if (q == end) break;
+          if (*q == '\n') return {i, Result::violation, reason_bare_lf};
+          state_ = State::line_cr;
+          ++i;
+          break;
+        }
+        case State::line_cr:
+          if (c != '\n') return {i, Result::violation, reason_bare_cr};
+          state_ = State::line_start;
+          request_line_ = false;
+          ++i;
+          break;
+        case State::line_start:
+          if (is_ows(c)) return {i, Result::violation, reason_obs_fold};
+          if (c == '\n') return {i, Result::violation, reason_bare_lf};
+          state_ = c == '\r' ? State::end_cr : State::line;
+          ++i;
+          break;
+        case State::end_cr:
+          if (c != '\n') return {i, Result::violation, reason_bare_cr};
+          state_ = State::done;
+          return {i + 1, Result::end, {}};
+        case State::done:
+          return {i, Result::end, {}};
+      }
+    }
+    return {n, state_ == State::done ? Result::end : Result::more, {}};
+  }
+
+ private:
+  enum class State : std::uint8_t { start, start_cr, line, line_cr, line_start, end_cr, done };
+  State state_ = State::start;
+  bool request_line_ = true;
+};
+
+/// Where a field's name and value lie in a section's byte buffer.
+struct FieldPos {
+  std::size_t name_begin = 0;
+  std::size_t name_end = 0;
+  std::size_t value_begin = 0;
+  std::size_t value_end = 0;
+};
+
+/// A section's field bytes and positions, and the views built from them once it is complete.
+/// Cleared between requests, never shrunk.
+struct FieldSection {
+  std::string bytes;
+  std::vector<FieldPos> positions;
+  std::vector<HttpHeader> views;
+  bool in_name = false;
+  bool in_value = false;
+
+  void clear() noexcept {
+    bytes.clear();
+    positions.clear();
+    views.clear();
+    in_name = false;
+    in_value = false;
+  }
+
+  void name_data(const char* at, std::size_t length) {
+    if (!in_name) {
+      positions.push_back({bytes.size(), bytes.size(), bytes.size(), bytes.size()});
+      in_name = true;
+    }
+    bytes.append(at, length);
+  }
+  void name_complete() noexcept {
+    if (positions.empty()) return;
+    positions.back().name_end = bytes.size();
+    in_name = false;
+  }
+  void value_data(const char* at, std::size_t length) {
+    if (positions.empty()) return;
+    if (!in_value) {
+      positions.back().value_begin = bytes.size();
+      in_value = true;
+    }
+    bytes.append(at, length);
+  }
+  void value_complete() noexcept {
+    if (positions.empty()) return;
+    if (!in_value) positions.back().value_begin = bytes.size();
+    positions.back().value_end = bytes.size();
+    in_value = false;
+  }
+
+  /// Builds the views; @p bytes must not change while they are in use.
+  HttpHeaders build() {
+    views.clear();
+    const std::string_view all(bytes);
+    for (const FieldPos& f : positions) {
+      views.push_back({all.substr(f.name_begin, f.name_end - f.name_begin),
+                       trim_ows(all.substr(f.value_begin, f.value_end - f.value_begin))});
+    }
+    return HttpHeaders(views);
+  }
+
+  /// Whether a field line had an empty name (": value"), which llhttp 8.1 lets through but
+  /// the grammar does not (field-name = token, RFC 9110 §5.1).
+  bool has_empty_name() const noexcept {
+    return std::any_of(positions.begin(), positions.end(),
+                       [](const FieldPos& f) { return f.name_end == f.name_begin; });
+  }
+};
+
+}  // namespace
+
+// ---- HttpHeaders -----------------------------------------------------------------------------
+
+bool http_iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
+  }
+  return true;
+}
+
+std::optional<std::string_view> HttpHeaders::get(std::string_view name) const noexcept {
+  for (const HttpHeader& h : fields_) {
+    if (http_iequals(h.name, name)) return h.value;
+  }
+  return std::nullopt;
+}
+
+std::size_t HttpHeaders::count(std::string_view name) const noexcept {
+  return static_cast<std::size_t>(std::count_if(
+      fields_.begin(), fields_.end(), [&](const HttpHeader& h) { return http_iequals(h.name, name); }));
+}
+
+// ---- HttpRequestParser::Impl -----------------------------------------------------------------
+
+struct HttpRequestParser::Impl {
+  /// The part of a request llhttp is in, as far as feed() slices the input.
+  enum class Phase { head, body, chunk_line, chunk_data, trailers };
+  /// The pause a callback asked for in the last llhttp_execute().
+  enum class Event { none, head_complete, chunk_header, chunk_complete, message_complete };
+
+  explicit Impl(HttpRequestParser& owner) : owner(owner) {
+    llhttp_init(&parser, HTTP_REQUEST, &settings());
+    parser.data = this;
+  }
+
+  static const llhttp_settings_t& settings() noexcept {
+    static const llhttp_settings_t s = [] {
+      llhttp_settings_t t;
+      llhttp_settings_init(&t);
+      t.on_message_begin = &Impl::on_message_begin;
+      t.on_url = &Impl::on_url;
+      t.on_header_field = &Impl::on_header_field;
+      t.on_header_field_complete = &Impl::on_header_field_complete;
+      t.on_header_value = &Impl::on_header_value;
+      t.on_header_value_complete = &Impl::on_header_value_complete;
+      t.on_headers_complete = &Impl::on_headers_complete;
+      t.on_body = &Impl::on_body;
+      t.on_chunk_header = &Impl::on_chunk_header;
+      t.on_chunk_complete = &Impl::on_chunk_complete;
+      t.on_message_complete = &Impl::on_message_complete;
+      return t;
+    }();
+    return s;
+  }
+
+  static Impl& self(llhttp_t* p) noexcept { return *static_cast<Impl*>(p->data); }
+  FieldSection& section() noexcept { return phase == Phase::trailers ? trailers : head; }
+
+  // llhttp callbacks. Span callbacks may be called several times per item (once per execute
+  // that holds part of it); the *_complete callbacks mark the ends.
+  static int on_message_begin(llhttp_t* p) {
+    Impl& im = self(p);
+    if (im.owner.state_ == State::idle) im.owner.state_ = State::head;
+    return 0;
+  }
+  static int on_url(llhttp_t* p, const char* at, std::size_t length) {
+    Impl& im = self(p);
+    im.head.bytes.append(at, length);
+    im.url_end = im.head.bytes.size();
+    return 0;
+  }
+  static int on_header_field(llhttp_t* p, const char* at, std::size_t length) {
+    self(p).section().name_data(at, length);
+    return 0;
+  }
+  static int on_header_field_complete(llhttp_t* p) {
+    self(p).section().name_complete();
+    return 0;
+  }
+  static int on_header_value(llhttp_t* p, const char* at, std::size_t length) {
+    self(p).section().value_data(at, length);
+    return 0;
+  }
+  static int on_header_value_complete(llhttp_t* p) {
+    self(p).section().value_complete();
+    return 0;
+  }
+  static int on_headers_complete(llhttp_t* p) {
+    // Never switch protocols: an Upgrade request or CONNECT is an ordinary request to us, and
+    // the bytes after it are parsed as HTTP (the server's answer will not be 101 or 2xx to
+    // CONNECT). llhttp reads this flag only after this callback.
+    p->upgrade = 0;
+    self(p).event = Event::head_complete;
+    return HPE_PAUSED;
+  }
+  static int on_body(llhttp_t* p, const char* at, std::size_t length) {
+    Impl& im = self(p);
+    if (length == 0) return 0;
+    try {
+      im.owner.callbacks_.body_received(
+          std::span<const std::byte>(reinterpret_cast<const std::byte*>(at), length));
+    } catch (...) {
+      // Never unwind through llhttp's C frames: stop it, and rethrow from feed().
+      im.callback_error = std::current_exception();
+      return HPE_USER;
+    }
+    return 0;
+  }
+  static int on_chunk_header(llhttp_t* p) {
+    self(p).event = Event::chunk_header;
+    return HPE_PAUSED;
+  }
+  static int on_chunk_complete(llhttp_t* p) {
+    self(p).event = Event::chunk_complete;
+    return HPE_PAUSED;
+  }
+  static int on_message_complete(llhttp_t* p) {
+    self(p).event = Event::message_complete;
+    return HPE_PAUSED;
+  }
+
+  /// Forgets the current request: back to the start of a head.
+  void reset_request() noexcept {
+    head.clear();
+    trailers.clear();
+    url_end = 0;
+    phase = Phase::head;
+    section_bytes = 0;
+    line_bytes = 0;
+    body_bytes = 0;
+    extension_bytes = 0;
+    scanner.start_message();
+  }
+
+  HttpRequestParser& owner;
+  llhttp_t parser{};
+  Phase phase = Phase::head;
+  Event event = Event::none;
+  FieldSection head;      // target bytes first (up to url_end), then the header fields
+  FieldSection trailers;  // separate, so that the head's views survive the trailers
+  std::size_t url_end = 0;
+  std::size_t section_bytes = 0;    // bytes of the head or trailer section so far
+  std::size_t line_bytes = 0;       // bytes of the current chunk-size line so far
+  std::uint64_t body_bytes = 0;     // sum of the chunk sizes so far
+  std::size_t extension_bytes = 0;  // chunk-size line bytes beyond the size so far
+  HeadScanner scanner;
+  std::exception_ptr callback_error;
+  bool in_feed = false;
+};
+
+// ---- HttpRequestParser -----------------------------------------------------------------------
+
+HttpRequestParser::HttpRequestParser(Callbacks& callbacks, HttpParserLimits limits)
+    : callbacks_(callbacks), limits_(limits) {
+  if (limits_.max_header_bytes == 0) {
+    throw std::invalid_argument("HttpParserLimits::max_header_bytes must be > 0, got 0");
+  }
+  if (limits_.max_body_bytes == 0) {
+    throw std::invalid_argument(
+        "HttpParserLimits::max_body_bytes must be > 0, got 0 (a body-less server still needs "
+        "to read a Content-Length: 0)");
+  }
+  if (limits_.max_chunk_extension_bytes == 0) {
+    throw std::invalid_argument("HttpParserLimits::max_chunk_extension_bytes must be > 0, got 0");
+  }
+  impl_ = std::make_unique<Impl>(*this);
+}
+
+HttpRequestParser::~HttpRequestParser() = default;
+
+void HttpRequestParser::fail(int status, std::string_view reason) noexcept {
+  if (state_ == State::failed) return;
+  state_ = State::failed;
+  error_status_ = status;
+  error_reason_ = reason;
+}
+
+namespace {
+
+/// The status for an error llhttp reports.
+int status_of(llhttp_errno_t err) noexcept {
+  switch (err) {
+    case HPE_PAUSED_H2_UPGRADE:
+      return 505;  // the HTTP/2 connection preface
+    default:
+      return 400;
+  }
+}
+
+/// Clears a "RAII flag" on every way out of feed().
+struct FlagGuard {
+  bool& flag;
+  explicit FlagGuard(bool& f) : flag(f) { flag = true; }
+  ~FlagGuard() { flag = false; }
+};
+
+}  // namespace
+
+std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
+  Impl& im = *impl_;
+  if (im.in_feed) {
+    throw InvalidStateError(
+        "HttpRequestParser::feed called from one of its own callbacks; keep the bytes and feed "
+        "them after the callback returns");
+  }
+  switch (state_) {
+    case State::complete:
+    case State::failed:
+      return 0;
+    case State::closed:
+      return data.size();
+    default:
+      break;
+  }
+  FlagGuard guard(im.in_feed);
+
+  const char* const base = reinterpret_cast<const char*>(data.data());
+  const std::size_t size = data.size();
+  std::size_t pos = 0;
+  static const char empty_input = 0;  // llhttp wants a valid pointer even for no bytes
+
+  // Each turn hands llhttp one slice. A turn that ends in an internal pause loops even with no
+  // bytes left: llhttp may have steps to take without input (a body-less request completes).
+  for (;;) {
+    const char* const p = size != 0 ? base + pos : &empty_input;
+    const std::size_t rest = size - pos;
+    std::size_t length = rest;
+    std::string_view violation;
+    bool section_end = false;
+    std::size_t chunk_line_cap = 0;
+
+    switch (im.phase) {
+      case Impl::Phase::head:
+      case Impl::Phase::trailers: {
+        length = std::min(rest, limits_.max_header_bytes - im.section_bytes);
+        const HeadScanner::Scan scan = im.scanner.scan(p, length);
+        length = scan.length;
+        if (scan.result == HeadScanner::Result::violation) violation = scan.reason;
+        section_end = scan.result == HeadScanner::Result::end;
+        break;
+      }
+      case Impl::Phase::chunk_line:
+        chunk_line_cap =
+            limits_.max_chunk_extension_bytes - im.extension_bytes + max_plain_chunk_line;
+        length = std::min(rest, chunk_line_cap - im.line_bytes);
+        break;
+      case Impl::Phase::body:
+      case Impl::Phase::chunk_data:
+        break;
+    }
+
+    im.event = Impl::Event::none;
+    const llhttp_errno_t err = llhttp_execute(&im.parser, p, length);
+    std::size_t used = length;
+    if (err == HPE_PAUSED) {
+      used = static_cast<std::size_t>(llhttp_get_error_pos(&im.parser) - p);
+    } else if (err != HPE_OK) {
+      if (im.callback_error) {
+        fail(500, "a body_received callback threw");
+        std::rethrow_exception(std::exchange(im.callback_error, nullptr));
+      }
+      const char* reason = llhttp_get_error_reason(&im.parser);
+      fail(status_of(err), reason != nullptr ? reason : llhttp_errno_name(err));
+      return pos + static_cast<std::size_t>(llhttp_get_error_pos(&im.parser) - p);
+    }
+    pos += used;
+    if (im.phase == Impl::Phase::chunk_line) {
+      im.line_bytes += used;
+    } else if (im.phase == Impl::Phase::head || im.phase == Impl::Phase::trailers) {
+      im.section_bytes += used;
+    }
+
+    if (!violation.empty() && (im.event != Impl::Event::none || used == length)) {
+      // llhttp took every byte before the scanner's finding without an error of its own.
+      fail(400, violation);
+      return pos;
+    }
+
+    switch (im.event) {
+      case Impl::Event::none:
+        switch (im.phase) {
+          case Impl::Phase::head:
+            if (im.section_bytes >= limits_.max_header_bytes) {
+              if (im.scanner.in_request_line()) {
+                fail(414, "request line longer than the header limit");
+              } else {
+                fail(431, "request header section too large");
+              }
+              return pos;
+            }
+            if (section_end) {
+              // llhttp did not end the head where the scanner did. The one known case is the
+              // HTTP/2 preface ("PRI * HTTP/2.0"), which llhttp reads on to its "SM" line.
+              if (im.parser.method == HTTP_PRI) {
+                fail(505, "HTTP/2 connection preface: HTTP/2 is not supported");
+              } else {
+                fail(400, "malformed request head");
+              }
+              return pos;
+            }
+            break;
+          case Impl::Phase::trailers:
+            if (im.section_bytes >= limits_.max_header_bytes) {
+              fail(431, "trailer section too large");
+              return pos;
+            }
+            if (section_end) {
+              fail(400, "malformed trailer section");
+              return pos;
+            }
+            break;
+          case Impl::Phase::chunk_line:
+            if (im.line_bytes >= chunk_line_cap) {
+              fail(413, reason_chunk_extensions);
+              return pos;
+            }
+            break;
+          default:
+            break;
+        }
+        if (pos == size) return pos;  // all consumed: wait for more
+        if (used == 0) {
+          fail(400, "malformed request");  // defensive: never spin without progress
+          return pos;
+        }
+        break;
+
+      case Impl::Event::head_complete:
+        if (!head_complete()) return pos;
+        llhttp_resume(&im.parser);
+        break;
+
+      case Impl::Event::chunk_header: {
+        const std::uint64_t chunk_size = im.parser.content_length;
+        const std::size_t plain = hex_digits(chunk_size) + 2;
+        im.extension_bytes += im.line_bytes > plain ? im.line_bytes - plain : 0;
+        if (im.extension_bytes > limits_.max_chunk_extension_bytes) {
+          fail(413, reason_chunk_extensions);
+          return pos;
+        }
+        if (chunk_size == 0) {
+          im.phase = Impl::Phase::trailers;
+          im.section_bytes = 0;
+          im.scanner.start_trailers();
+        } else {
+          if (chunk_size > limits_.max_body_bytes - im.body_bytes) {
+            fail(413, "request body too large");
+            return pos;
+          }
+          im.body_bytes += chunk_size;
+          im.phase = Impl::Phase::chunk_data;
+        }
+        llhttp_resume(&im.parser);
+        break;
+      }
+
+      case Impl::Event::chunk_complete:
+        im.phase = Impl::Phase::chunk_line;
+        im.line_bytes = 0;
+        llhttp_resume(&im.parser);
+        break;
+
+      case Impl::Event::message_complete:
+        // llhttp stays paused until resume().
+        if (im.trailers.has_empty_name()) {
+          fail(400, "empty trailer field name");
+          return pos;
+        }
+        request_.trailers_ = im.trailers.build();
+        state_ = State::complete;
+        ++requests_completed_;
+        try {
+          callbacks_.request_received(request_);
+        } catch (...) {
+          fail(500, "a request_received callback threw");
+          throw;
+        }
+        return pos;
+    }
+  }
+}
+
+/// Checks a complete head, fills request_ and reports it; false when it failed.
+bool HttpRequestParser::head_complete() {
+  Impl& im = *impl_;
+  llhttp_t& p = im.parser;
+
+  request_.method_ = llhttp_method_name(static_cast<llhttp_method_t>(p.method));
+  request_.target_ = std::string_view(im.head.bytes).substr(0, im.url_end);
+  request_.query_at_ = std::min(request_.target_.find('?'), request_.target_.size());
+  request_.version_major_ = p.http_major;
+  request_.version_minor_ = p.http_minor;
+  // The field positions start after the target in the same buffer.
+  request_.headers_ = im.head.build();
+
+  if (im.head.has_empty_name()) {
+    fail(400, "empty header field name");
+    return false;
+  }
+  if (p.http_major != 1 || p.http_minor > 1) {
+    fail(505, "HTTP version not supported (only 1.0 and 1.1)");
+    return false;
+  }
+  const bool http11 = p.http_minor == 1;
+
+  // One pass over the fields for what framing and the server's decisions depend on.
+  std::size_t hosts = 0;
+  bool transfer_encoding = false;
+  std::size_t codings = 0;       // transfer codings listed, over every Transfer-Encoding line
+  bool chunked_last = false;     // the last coding listed so far is chunked
+  bool chunked_earlier = false;  // chunked was listed before the last coding
+  bool unknown_coding = false;   // a coding other than chunked was listed
+  bool expects_continue = false;
+  for (const HttpHeader& h : request_.headers_) {
+    if (http_iequals(h.name, "host")) {
+      ++hosts;
+    } else if (http_iequals(h.name, "transfer-encoding")) {
+      transfer_encoding = true;
+      std::string_view list = h.value;
+      while (!list.empty()) {
+        const std::size_t comma = list.find(',');
+        const std::string_view coding = trim_ows(list.substr(0, comma));
+        list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+        if (coding.empty()) continue;  // empty list elements are allowed (RFC 9110 §5.6.1)
+        ++codings;
+        if (chunked_last) chunked_earlier = true;
+        chunked_last = http_iequals(coding, "chunked");  // "chunked;x=y" is not chunked
+        if (!chunked_last) unknown_coding = true;
+      }
+    } else if (http_iequals(h.name, "expect")) {
+      if (http_iequals(h.value, "100-continue")) expects_continue = true;
+    }
+  }
+
+  if (hosts > 1) {
+    fail(400, "more than one Host header field");
+    return false;
+  }
+  if (http11 && hosts == 0) {
+    fail(400, "HTTP/1.1 request without a Host header field");
+    return false;
+  }
+  if (transfer_encoding) {
+    if (!http11) {
+      fail(400, "Transfer-Encoding in an HTTP/1.0 request");
+      return false;
+    }
+    if ((p.flags & F_CONTENT_LENGTH) != 0) {
+      fail(400, "Content-Length together with Transfer-Encoding");
+      return false;
+    }
+    if (codings == 0 || !chunked_last) {
+      fail(400, "chunked is not the final transfer coding");
+      return false;
+    }
+    if (chunked_earlier) {
+      fail(400, "chunked transfer coding applied more than once");
+      return false;
+    }
+    if (unknown_coding) {
+      // A coding before the final chunked that we cannot undo (RFC 9112 §6.1: 501).
+      fail(501, "transfer coding not implemented (only chunked is)");
+      return false;
+    }
+    if ((p.flags & F_CHUNKED) == 0) {
+      fail(400, "malformed Transfer-Encoding");
+      return false;
+    }
+    request_.chunked_ = true;
+  } else if ((p.flags & F_CONTENT_LENGTH) != 0) {
+    request_.content_length_ = p.content_length;
+    if (p.content_length > limits_.max_body_bytes) {
+      fail(413, "request body too large");
+      return false;
+    }
+  }
+
+  if ((p.flags & F_CONNECTION_CLOSE) != 0) {
+    request_.keep_alive_ = false;
+  } else {
+    request_.keep_alive_ = http11 || (p.flags & F_CONNECTION_KEEP_ALIVE) != 0;
+  }
+  request_.expects_continue_ = http11 && expects_continue;
+
+  im.phase = request_.chunked_ ? Impl::Phase::chunk_line : Impl::Phase::body;
+  im.line_bytes = 0;
+  state_ = State::body;
+  try {
+    callbacks_.headers_received(request_);
+  } catch (...) {
+    fail(500, "a headers_received callback threw");
+    throw;
+  }
+  return true;
+}
+
+void HttpRequestParser::feed_eof() {
+  switch (state_) {
+    case State::idle:
+      state_ = State::closed;
+      break;
+    case State::head:
+    case State::body:
+      fail(400, "connection closed in the middle of a request");
+      break;
+    default:
+      break;
+  }
+}
+
+void HttpRequestParser::resume() {
+  if (state_ != State::complete) return;
+  if (!request_.keep_alive_) {
+    // RFC 9112 §9.6: no further request is processed. llhttp stays paused for good.
+    state_ = State::closed;
+    return;
+  }
+  impl_->reset_request();
+  request_.clear();
+  llhttp_resume(&impl_->parser);
+  state_ = State::idle;
+}
+
+}  // namespace strata
