@@ -69,17 +69,24 @@ CallbackId FutureStateBase::add_done_callback(DoneFn fn) {
   CallbackId id = next_callback_id_++;
   if (done()) {
     loop_->call_soon(DoneCall{Ref<FutureStateBase>(this), std::move(fn)});
+  } else if (!first_callback_.fn && more_callbacks_.empty()) {
+    first_callback_ = Entry{id, std::move(fn)};
   } else {
-    callbacks_.push_back(Entry{id, std::move(fn)});
+    more_callbacks_.push_back(Entry{id, std::move(fn)});  // after every earlier one
   }
   return id;
 }
 
 std::size_t FutureStateBase::remove_done_callback(CallbackId id) noexcept {
-  auto it = std::remove_if(callbacks_.begin(), callbacks_.end(),
+  std::size_t n = 0;
+  if (first_callback_.fn && first_callback_.id == id) {
+    first_callback_ = Entry{};
+    n = 1;
+  }
+  auto it = std::remove_if(more_callbacks_.begin(), more_callbacks_.end(),
                            [id](const Entry& e) { return e.id == id; });
-  std::size_t n = static_cast<std::size_t>(callbacks_.end() - it);
-  callbacks_.erase(it, callbacks_.end());
+  n += static_cast<std::size_t>(more_callbacks_.end() - it);
+  more_callbacks_.erase(it, more_callbacks_.end());
   return n;
 }
 
@@ -95,9 +102,14 @@ void FutureStateBase::mark_cancelled(std::string message) {
 }
 
 void FutureStateBase::schedule_callbacks() {
-  if (callbacks_.empty()) return;
-  auto callbacks = std::move(callbacks_);
-  callbacks_.clear();
+  if (first_callback_.fn) {
+    DoneFn first = std::move(first_callback_.fn);
+    first_callback_ = Entry{};
+    loop_->call_soon(DoneCall{Ref<FutureStateBase>(this), std::move(first)});
+  }
+  if (more_callbacks_.empty()) return;
+  auto callbacks = std::move(more_callbacks_);
+  more_callbacks_.clear();
   for (Entry& e : callbacks) {
     loop_->call_soon(DoneCall{Ref<FutureStateBase>(this), std::move(e.fn)});
   }

@@ -94,7 +94,10 @@ class FutureStateBase : public SmallObject {
   /// Transitions pending → cancelled with @p message and schedules callbacks.
   void mark_cancelled(std::string message);
   /// Forgets the callbacks without running them (the loop is closing).
-  void drop_callbacks() noexcept { callbacks_.clear(); }
+  void drop_callbacks() noexcept {
+    first_callback_ = Entry{};
+    more_callbacks_.clear();
+  }
   void check_pending(const char* method) const;
   /// Reports an exception nobody retrieved to the loop's exception handler, once.
   void report_unretrieved(const char* message, const std::string& task) noexcept;
@@ -106,10 +109,13 @@ class FutureStateBase : public SmallObject {
   void schedule_callbacks();
 
   struct Entry {
-    CallbackId id;
-    DoneFn fn;
+    CallbackId id = 0;
+    DoneFn fn;  // empty: no callback
   };
-  std::vector<Entry> callbacks_;
+  // The first callback lives inline: most futures (every task's await) get exactly one, and a
+  // heap vector for it cost a malloc and a free per await.
+  Entry first_callback_;
+  std::vector<Entry> more_callbacks_;  // the later ones, in order
   std::exception_ptr exception_;
   std::string cancel_message_;
   std::uint32_t refs_ = 0;
