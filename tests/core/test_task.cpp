@@ -124,6 +124,85 @@ STRATA_LOOP_TEST_CASE("Task: create_task schedules the coroutine for the next it
   }
 }
 
+STRATA_LOOP_TEST_CASE("Task: create_eager_task runs the first step inside the call",
+                      "[core][task]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  Log log;
+  std::vector<strata::TaskRef> seen;
+  auto at_once = [&]() -> Coro<int> {
+    seen.push_back(strata::current_task());
+    log.push_back("at_once runs");
+    co_return 7;
+  };
+  auto suspends = [&]() -> Coro<int> {
+    log.push_back("suspends: first step");
+    co_await strata::sleep(0s);
+    seen.push_back(strata::current_task());
+    log.push_back("suspends: second step");
+    co_return 8;
+  };
+  auto throws = []() -> Coro<int> {
+    throw std::runtime_error("eager failure");
+    co_return 0;
+  };
+  SECTION("a coroutine that does not suspend gives a done task") {
+    auto body = [&]() -> Coro<void> {
+      strata::TaskRef self = strata::current_task();
+      Task<int> t = loop->create_eager_task(at_once(), "eager");
+      log.push_back("create_eager_task returned");
+      CHECK(t.done());
+      CHECK(t.result() == 7);
+      REQUIRE(seen.size() == 1);
+      CHECK(seen[0] == t.ref());
+      CHECK(strata::current_task() == self);  // the caller's task is current again
+      co_return;
+    };
+    loop.run(body());
+    CHECK(log == Log{"at_once runs", "create_eager_task returned"});
+  }
+  SECTION("a coroutine that suspends goes on from the ready queue") {
+    auto body = [&]() -> Coro<void> {
+      Task<int> t = loop->create_eager_task(suspends());
+      log.push_back("create_eager_task returned");
+      CHECK_FALSE(t.done());
+      int v = co_await t;
+      CHECK(v == 8);
+      REQUIRE(seen.size() == 1);
+      CHECK(seen[0] == t.ref());
+    };
+    loop.run(body());
+    CHECK(log == Log{"suspends: first step", "create_eager_task returned",
+                     "suspends: second step"});
+  }
+  SECTION("an exception of the first step goes to the task") {
+    auto body = [&]() -> Coro<void> {
+      Task<int> t = loop->create_eager_task(throws());
+      CHECK(t.done());
+      CHECK(what_of(t.exception()) == "eager failure");
+      co_return;
+    };
+    loop.run(body());
+    CHECK(loop.errors().empty());
+  }
+  SECTION("from a plain callback of the running loop") {
+    Task<int> t;
+    loop->call_soon([&] {
+      t = loop->create_eager_task(at_once());
+      log.push_back(t.done() ? "done in the callback" : "pending in the callback");
+    });
+    auto body = [&]() -> Coro<void> { co_await strata::sleep(0s); };
+    loop.run(body());
+    CHECK(log == Log{"at_once runs", "done in the callback"});
+    CHECK(t.result() == 7);
+  }
+  SECTION("before the loop runs it is scheduled like create_task") {
+    Task<int> t = loop->create_eager_task(at_once());
+    CHECK(log.empty());
+    CHECK(loop->run_until_complete(Future<int>(t)) == 7);
+    CHECK(log == Log{"at_once runs"});
+  }
+}
+
 STRATA_LOOP_TEST_CASE("Task: co_await and result() give the coroutine's value", "[core][task]") {
   strata::testing::TestLoop loop(TestType::kind);
   Log log;

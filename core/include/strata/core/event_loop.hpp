@@ -209,6 +209,17 @@ class EventLoop {
   template <class T>
   Task<T> create_task(Coro<T> coro, std::string name = {});
 
+  /// Wraps @p coro in a Task and, when this loop is running on the calling thread, runs the
+  /// task's first step inside this call, up to its first suspension (asyncio's
+  /// `Task(coro, eager_start=True)`, Python 3.12). A coroutine that finishes without
+  /// suspending gives a Task that is already done and never went through the ready queue:
+  /// what a server uses to run a request handler that usually answers at once. Inside the
+  /// step, current_task() is the new task; the caller's task is current again afterwards.
+  /// When the loop is not running, the task is scheduled as create_task() does.
+  /// @throws  as create_task(); the coroutine's own exceptions go to the Task, not the caller.
+  template <class T>
+  Task<T> create_eager_task(Coro<T> coro, std::string name = {});
+
   // ---- Executors (defined in executor.hpp and src/executor.cpp) ---------------------------
 
   /// Runs `fn(args...)` on @p executor (the default executor when null); returns a Future

@@ -225,6 +225,20 @@ Task<T> EventLoop::create_task(Coro<T> coro, std::string name) {
   return task;
 }
 
+template <class T>
+Task<T> EventLoop::create_eager_task(Coro<T> coro, std::string name) {
+  if (is_closed()) throw EventLoopError("Event loop is closed");
+  if (!coro.valid()) throw InvalidStateError("create_eager_task() needs a Coro that has not run");
+  auto* state = new detail::TaskState<T>(*this, std::move(coro), std::move(name));
+  Task<T> task(state);
+  if (try_get_running_loop() == this) {
+    state->step();
+  } else {
+    state->start();
+  }
+  return task;
+}
+
 /// Wraps @p coro in a Task on the running loop (asyncio.create_task()).
 /// @throws EventLoopError  no loop is running on this thread.
 template <class T>
