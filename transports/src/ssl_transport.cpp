@@ -23,10 +23,16 @@
 // the application pauses reading, the stream transport stops reading too; nothing grows in
 // either direction that the application did not ask for.
 //
+// sendfile() takes the fallback here (it cannot splice a file through OpenSSL): it writes the
+// file in chunks through sendfile_write() and waits, whenever what is buffered is above the
+// high-water mark, until update_flow() sees it at the low-water mark. Meanwhile the application
+// cannot write and hears no pause_writing()/resume_writing(): the bytes are not its own.
+//
 // Lifetime: the stream transport owns this object (its protocol) and destroys it in a loop
 // iteration after connection_lost(); this object owns the application's protocol.
 
 #include "ssl_transport.hpp"
+#include "stream_transport.hpp"
 #include "water_marks.hpp"
 
 #include <arpa/inet.h>
@@ -190,7 +196,7 @@ enum class TlsState : std::uint8_t {
   closed,       ///< the stream transport is closing or gone
 };
 
-class TlsConnection final : public BufferedProtocol, public Transport {
+class TlsConnection final : public BufferedProtocol, public Transport, public SendfileHost {
  public:
   TlsConnection(EventLoop& loop, const SslOptions& options, bool server_side,
                 std::unique_ptr<BaseProtocol> app, Future<void> handshake_done,
@@ -232,6 +238,12 @@ class TlsConnection final : public BufferedProtocol, public Transport {
   std::unique_ptr<BaseProtocol> exchange_protocol(std::unique_ptr<BaseProtocol> protocol) override;
   BaseProtocol& get_protocol() const noexcept override { return *app_; }
 
+  // ---- SendfileHost: sendfile()'s fallback ----
+  void attach_sendfile(SendfileJob& job) override;
+  void detach_sendfile() noexcept override;
+  bool start_native_sendfile() override { return false; }
+  bool sendfile_write(std::span<const std::byte> data) override;
+
   // ---- The BIO's side ----
   int bio_read(char* out, std::size_t len, std::size_t* got) noexcept;
   void bio_write(const char* data, std::size_t len);
@@ -249,6 +261,11 @@ class TlsConnection final : public BufferedProtocol, public Transport {
   void process_kept();
   void deliver_plaintext();
   void peer_sent_close_notify();
+  /// write() past the guard of a sendfile in progress.
+  void write_unguarded(std::span<const std::byte> data);
+  [[noreturn]] void throw_sendfile_in_progress(const char* method) const;
+  /// The connection ends under a sendfile(): lets go of its job with @p ec.
+  void drop_sendfile(std::error_code ec) noexcept;
   void encrypt(std::span<const std::byte> data);
   void flush() noexcept;
   void start_shutdown();
@@ -276,6 +293,7 @@ class TlsConnection final : public BufferedProtocol, public Transport {
   Duration shutdown_timeout_;
   TimerHandle timer_;   // the handshake or the shutdown deadline
   Handle resume_;       // the delivery that resume_reading() scheduled
+  SendfileJob* sendfile_ = nullptr;  // the sendfile() in progress, or null
   std::error_code lost_reason_;  // why we ended the connection, for connection_lost()
 
   // Ciphertext not yet consumed by OpenSSL: during buffer_updated(), a view of what the
@@ -304,6 +322,7 @@ class TlsConnection final : public BufferedProtocol, public Transport {
   bool close_notify_received_ = false;
   bool in_step_ = false;             // output is flushed at the end of the current step
   bool borrowed_input_ = false;      // input_ points into the per-thread buffer
+  bool sendfile_paused_reading_ = false;  // attach_sendfile() paused reading: resume after
 };
 
 // ---- The BIO ------------------------------------------------------------------------------
@@ -543,6 +562,7 @@ void TlsConnection::connection_lost(std::error_code ec) {
   const std::error_code reason = lost_reason_ ? lost_reason_ : ec;
   const TlsState was = std::exchange(state_, TlsState::closed);
   closing_ = true;
+  drop_sendfile(reason ? reason : std::make_error_code(std::errc::connection_reset));
   if (was == TlsState::handshaking || was == TlsState::unwrapped) {
     if (handshake_done_.valid() && !handshake_done_.done()) {
       const std::error_code why = ec ? ec : make_error_code(std::errc::connection_reset);
@@ -780,6 +800,7 @@ void TlsConnection::session_failed(int ssl_error) noexcept {
   state_ = TlsState::closed;
   closing_ = true;
   lost_reason_ = make_error_code(ssl_errc::protocol_error);
+  drop_sendfile(lost_reason_);
   flush();  // the fatal alert
   stream_->close();
 }
@@ -787,6 +808,17 @@ void TlsConnection::session_failed(int ssl_error) noexcept {
 // ---- Writing -----------------------------------------------------------------------------
 
 void TlsConnection::write(std::span<const std::byte> data) {
+  if (sendfile_ != nullptr) [[unlikely]] throw_sendfile_in_progress("write");
+  write_unguarded(data);
+}
+
+void TlsConnection::throw_sendfile_in_progress(const char* method) const {
+  throw InvalidStateError(std::string(method) +
+                          "() while a sendfile is in progress on this transport: await the "
+                          "sendfile() first (asyncio raises RuntimeError)");
+}
+
+void TlsConnection::write_unguarded(std::span<const std::byte> data) {
   if (data.empty()) return;
   if (closing_ || state_ > TlsState::wrapped) return;  // dropped after close, as asyncio's
   if (state_ != TlsState::wrapped || !held_.empty()) {
@@ -800,6 +832,7 @@ void TlsConnection::write(std::span<const std::byte> data) {
 }
 
 void TlsConnection::writelines(std::span<const std::span<const std::byte>> buffers) {
+  if (sendfile_ != nullptr) [[unlikely]] throw_sendfile_in_progress("writelines");
   const bool outer = !in_step_;
   in_step_ = true;  // one flush, one system call below, for all of them
   try {
@@ -863,6 +896,12 @@ void TlsConnection::set_write_buffer_limits(std::optional<std::size_t> high,
 }
 
 void TlsConnection::update_flow() noexcept {
+  if (sendfile_ != nullptr) [[unlikely]] {
+    // The sendfile() fallback waits for the low-water mark in the application's place; the
+    // application hears of the water marks when it ends (detach_sendfile()).
+    if (sendfile_->waiting && get_write_buffer_size() <= low_water_) sendfile_->notify();
+    return;
+  }
   if (!app_connected_ || app_lost_) return;
   const std::size_t size = get_write_buffer_size();
   try {
@@ -911,6 +950,9 @@ void TlsConnection::schedule_resume() {
 void TlsConnection::close() {
   if (closing_) return;
   closing_ = true;
+  // A sendfile() in progress stops where it is and throws; what it wrote is still sent, before
+  // the close_notify.
+  drop_sendfile(std::make_error_code(std::errc::connection_aborted));
   if (state_ == TlsState::wrapped) {
     start_shutdown();
   } else if (state_ == TlsState::handshaking || state_ == TlsState::unwrapped) {
@@ -952,6 +994,7 @@ void TlsConnection::abort() { fail(std::make_error_code(std::errc::operation_can
 
 void TlsConnection::fail(std::error_code reason) noexcept {
   closing_ = true;
+  drop_sendfile(lost_reason_ ? lost_reason_ : reason);
   if (state_ == TlsState::closed && lost_reason_) return;
   state_ = TlsState::closed;
   if (!lost_reason_) lost_reason_ = reason;
@@ -967,6 +1010,58 @@ void TlsConnection::callback_failed(const char* callback) noexcept {
   message += "() threw on a TLS transport; the connection is aborted";
   loop_->call_exception_handler({std::move(message), std::current_exception(), "TlsTransport", {}});
   fail(make_error_code(errc::callback_failed));
+}
+
+// ---- sendfile() ---------------------------------------------------------------------------
+
+void TlsConnection::attach_sendfile(SendfileJob& job) {
+  if (sendfile_ != nullptr) {
+    throw InvalidStateError("sendfile: another sendfile is in progress on this transport; await "
+                            "it first (asyncio raises RuntimeError)");
+  }
+  if (closing_ || state_ != TlsState::wrapped) {
+    throw InvalidStateError("sendfile: the TLS transport is closing");
+  }
+  sendfile_ = &job;
+  job.host = this;
+  // As the stream transport does: nothing reaches the application meanwhile.
+  sendfile_paused_reading_ = !app_reading_paused_;
+  if (sendfile_paused_reading_) pause_reading();
+}
+
+bool TlsConnection::sendfile_write(std::span<const std::byte> data) {
+  write_unguarded(data);
+  // A stream that failed a send is going down, and takes the bytes no more: its
+  // connection_lost() will end the job with the error. Until then the fallback waits, rather
+  // than encrypting the rest of the file into nothing and reporting it sent.
+  if (stream_ != nullptr && stream_->is_closing()) return true;
+  return get_write_buffer_size() > high_water_;
+}
+
+void TlsConnection::drop_sendfile(std::error_code ec) noexcept {
+  SendfileJob* job = std::exchange(sendfile_, nullptr);
+  if (job == nullptr) return;
+  sendfile_paused_reading_ = false;
+  job->end(ec);
+}
+
+void TlsConnection::detach_sendfile() noexcept {
+  SendfileJob* job = std::exchange(sendfile_, nullptr);
+  if (job == nullptr) return;
+  job->host = nullptr;
+  job->waiting = false;
+  if (std::exchange(sendfile_paused_reading_, false)) {
+    try {
+      resume_reading();  // a no-op once closing
+    } catch (const std::system_error& e) {
+      fail(e.code());
+      return;
+    } catch (...) {
+      fail(std::make_error_code(std::errc::not_enough_memory));
+      return;
+    }
+  }
+  update_flow();  // the water marks the application did not hear of meanwhile
 }
 
 // ---- Protocol swap and information -------------------------------------------------------

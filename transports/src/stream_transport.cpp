@@ -10,8 +10,13 @@
 // - Writing: with nothing buffered, write() sends on the spot (send with MSG_NOSIGNAL); only
 //   what the kernel refuses is copied into a write buffer, allocated then and freed once it
 //   drains. writelines() is one sendmsg() over an iovec array.
-// - Memory of an idle connection: this object (160 bytes on x86-64), the loop's reader handle,
+// - Memory of an idle connection: this object (176 bytes on x86-64), the loop's reader handle,
 //   and the peer and socket addresses stored at their real length.
+// - sendfile() on a socket (asyncio's _sendfile_native): sendfile(2) straight from the file to
+//   the socket, one call per writability event as on_writable() does with the buffer; the file's
+//   bytes never enter the write buffer. What the protocol wrote before goes first: the native
+//   send starts once the buffer is empty. The write path pays nothing for it: a sendfile in
+//   progress sets cannot_write_, which write() tests anyway.
 
 #include "stream_transport.hpp"
 #include "water_marks.hpp"
@@ -21,6 +26,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -117,6 +123,36 @@ std::error_code errno_code(int e) noexcept { return {e, std::system_category()};
 
 /// Whether a failed read or write only means "not now".
 bool is_transient(int e) noexcept { return e == EAGAIN || e == EWOULDBLOCK || e == EINTR; }
+
+/// Whether sendfile(2) failed on the file's side (the connection is fine): a read error, or a
+/// file that the kernel cannot splice. Everything else is the socket's and ends the connection.
+bool is_file_error(int e) noexcept {
+  switch (e) {
+    case EIO:
+    case EINVAL:
+    case EOVERFLOW:
+    case ESPIPE:
+    case EBADF:
+    case ENOSYS:
+    case EOPNOTSUPP:
+    case ENOMEM:
+    case EFAULT:
+    case EISDIR:
+    case ENXIO:
+      return true;
+    default:
+      return false;
+  }
+}
+
+/// Whether sendfile(2) failing with @p e before it sent anything means that this file cannot
+/// be sent natively at all (asyncio's SendfileNotAvailableError): the fallback takes over.
+bool is_sendfile_unavailable(int e) noexcept {
+  return e == EINVAL || e == ENOSYS || e == EOPNOTSUPP;
+}
+
+/// The most one sendfile(2) call moves (Linux caps a call at this anyway).
+constexpr std::uint64_t max_sendfile_call = 0x7ffff000;
 
 // ---- SIGPIPE on pipes ------------------------------------------------------------------
 
@@ -236,7 +272,7 @@ enum class ProtocolState : std::uint8_t {
   lost,       ///< connection_lost() was called; the transport is about to be destroyed
 };
 
-class StreamTransport final : public Transport, public LoopResource {
+class StreamTransport final : public Transport, public LoopResource, public SendfileHost {
  public:
   StreamTransport(EventLoop& loop, int fd, StreamKind kind, std::unique_ptr<BaseProtocol> protocol,
                   Future<void> waiter, ConnectionTracker* tracker)
@@ -287,6 +323,15 @@ class StreamTransport final : public Transport, public LoopResource {
   // ---- LoopResource ----
   void loop_closing() noexcept override;
 
+  // ---- SendfileHost ----
+  void attach_sendfile(SendfileJob& job) override;
+  void detach_sendfile() noexcept override;
+  bool start_native_sendfile() override;
+  bool sendfile_write(std::span<const std::byte> data) override {
+    send_or_buffer(data);  // a failure ends the job at once (force_close())
+    return buffer_.size() > high_water_;
+  }
+
   void detach_tracker() noexcept { tracker_ = nullptr; }
   /// For a failed start(): the destructor must leave the descriptor open.
   void disown_descriptor() noexcept { fd_ = -1; }
@@ -329,6 +374,8 @@ class StreamTransport final : public Transport, public LoopResource {
     return is_socket_ ? sys_send(fd_, data, size) : pipe_write(data, size);
   }
   ssize_t pipe_write(const std::byte* data, std::size_t size) noexcept;
+  /// write() past its guard: sends what the kernel takes now, buffers the rest.
+  [[gnu::always_inline]] inline void send_or_buffer(std::span<const std::byte> data);
   /// write() off the fast path: behind a non-empty buffer, or after a short or failed send()
   /// of @p sent bytes (-1: failed, errno tells why); buffers the rest, or ends the connection.
   /// Out of line, so that the fast path saves no registers.
@@ -339,6 +386,15 @@ class StreamTransport final : public Transport, public LoopResource {
   void maybe_pause_protocol() noexcept;
   void maybe_resume_protocol() noexcept;
   void drop_write() noexcept;
+
+  // sendfile().
+  /// One sendfile(2) of the native job (the buffer is empty): then waits for writability, or
+  /// completes the job, or ends the connection.
+  void sendfile_step() noexcept;
+  /// on_writable() with a job and an empty buffer.
+  void sendfile_writable() noexcept;
+  /// The connection ends under the job: lets go of it with @p ec (no protocol calls).
+  void drop_sendfile(std::error_code ec) noexcept;
 
   void add_reader() { loop_->add_reader(fd_, [this] { on_readable(); }); reader_ = true; }
   void remove_reader() noexcept {
@@ -362,6 +418,7 @@ class StreamTransport final : public Transport, public LoopResource {
   Protocol* plain_ = nullptr;            // protocol_ as a Protocol, or null
   BufferedProtocol* buffered_ = nullptr;  // protocol_ as a BufferedProtocol, or null
   ConnectionTracker* tracker_;
+  SendfileJob* sendfile_ = nullptr;  // the sendfile() in progress, or null
   Future<void> waiter_;  // completed after connection_made(); then released
   // The peer and socket addresses, taken at creation (getpeername fails once the peer has
   // gone): [peer length][socket length][peer bytes][socket bytes], lengths in one byte each.
@@ -383,6 +440,7 @@ class StreamTransport final : public Transport, public LoopResource {
   bool reader_ = false;           // a reader is registered with the loop
   bool writer_ = false;           // a writer is registered with the loop
   bool is_socket_ = false;        // recv/send rather than read/write
+  bool sendfile_paused_reading_ = false;  // attach_sendfile() paused reading: resume after
 };
 
 // ---- Creation ----------------------------------------------------------------------------
@@ -524,6 +582,7 @@ void StreamTransport::schedule_connection_lost(std::error_code ec) noexcept {
 void StreamTransport::call_connection_lost(std::error_code ec) noexcept {
   STRATA_ASSERT(conn_lost_);
   STRATA_ASSERT(state_ == ProtocolState::connected || state_ == ProtocolState::eof);
+  STRATA_ASSERT(sendfile_ == nullptr);
   state_ = ProtocolState::lost;
   try {
     protocol_->connection_lost(ec);
@@ -563,6 +622,7 @@ void StreamTransport::loop_closing() noexcept {
   buffer_.clear();
   closing_ = true;
   conn_lost_ = true;
+  drop_sendfile(make_error_code(errc::loop_closed));
   if (waiter_.valid() && !waiter_.done()) waiter_.cancel("event loop closed");
   waiter_ = {};
   if (state_ != ProtocolState::made) {
@@ -583,6 +643,11 @@ void StreamTransport::loop_closing() noexcept {
 void StreamTransport::close() {
   if (closing_) return;
   closing_ = true;
+  // A sendfile() in progress stops where it is and throws: close() does not wait for the rest
+  // of a file as it waits for the buffer (asyncio's fallback raises ConnectionError too).
+  if (sendfile_ != nullptr) [[unlikely]] {
+    drop_sendfile(std::make_error_code(std::errc::connection_aborted));
+  }
   // A write pipe keeps watching for a closed read end while its buffer drains.
   if (kind_ != StreamKind::write_pipe || buffer_.empty()) remove_reader();
   if (buffer_.empty()) {
@@ -595,6 +660,7 @@ void StreamTransport::close() {
 
 void StreamTransport::force_close(std::error_code ec) noexcept {
   if (conn_lost_) return;
+  drop_sendfile(ec);
   buffer_.clear();
   remove_writer();
   closing_ = true;
@@ -685,9 +751,9 @@ void StreamTransport::on_eof() noexcept {
 }
 
 void StreamTransport::on_write_pipe_hangup() noexcept {
-  // The read end closed: what is still buffered can never be delivered (asyncio's
-  // _UnixWritePipeTransport._read_ready).
-  if (!buffer_.empty()) {
+  // The read end closed: what is still buffered, or a file being sent, can never be delivered
+  // (asyncio's _UnixWritePipeTransport._read_ready).
+  if (!buffer_.empty() || sendfile_ != nullptr) {
     force_close(std::make_error_code(std::errc::broken_pipe));
   } else {
     close();
@@ -709,6 +775,11 @@ void StreamTransport::resume_reading() {
 // ---- Writing ---------------------------------------------------------------------------
 
 void StreamTransport::throw_cannot_write(const char* method) const {
+  if (sendfile_ != nullptr) {
+    throw InvalidStateError(std::string(method) +
+                            "() while a sendfile is in progress on this transport: await the "
+                            "sendfile() first (asyncio raises RuntimeError)");
+  }
   if (kind_ == StreamKind::read_pipe) {
     throw InvalidStateError(std::string(method) + "() on a read pipe's transport: it cannot write");
   }
@@ -773,8 +844,7 @@ void StreamTransport::drop_write() noexcept {
   }
 }
 
-void StreamTransport::write(std::span<const std::byte> data) {
-  if (cannot_write_) [[unlikely]] throw_cannot_write("write");
+inline void StreamTransport::send_or_buffer(std::span<const std::byte> data) {
   if (data.empty()) return;
   if (closing_) [[unlikely]] {
     drop_write();
@@ -788,6 +858,11 @@ void StreamTransport::write(std::span<const std::byte> data) {
     return;
   }
   write_rest(data, 0);
+}
+
+void StreamTransport::write(std::span<const std::byte> data) {
+  if (cannot_write_) [[unlikely]] throw_cannot_write("write");  // a sendfile() sets it too
+  send_or_buffer(data);
 }
 
 void StreamTransport::write_rest(std::span<const std::byte> data, ssize_t sent) {
@@ -850,6 +925,10 @@ void StreamTransport::writelines(std::span<const std::span<const std::byte>> buf
 
 void StreamTransport::on_writable() noexcept {
   if (conn_lost_ || buffer_.empty()) {
+    if (sendfile_ != nullptr) [[unlikely]] {
+      sendfile_writable();
+      return;
+    }
     remove_writer();
     return;
   }
@@ -860,8 +939,12 @@ void StreamTransport::on_writable() noexcept {
     return;
   }
   buffer_.consume(n);
-  maybe_resume_protocol();  // may write, close or abort
+  maybe_resume_protocol();  // may write, close or abort; with a sendfile(), may wake it instead
   if (conn_lost_ || !buffer_.empty()) return;
+  if (sendfile_ != nullptr) [[unlikely]] {
+    sendfile_writable();  // a native send waiting for the buffer starts now
+    return;
+  }
   remove_writer();
   if (closing_) {
     // close() was waiting for the buffer: the connection ends now (we are in a loop callback,
@@ -878,6 +961,7 @@ void StreamTransport::write_eof() {
   if (kind_ == StreamKind::read_pipe) {
     throw InvalidStateError("write_eof() on a read pipe's transport: can_write_eof() is false");
   }
+  if (sendfile_ != nullptr) throw_cannot_write("write_eof");
   if (closing_ || eof_written_) return;
   eof_written_ = true;
   cannot_write_ = true;
@@ -892,6 +976,9 @@ void StreamTransport::write_eof() {
 
 void StreamTransport::maybe_pause_protocol() noexcept {
   if (buffer_.size() <= high_water_ || protocol_paused_) return;
+  // A sendfile() fallback filled the buffer, not the protocol, which cannot write meanwhile: it
+  // hears of the water marks when the sendfile ends (detach_sendfile()).
+  if (sendfile_ != nullptr) return;
   protocol_paused_ = true;
   try {
     protocol_->pause_writing();
@@ -901,6 +988,11 @@ void StreamTransport::maybe_pause_protocol() noexcept {
 }
 
 void StreamTransport::maybe_resume_protocol() noexcept {
+  if (sendfile_ != nullptr) [[unlikely]] {
+    // The sendfile() fallback waits for the low-water mark in the protocol's place.
+    if (sendfile_->waiting && buffer_.size() <= low_water_) sendfile_->notify();
+    return;
+  }
   if (!protocol_paused_ || buffer_.size() > low_water_) return;
   protocol_paused_ = false;
   try {
@@ -916,6 +1008,129 @@ void StreamTransport::set_write_buffer_limits(std::optional<std::size_t> high,
   high_water_ = marks.high;
   low_water_ = marks.low;
   maybe_pause_protocol();
+}
+
+// ---- sendfile() --------------------------------------------------------------------------
+
+void StreamTransport::attach_sendfile(SendfileJob& job) {
+  if (sendfile_ != nullptr) {
+    throw InvalidStateError("sendfile: another sendfile is in progress on this transport; await "
+                            "it first (asyncio raises RuntimeError)");
+  }
+  if (cannot_write_) throw_cannot_write("sendfile");
+  if (closing_) throw InvalidStateError("sendfile: the transport is closing");
+  sendfile_ = &job;
+  job.host = this;
+  cannot_write_ = true;  // write(), writelines() and write_eof() throw until the job ends
+  // Nothing reaches the protocol meanwhile, so the peer cannot provoke it into writing
+  // (asyncio's _sendfile_native pauses reading too).
+  sendfile_paused_reading_ = is_reading();
+  if (sendfile_paused_reading_) pause_reading();
+}
+
+void StreamTransport::drop_sendfile(std::error_code ec) noexcept {
+  SendfileJob* job = std::exchange(sendfile_, nullptr);
+  if (job == nullptr) return;
+  cannot_write_ = kind_ == StreamKind::read_pipe || eof_written_;
+  sendfile_paused_reading_ = false;  // the connection is ending: nothing to resume
+  job->end(ec);
+}
+
+void StreamTransport::detach_sendfile() noexcept {
+  SendfileJob* job = std::exchange(sendfile_, nullptr);
+  if (job == nullptr) return;
+  job->host = nullptr;
+  job->native = false;
+  job->waiting = false;
+  cannot_write_ = kind_ == StreamKind::read_pipe || eof_written_;
+  if (buffer_.empty()) remove_writer();  // a native send may have left it registered
+  if (std::exchange(sendfile_paused_reading_, false)) {
+    try {
+      resume_reading();  // a no-op once closing
+    } catch (const std::system_error& e) {
+      force_close(e.code());
+      return;
+    } catch (...) {
+      force_close(std::make_error_code(std::errc::not_enough_memory));
+      return;
+    }
+  }
+  // What the protocol missed while the job held the transport: the fallback's writes may have
+  // crossed a water mark, or a buffer the protocol filled may have drained meanwhile.
+  maybe_pause_protocol();
+  maybe_resume_protocol();
+}
+
+bool StreamTransport::start_native_sendfile() {
+  STRATA_ASSERT(sendfile_ != nullptr);
+  if (!is_socket_) return false;  // a pipe: the fallback, through the buffer
+  sendfile_->native = true;
+  // Behind bytes the protocol wrote: on_writable() starts the send once they are out.
+  if (buffer_.empty()) sendfile_step();
+  return true;
+}
+
+void StreamTransport::sendfile_writable() noexcept {
+  if (sendfile_->native) {
+    sendfile_step();
+  } else {
+    remove_writer();  // the fallback writes through the buffer, which is empty
+  }
+}
+
+void StreamTransport::sendfile_step() noexcept {
+  SendfileJob& job = *sendfile_;
+  STRATA_ASSERT(job.native && buffer_.empty());
+  if (job.wake.done()) {
+    // Its task was cancelled: not one more byte. The task lets go of the job when it resumes.
+    job.native = false;
+    remove_writer();
+    return;
+  }
+  for (;;) {
+    if (job.remaining == 0) break;
+    auto offset = static_cast<off_t>(job.offset);
+    const auto size = static_cast<std::size_t>(std::min(job.remaining, max_sendfile_call));
+    ssize_t n;
+    {
+      // sendfile(2) has no MSG_NOSIGNAL: a broken connection would raise SIGPIPE.
+      SigpipeSuppressor guard;
+      n = ::sendfile(fd_, job.file_fd, &offset, size);
+      guard.after_write(n < 0 && errno == EPIPE);
+    }
+    if (n > 0) {
+      job.offset += static_cast<std::uint64_t>(n);
+      job.sent += static_cast<std::uint64_t>(n);
+      job.remaining -= static_cast<std::uint64_t>(n);
+      if (job.remaining == 0) break;
+      // One call per writability event, as on_writable() sends the buffer: the next event
+      // comes at once (level-triggered) if the socket can still take more.
+      start_writer();
+      return;
+    }
+    if (n == 0) {  // the file ends before offset + count: what there was is sent
+      job.remaining = 0;
+      break;
+    }
+    const int e = errno;
+    if (e == EINTR) continue;
+    if (e == EAGAIN || e == EWOULDBLOCK) {
+      start_writer();
+      return;
+    }
+    if (job.sent == 0 && is_sendfile_unavailable(e)) {
+      job.unavailable = true;  // the fallback sends it, from the same offset
+    } else if (is_file_error(e)) {
+      job.file_error = errno_code(e);  // the connection stays open; the caller decides
+    } else {
+      force_close(errno_code(e));  // the socket's error: the connection ends, the job with it
+      return;
+    }
+    break;
+  }
+  job.native = false;
+  remove_writer();
+  job.notify();
 }
 
 // ---- Protocol swap -------------------------------------------------------------------------

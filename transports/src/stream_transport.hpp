@@ -3,7 +3,11 @@
 // a pipe): the one implementation of strata::Transport that create_connection, create_server,
 // the Unix variants and the pipe functions hand out.
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
+#include <span>
+#include <system_error>
 
 #include "strata/core/coro.hpp"
 #include "strata/core/event_loop.hpp"
@@ -17,6 +21,89 @@ enum class StreamKind {
   socket,      ///< a connected stream socket: reads, writes, write_eof via shutdown(SHUT_WR)
   read_pipe,   ///< the read end of a pipe or FIFO: no writes
   write_pipe,  ///< the write end of a pipe or FIFO: no reads; write_eof closes it
+};
+
+// ---- sendfile() ----------------------------------------------------------------------------
+//
+// What strata::sendfile() (src/sendfile.cpp) and the transports of this library share. (It
+// would sit best in a private header of its own; it lives here because the TLS transport
+// includes this header anyway.)
+
+class SendfileHost;
+
+/// One sendfile() in progress: the state that sendfile() shares with the transport it drives.
+///
+/// It lives in sendfile()'s coroutine frame. The transport points to it from attach_sendfile()
+/// until detach_sendfile(), or until the connection ends first (close(), abort(), an error, the
+/// loop closing): then the transport lets go of it by itself, sets `host` to null and `error`,
+/// and never touches it again. So `host != nullptr` tells sendfile() that the transport is still
+/// alive (it is destroyed only in a later iteration, after connection_lost()).
+struct SendfileJob {
+  int file_fd = -1;
+  std::uint64_t offset = 0;     ///< the file position of the next byte to send
+  std::uint64_t remaining = 0;  ///< bytes still to send
+  std::uint64_t sent = 0;       ///< bytes of the file the native path has sent
+  /// Completed by the transport when sendfile() has something to look at: the native send
+  /// ended (or cannot go on), the write buffer drained to the low-water mark (`waiting`), or
+  /// the connection ended. sendfile() makes a fresh one before each wait, and cancels it by
+  /// being cancelled: a transport seeing it done sends nothing more.
+  Future<void> wake;
+  SendfileHost* host = nullptr;  ///< the transport, while it holds the job
+  std::error_code error;         ///< why the transport let go of the job (the connection ended)
+  std::error_code file_error;    ///< sendfile(2) failed on the file's side (EIO, ...)
+  bool native = false;       ///< the transport sends the file with sendfile(2) itself
+  bool unavailable = false;  ///< sendfile(2) refused the file before sending any of it
+  bool waiting = false;      ///< complete `wake` once the write buffer is at the low-water mark
+
+  /// Completes `wake` if it is still pending. A loop that refuses the callback (closed) leaves
+  /// it pending: its task is destroyed with the loop anyway.
+  void notify() noexcept {
+    waiting = false;
+    if (!wake.valid() || wake.done()) return;
+    try {
+      wake.set_result();
+    } catch (...) {
+    }
+  }
+  /// For the transport: the connection ended with @p ec; let go of the job.
+  void end(std::error_code ec) noexcept {
+    host = nullptr;
+    native = false;
+    error = ec;
+    notify();
+  }
+};
+
+/// A transport that sendfile() drives through a SendfileJob: the stream transport (natively on
+/// a socket, with the fallback on a pipe) and the TLS transport (the fallback). Any other
+/// Transport gets the fallback that polls its write buffer.
+class SendfileHost {
+ public:
+  /// Takes @p job: from now until detach_sendfile() (or the connection ends), write(),
+  /// writelines() and write_eof() throw InvalidStateError, the protocol hears no
+  /// pause_writing()/resume_writing() (the fallback's writes are not its own), and reading is
+  /// paused if it was on.
+  /// @throws InvalidStateError  another sendfile is in progress; the transport cannot write
+  /// (a read pipe, after write_eof()) or is closing.
+  virtual void attach_sendfile(SendfileJob& job) = 0;
+  /// Lets go of the job (sendfile() finished, failed or was cancelled): write() works again,
+  /// reading resumes if attach_sendfile() paused it, and the protocol hears pause_writing() or
+  /// resume_writing() if the write buffer crossed a water mark meanwhile. A no-op without a job.
+  virtual void detach_sendfile() noexcept = 0;
+  /// Starts sending the job's file with sendfile(2): now when the write buffer is empty, else
+  /// once it drained. Completes `wake` when the file is sent, when sendfile(2) cannot go on
+  /// (`unavailable`, `file_error`), or ends the job when the connection ends.
+  /// @return false (and nothing started) when this transport cannot: not a socket.
+  virtual bool start_native_sendfile() = 0;
+  /// write() for the fallback of the attached job, past the guard that makes write() throw.
+  /// @return whether the fallback must wait before the next chunk: set `waiting` and await a
+  /// fresh `wake`. True when the write buffer is above the high-water mark (`wake` completes
+  /// at the low-water mark), or when the connection is going down and the transport will end
+  /// the job with its error in a later iteration.
+  virtual bool sendfile_write(std::span<const std::byte> data) = 0;
+
+ protected:
+  ~SendfileHost() = default;
 };
 
 /// Told when a transport it serves comes and goes: how a Server counts its connections for
