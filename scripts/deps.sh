@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(g++ cmake ninja-build catch2 libbenchmark-dev python3 libssl-dev openssl node-llhttp)
 if [ "${1:-build}" = bench ]; then
-  packages+=(python3-uvloop libasio-dev libuv1-dev strace valgrind nginx)
+  packages+=(python3-uvloop libasio-dev libuv1-dev strace valgrind nginx wrk)
 fi
 
 missing=()

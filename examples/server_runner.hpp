@@ -1,0 +1,184 @@
+// server_runner.hpp: the part of the example-server contract that every server shares, for
+// any listener: N loops on N threads sharing one port (SO_REUSEPORT), the ready line, and the
+// graceful shutdown on SIGINT or SIGTERM.
+//
+// A server describes one loop's listener as a type L (movable) with
+//   static Coro<L> open_first(bool reuse_port)   the first loop's, on the port of the options
+//   static Coro<L> open(std::uint16_t port, bool reuse_port)   another loop's, on that port
+//   std::uint16_t port() const;  std::string host() const;   (what the ready line shows)
+//   Coro<void> shut_down();      (stop accepting, let in-flight work end, close the rest)
+// and calls run_server<L>(program, threads, loop).
+#pragma once
+
+#include <strata/core/errors.hpp>
+#include <strata/core/event.hpp>
+#include <strata/core/event_loop.hpp>
+#include <strata/core/future.hpp>
+#include <strata/core/run.hpp>
+#include <strata/core/task.hpp>
+
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace strata::examples {
+
+inline std::string describe_error(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return describe_exception(error);
+  }
+}
+
+namespace detail {
+
+/// A loop on a thread of its own (--threads N: N - 1 of these besides the main loop). It talks
+/// to the main loop only through call_soon_threadsafe(), and the main loop to it likewise.
+struct WorkerLoop {
+  std::thread thread;
+  Future<void> ready;  // main loop's side: its listener is open (or its error)
+  Future<void> done;   // main loop's side: its loop has closed
+  EventLoop* loop = nullptr;  // written by the worker before it reports ready
+  Event* stop = nullptr;
+};
+
+template <class L>
+Coro<void> worker_main(std::uint16_t port, WorkerLoop& worker, EventLoop& main_loop) {
+  Coro<L> open = L::open(port, true);
+  L listener = co_await open;
+  Event stop;
+  worker.loop = &get_running_loop();
+  worker.stop = &stop;
+  main_loop.call_soon_threadsafe([&worker] { worker.ready.set_result(); });
+  co_await stop.wait();
+  co_await listener.shut_down();
+}
+
+template <class L>
+void worker_thread(std::optional<LoopKind> kind, std::uint16_t port, WorkerLoop& worker,
+                   EventLoop& main_loop) {
+  std::exception_ptr error;
+  try {
+    RunOptions run_options;
+    run_options.loop = kind;
+    run_options.handle_sigint = false;  // signals are the main loop's
+    run(worker_main<L>(port, worker, main_loop), run_options);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  main_loop.call_soon_threadsafe([&worker, error] {
+    if (!worker.ready.done()) {
+      worker.ready.set_exception(error ? error : std::make_exception_ptr(std::runtime_error(
+                                                     "a worker loop ended before it was ready")));
+    }
+    worker.done.set_result();
+  });
+}
+
+template <class L>
+Coro<int> main_task(const char* program, unsigned threads, std::optional<LoopKind> kind) {
+  EventLoop& loop = get_running_loop();
+  Event stop;
+  // The first SIGINT or SIGTERM starts the graceful shutdown and restores the default
+  // dispositions, so that a second one ends the process at once.
+  auto on_signal = [&loop, &stop] {
+    stop.set();
+    loop.remove_signal_handler(SIGINT);
+    loop.remove_signal_handler(SIGTERM);
+  };
+  loop.add_signal_handler(SIGINT, on_signal);
+  loop.add_signal_handler(SIGTERM, on_signal);
+  struct RemoveHandlers {  // they refer to this frame
+    EventLoop& loop;
+    ~RemoveHandlers() {
+      loop.remove_signal_handler(SIGINT);
+      loop.remove_signal_handler(SIGTERM);
+    }
+  } remove_handlers{loop};
+
+  std::string error;
+  std::optional<L> listener;
+  try {
+    Coro<L> open = L::open_first(threads > 1);
+    listener.emplace(co_await open);
+  } catch (...) {
+    error = describe_error(std::current_exception());
+  }
+  if (!error.empty()) {
+    std::fprintf(stderr, "%s: %s\n", program, error.c_str());
+    co_return 1;
+  }
+  const std::uint16_t port = listener->port();
+
+  // The other loops bind the same port number, now known, with SO_REUSEPORT.
+  std::vector<std::unique_ptr<WorkerLoop>> workers;
+  for (unsigned i = 1; i < threads; ++i) {
+    auto worker = std::make_unique<WorkerLoop>();
+    worker->ready = loop.create_future<void>();
+    worker->done = loop.create_future<void>();
+    worker->thread = std::thread(worker_thread<L>, kind, port, std::ref(*worker), std::ref(loop));
+    workers.push_back(std::move(worker));
+  }
+  for (auto& worker : workers) {
+    try {
+      co_await worker->ready;
+    } catch (...) {
+      if (error.empty()) error = describe_error(std::current_exception());
+    }
+  }
+
+  if (error.empty()) {
+    std::printf("listening on %s:%u\n", listener->host().c_str(), static_cast<unsigned>(port));
+    std::fflush(stdout);
+    co_await stop.wait();
+  }
+
+  for (auto& worker : workers) {
+    if (worker->stop == nullptr) continue;  // it failed, or never started
+    Event* worker_stop = worker->stop;
+    worker->loop->call_soon_threadsafe([worker_stop] { worker_stop->set(); });
+  }
+  co_await listener->shut_down();
+  for (auto& worker : workers) {
+    co_await worker->done;
+    worker->thread.join();  // it has posted its last callback: nothing left but to return
+    worker->ready = {};
+    worker->done = {};
+  }
+  if (!error.empty()) {
+    std::fprintf(stderr, "%s: %s\n", program, error.c_str());
+    co_return 1;
+  }
+  co_return 0;
+}
+
+}  // namespace detail
+
+/// Runs the server whose listener is L on @p threads loops of kind @p kind (the best selector
+/// backend when empty), following the example-server contract; returns the exit status.
+template <class L>
+int run_server(const char* program, unsigned threads, std::optional<LoopKind> kind) {
+  RunOptions run_options;
+  run_options.loop = kind;
+  run_options.handle_sigint = false;  // main_task handles SIGINT and SIGTERM itself
+  try {
+    return run(detail::main_task<L>(program, threads, kind), run_options);
+  } catch (...) {
+    std::fprintf(stderr, "%s: %s\n", program, describe_error(std::current_exception()).c_str());
+    return 1;
+  }
+}
+
+}  // namespace strata::examples

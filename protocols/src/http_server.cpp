@@ -1,0 +1,1037 @@
+// The HTTP/1.1 server: HttpConnection is the Protocol of one connection.
+//
+// The data path of a request that its handler answers at once (the common case):
+//   data_received -> HttpRequestParser::feed -> headers_received (take a Slot, copy the head)
+//   -> request_received -> dispatch: router, create_eager_task(handler) which finishes inside
+//   the call -> the response is serialised into out_ -> the next pipelined request, if any
+//   -> at the end of data_received, one write of out_ for every response ready.
+// Nothing is allocated per request once a connection has served one: slots, their strings,
+// the output buffer and the parser keep their capacity; the handler's coroutine frame and its
+// task come from the loop thread's small-object pools.
+//
+// Pipelining: every parsed request gets a Slot in queue_, in arrival order. A slot whose
+// handler suspended stays at its place; responses after it wait (done, serialised later) so
+// that the order on the wire is the order of the requests. At most max_pipelined slots are
+// in queue_; past that, or while the transport is paused for writing, the unparsed bytes wait
+// in input_ and reading is paused, so that a client that pipelines without reading cannot make
+// the server grow memory.
+//
+// Timeouts cost no timer operation per request: one timer per connection, re-armed only when
+// it fires, compares the loop's time with last_activity_ (keep-alive idle) or head_started_
+// (a request head that does not finish: 408).
+#include "strata/protocols/http_server.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <stdexcept>
+#include <system_error>
+#include <utility>
+
+#include "strata/core/errors.hpp"
+#include "strata/core/event_loop.hpp"
+#include "strata/core/future.hpp"
+#include "strata/core/handle.hpp"
+#include "strata/core/log.hpp"
+#include "strata/core/task.hpp"
+#include "strata/protocols/http_date.hpp"
+#include "strata/transports/sendfile.hpp"
+#include "strata/transports/transport.hpp"
+
+namespace strata {
+
+// ---- Small pieces -------------------------------------------------------------------------------
+
+std::string_view http_reason_phrase(int status) noexcept {
+  switch (status) {
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 206: return "Partial Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content";
+    case 426: return "Upgrade Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Unknown";
+  }
+}
+
+HttpFileBody::Descriptor::~Descriptor() {
+  if (fd >= 0) ::close(fd);
+}
+
+HttpFileBody::HttpFileBody(int fd, std::uint64_t offset, std::uint64_t length)
+    : offset_(offset), length_(length) {
+  try {
+    fd_ = std::make_shared<Descriptor>(fd);
+  } catch (...) {
+    ::close(fd);  // owned from the call on, even when this throws
+    throw;
+  }
+}
+
+HttpResponse HttpResponse::text(std::string body, int status) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = "text/plain";
+  r.body = std::move(body);
+  return r;
+}
+
+HttpResponse HttpResponse::json(std::string body, int status) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = "application/json";
+  r.body = std::move(body);
+  return r;
+}
+
+HttpResponse HttpResponse::html(std::string body, int status) {
+  HttpResponse r;
+  r.status = status;
+  r.content_type = "text/html; charset=utf-8";
+  r.body = std::move(body);
+  return r;
+}
+
+HttpResponse HttpResponse::error(int status, std::string_view detail) {
+  std::string body(http_reason_phrase(status));
+  if (!detail.empty()) {
+    body += ": ";
+    body += detail;
+  }
+  body += '\n';
+  return text(std::move(body), status);
+}
+
+HttpResponse& HttpResponse::add_header(std::string name, std::string value) {
+  headers.push_back(HttpField{std::move(name), std::move(value)});
+  return *this;
+}
+
+// ---- HttpServerRequest --------------------------------------------------------------------------
+
+HttpServerRequest::HttpServerRequest(std::string_view method, std::string target,
+                                     std::vector<HttpField> headers, std::string body)
+    : method_storage_(method), target_(std::move(target)), keep_alive_(true),
+      body_(std::move(body)) {
+  method_ = method_storage_;
+  query_at_ = std::min(target_.find('?'), target_.size());
+  std::vector<std::pair<std::size_t, std::size_t>> at;  // name offset, value offset
+  for (const HttpField& f : headers) {
+    at.emplace_back(fields_.size(), fields_.size() + f.name.size());
+    fields_ += f.name;
+    fields_ += f.value;
+  }
+  for (std::size_t i = 0; i < headers.size(); ++i) {
+    header_list_.push_back(HttpHeader{std::string_view(fields_).substr(at[i].first, headers[i].name.size()),
+                                      std::string_view(fields_).substr(at[i].second, headers[i].value.size())});
+  }
+  trailers_at_ = header_list_.size();
+  rebuild_views();
+}
+
+void HttpServerRequest::rebuild_views() {
+  const std::span<const HttpHeader> all(header_list_);
+  headers_ = HttpHeaders(all.first(trailers_at_));
+  trailers_ = HttpHeaders(all.subspan(trailers_at_));
+}
+
+namespace {
+
+/// Appends @p fields to @p storage (whose capacity covers them, so views stay put) and
+/// their views to @p list.
+void copy_fields(const HttpHeaders& fields, std::string& storage, std::vector<HttpHeader>& list) {
+  for (const HttpHeader& h : fields) {
+    const std::size_t at = storage.size();
+    storage += h.name;
+    storage += h.value;
+    const std::string_view s(storage);
+    list.push_back(HttpHeader{s.substr(at, h.name.size()), s.substr(at + h.name.size(), h.value.size())});
+  }
+}
+
+std::size_t fields_size(const HttpHeaders& fields) noexcept {
+  std::size_t n = 0;
+  for (const HttpHeader& h : fields) n += h.name.size() + h.value.size();
+  return n;
+}
+
+}  // namespace
+
+void HttpServerRequest::assign_trailers(const HttpHeaders& trailers) {
+  const std::size_t needed = fields_.size() + fields_size(trailers);
+  if (needed > fields_.capacity()) {
+    // Move every field into a larger buffer, rebuilding the views.
+    std::string storage;
+    storage.reserve(needed);
+    std::vector<HttpHeader> list;
+    list.reserve(header_list_.size() + trailers.size());
+    copy_fields(headers_, storage, list);
+    fields_.swap(storage);
+    header_list_.swap(list);
+  }
+  copy_fields(trailers, fields_, header_list_);
+  rebuild_views();
+}
+
+void HttpServerRequest::assign_head(const HttpRequest& request, Transport& transport) {
+  method_ = request.method();  // static storage
+  target_.assign(request.target());
+  query_at_ = request.path().size();
+  version_major_ = request.version_major();
+  version_minor_ = request.version_minor();
+  keep_alive_ = request.keep_alive();
+  transport_ = &transport;
+  body_.clear();
+  route_ = {};
+  fields_.clear();
+  header_list_.clear();
+  // Reserve for the trailers too (at most the head's limit), so that appending them later
+  // never moves the bytes the header views point at.
+  fields_.reserve(fields_size(request.headers()) + 256);
+  copy_fields(request.headers(), fields_, header_list_);
+  trailers_at_ = header_list_.size();
+  rebuild_views();
+}
+
+// ---- HttpRouter ---------------------------------------------------------------------------------
+
+namespace {
+
+void check_route_path(std::string_view path) {
+  if (path.empty() || path.front() != '/') {
+    throw std::invalid_argument("HttpRouter: a route path must start with '/', got '" +
+                                std::string(path) + "'");
+  }
+}
+
+std::string join_allow(const std::vector<std::pair<std::string, HttpHandler>>& methods) {
+  std::vector<std::string> names;
+  bool get = false;
+  bool head = false;
+  for (const auto& [m, h] : methods) {
+    names.push_back(m);
+    get = get || m == "GET";
+    head = head || m == "HEAD";
+  }
+  if (get && !head) names.emplace_back("HEAD");
+  std::sort(names.begin(), names.end());
+  std::string allow;
+  for (const std::string& n : names) {
+    if (!allow.empty()) allow += ", ";
+    allow += n;
+  }
+  return allow;
+}
+
+}  // namespace
+
+std::pair<std::string, HttpHandler>* HttpRouter::find_method(Route& route, std::string_view method) {
+  for (auto& entry : route.methods) {
+    if (entry.first == method) return &entry;
+  }
+  return nullptr;
+}
+
+void HttpRouter::add(std::string_view method, std::string path, bool prefix, HttpHandler handler) {
+  check_route_path(path);
+  if (method.empty()) throw std::invalid_argument("HttpRouter: empty method");
+  if (!handler) throw std::invalid_argument("HttpRouter: empty handler");
+  std::vector<Route>& routes = prefix ? prefixes_ : exact_;
+  auto it = std::find_if(routes.begin(), routes.end(), [&](const Route& r) { return r.path == path; });
+  if (it == routes.end()) {
+    Route route;
+    route.path = path;
+    route.prefix = prefix;
+    routes.push_back(std::move(route));
+    if (prefix) {
+      std::stable_sort(routes.begin(), routes.end(), [](const Route& a, const Route& b) {
+        return a.path.size() > b.path.size();
+      });
+    } else {
+      std::sort(routes.begin(), routes.end(),
+                [](const Route& a, const Route& b) { return a.path < b.path; });
+    }
+    it = std::find_if(routes.begin(), routes.end(), [&](const Route& r) { return r.path == path; });
+  }
+  if (find_method(*it, method)) {
+    throw std::invalid_argument("HttpRouter: " + std::string(method) + " " + path +
+                                " has a handler already");
+  }
+  it->methods.emplace_back(std::string(method), std::move(handler));
+  it->allow = join_allow(it->methods);
+  if (std::find(methods_.begin(), methods_.end(), method) == methods_.end()) {
+    methods_.emplace_back(method);
+  }
+}
+
+HttpRouter& HttpRouter::route(std::string_view method, std::string path, HttpHandler handler) {
+  add(method, std::move(path), false, std::move(handler));
+  return *this;
+}
+
+HttpRouter& HttpRouter::route_prefix(std::string_view method, std::string prefix,
+                                     HttpHandler handler) {
+  add(method, std::move(prefix), true, std::move(handler));
+  return *this;
+}
+
+HttpRouter::Match HttpRouter::resolve(std::string_view method, std::string_view path) const {
+  const Route* route = nullptr;
+  const auto it = std::lower_bound(exact_.begin(), exact_.end(), path,
+                                   [](const Route& r, std::string_view p) { return r.path < p; });
+  if (it != exact_.end() && it->path == path) {
+    route = &*it;
+  } else {
+    for (const Route& r : prefixes_) {
+      if (path.starts_with(r.path)) {
+        route = &r;
+        break;
+      }
+    }
+  }
+  Match match;
+  const bool known_method = method == "GET" || method == "HEAD" ||
+                            std::find(methods_.begin(), methods_.end(), method) != methods_.end();
+  if (!known_method) {
+    match.status = 501;
+    return match;
+  }
+  if (!route) {
+    match.status = 404;
+    return match;
+  }
+  match.route = route->path;
+  const HttpHandler* get = nullptr;
+  for (const auto& [m, h] : route->methods) {
+    if (m == method) {
+      match.handler = &h;
+      return match;
+    }
+    if (m == "GET") get = &h;
+  }
+  if (method == "HEAD" && get) {
+    match.handler = get;
+    return match;
+  }
+  match.status = 405;
+  match.allow = route->allow;
+  return match;
+}
+
+// ---- HttpConnection -----------------------------------------------------------------------------
+
+/// What a streamed body's writer shares with its connection: the connection while it is
+/// open, and the future a writer waits on while writing is paused.
+struct HttpBodyWriter::Channel {
+  HttpConnection* connection = nullptr;  // null once the connection is lost
+  Future<void> resumed;                  // pending while writing is paused, when awaited
+};
+
+class HttpConnection final : public Protocol, private HttpRequestParser::Callbacks {
+ public:
+  explicit HttpConnection(HttpServer& server);
+  ~HttpConnection() override;
+
+  void connection_made(Transport& transport) override;
+  void data_received(std::span<const std::byte> data) override;
+  bool eof_received() override;
+  void connection_lost(std::error_code ec) override;
+  void pause_writing() override;
+  void resume_writing() override;
+
+  /// HttpServer::shutdown(): close now if idle, else after the requests in flight.
+  void shutdown();
+
+ private:
+  friend class HttpBodyWriter;
+  friend class HttpServer;
+
+  /// One request in flight, from its head to its response on the wire.
+  struct Slot {
+    HttpServerRequest request;
+    Task<HttpResponse> task;
+    HttpResponse response;
+    HttpConnection* owner = nullptr;  // null: orphaned (connection gone, task still running)
+    bool received = false;            // the whole request is in
+    bool done = false;                // response is ready
+    bool head = false;                // a HEAD request: no body on the wire
+    bool keep_alive = true;
+    bool continue_pending = false;    // owes `100 Continue` once it is first in line
+    bool callback_pending = false;    // a done callback of task is scheduled or awaited
+  };
+
+  // HttpRequestParser::Callbacks
+  void headers_received(const HttpRequest& request) override;
+  void body_received(std::span<const std::byte> data) override;
+  void request_received(const HttpRequest& request) override;
+
+  /// Feeds @p data to the parser and dispatches the requests it completes, while not
+  /// blocked(); returns the bytes consumed.
+  std::size_t parse(std::span<const std::byte> data);
+  /// parse() of input_ (the bytes that waited), then of end of file if it came.
+  void resume_input();
+  bool blocked() const noexcept {
+    return queue_.size() >= server_->settings().max_pipelined || write_paused_ || sending_ ||
+           closing_ || lost_ || failed_;
+  }
+  void dispatch(Slot& slot);
+  void on_handler_done(Slot& slot);
+  void complete(Slot& slot, HttpResponse&& response);
+  /// Writes the responses at the front of queue_ that are ready, in order; starts the body
+  /// sender of a file or stream response; closes after a response that ends the connection.
+  void drain();
+  void serialize_head(const Slot& slot, std::uint64_t content_length, bool chunked);
+  void flush();
+  void fail(int status, std::string_view reason);
+  void close_when_drained();
+  bool idle() const noexcept {
+    return queue_.empty() && input_.empty() && parser_.state() == HttpRequestParser::State::idle;
+  }
+
+  Slot* take_slot();
+  void recycle(Slot* slot) noexcept;
+
+  Coro<void> send_body(Slot* slot);
+  static Coro<void> wait_writable(std::shared_ptr<HttpBodyWriter::Channel> channel);
+
+  void arm_timer(Duration after);
+  void on_timer();
+
+  HttpServer* server_;
+  EventLoop* loop_ = nullptr;
+  Transport* transport_ = nullptr;
+  HttpRequestParser parser_;
+  std::deque<Slot*> queue_;      // requests in flight, oldest first
+  std::vector<Slot*> free_;      // recycled slots
+  Slot* receiving_ = nullptr;    // the slot of the request being parsed
+  Slot* ready_ = nullptr;        // the slot request_received() just completed
+  std::string out_;              // responses serialised, not yet written
+  std::string input_;            // bytes received and not parsed yet (blocked)
+  std::size_t input_at_ = 0;     // parsed prefix of input_
+  std::shared_ptr<HttpBodyWriter::Channel> channel_;  // while a stream body is sent
+  Task<void> sender_;            // sends a file or stream body
+  TimerHandle timer_;
+  TimePoint last_activity_{};
+  TimePoint head_started_{};
+  std::size_t index_ = 0;        // place in server_->connections_
+  bool in_parse_ = false;        // parse() is on the stack
+  bool write_paused_ = false;
+  bool sending_ = false;         // sender_ runs
+  bool closing_ = false;         // the connection ends once out_ is written
+  bool lost_ = false;
+  bool eof_ = false;             // the client sent end of file
+  bool reading_paused_ = false;
+  bool failed_ = false;          // an error response is queued: nothing more is parsed
+  bool stream_chunked_ = true;   // the stream being sent uses the chunked coding
+};
+
+HttpConnection::HttpConnection(HttpServer& server)
+    : server_(&server), parser_(*this, server.settings().limits) {
+  index_ = server.connections_.size();
+  server.connections_.push_back(this);
+}
+
+HttpConnection::~HttpConnection() {
+  if (server_) {
+    auto& list = server_->connections_;
+    list[index_] = list.back();
+    list[index_]->index_ = index_;
+    list.pop_back();
+  }
+  timer_.cancel();
+  for (Slot* slot : queue_) {
+    if (slot->callback_pending) {
+      slot->owner = nullptr;  // its done callback frees it
+      slot->task.cancel();
+    } else {
+      delete slot;
+    }
+  }
+  for (Slot* slot : free_) delete slot;
+  if (channel_) {
+    channel_->connection = nullptr;
+    if (channel_->resumed.valid() && !channel_->resumed.done()) channel_->resumed.set_result();
+  }
+  if (sender_.valid() && !sender_.done()) sender_.cancel();
+}
+
+void HttpConnection::connection_made(Transport& transport) {
+  transport_ = &transport;
+  loop_ = &transport.get_loop();
+  last_activity_ = loop_->time();
+  out_.reserve(4096);
+  arm_timer(std::min(server_->settings().keepalive_timeout, server_->settings().header_timeout));
+  if (server_->is_shutting_down()) transport.close();
+}
+
+// ---- Reading and parsing ------------------------------------------------------------------------
+
+void HttpConnection::data_received(std::span<const std::byte> data) {
+  if (closing_ || lost_ || failed_) return;
+  const bool was_idle = parser_.state() == HttpRequestParser::State::idle;
+  const std::uint64_t completed = parser_.requests_completed();
+  last_activity_ = loop_->time();
+  if (!input_.empty()) {  // earlier bytes wait: these queue behind them
+    input_.append(reinterpret_cast<const char*>(data.data()), data.size());
+    resume_input();
+  } else {
+    const std::size_t used = parse(data);
+    if (used < data.size() && !parser_.has_failed() &&
+        parser_.state() != HttpRequestParser::State::closed) {
+      input_.assign(reinterpret_cast<const char*>(data.data()) + used, data.size() - used);
+      input_at_ = 0;
+      if (!reading_paused_) {
+        transport_->pause_reading();
+        reading_paused_ = true;
+      }
+    }
+  }
+  if (parser_.state() == HttpRequestParser::State::head &&
+      (was_idle || parser_.requests_completed() != completed)) {
+    head_started_ = last_activity_;  // a new request head began in these bytes
+  }
+  flush();
+}
+
+std::size_t HttpConnection::parse(std::span<const std::byte> data) {
+  in_parse_ = true;
+  std::size_t used = 0;
+  while (!blocked()) {
+    const std::size_t n = parser_.feed(data.subspan(used));
+    used += n;
+    if (parser_.has_failed()) {
+      fail(parser_.error_status(), parser_.error_reason());
+      break;
+    }
+    if (!parser_.is_paused()) break;  // all consumed, the next request is incomplete
+    Slot* slot = std::exchange(ready_, nullptr);
+    parser_.resume();
+    dispatch(*slot);
+    if (used == data.size()) break;
+  }
+  in_parse_ = false;
+  return used;
+}
+
+void HttpConnection::resume_input() {
+  if (in_parse_ || lost_) return;
+  if (input_at_ < input_.size()) {
+    const auto* base = reinterpret_cast<const std::byte*>(input_.data());
+    input_at_ += parse(std::span(base + input_at_, input_.size() - input_at_));
+    if (input_at_ >= input_.size() || parser_.has_failed() ||
+        parser_.state() == HttpRequestParser::State::closed) {
+      input_.clear();
+      input_at_ = 0;
+    }
+  }
+  if (input_.empty() && reading_paused_ && !closing_ && !lost_) {
+    reading_paused_ = false;
+    transport_->resume_reading();
+  }
+  if (input_.empty() && eof_ && !closing_ && !lost_ && !in_parse_) {
+    parser_.feed_eof();
+    if (parser_.has_failed()) {
+      fail(parser_.error_status(), parser_.error_reason());
+    } else {
+      close_when_drained();
+    }
+  }
+}
+
+bool HttpConnection::eof_received() {
+  eof_ = true;
+  if (!closing_) resume_input();
+  flush();
+  return true;  // keep the sending side open for the responses still owed; closed when drained
+}
+
+void HttpConnection::headers_received(const HttpRequest& request) {
+  Slot* slot = take_slot();
+  slot->request.assign_head(request, *transport_);
+  slot->head = request.method() == "HEAD";
+  slot->keep_alive = request.keep_alive();
+  receiving_ = slot;
+  queue_.push_back(slot);
+  if (request.expects_continue()) {
+    if (queue_.front() == slot) {
+      out_ += "HTTP/1.1 100 Continue\r\n\r\n";
+      flush();
+    } else {
+      slot->continue_pending = true;
+    }
+  }
+}
+
+void HttpConnection::body_received(std::span<const std::byte> data) {
+  receiving_->request.body_.append(reinterpret_cast<const char*>(data.data()), data.size());
+}
+
+void HttpConnection::request_received(const HttpRequest& request) {
+  Slot* slot = std::exchange(receiving_, nullptr);
+  if (!request.trailers().empty()) slot->request.assign_trailers(request.trailers());
+  slot->received = true;
+  slot->continue_pending = false;
+  ready_ = slot;
+}
+
+// ---- Handlers -----------------------------------------------------------------------------------
+
+void HttpConnection::dispatch(Slot& slot) {
+  HttpServerRequest& request = slot.request;
+  const HttpRouter::Match match = server_->router().resolve(request.method(), request.path());
+  if (!match.handler) {
+    HttpResponse response = HttpResponse::error(match.status);
+    if (match.status == 405) response.add_header("Allow", std::string(match.allow));
+    complete(slot, std::move(response));
+    return;
+  }
+  request.route_ = match.route;
+  try {
+    slot.task = loop_->create_eager_task((*match.handler)(request));
+  } catch (...) {  // the handler threw before its first suspension, outside the coroutine
+    loop_->call_exception_handler({"HTTP handler failed for " + std::string(request.method()) +
+                                       " " + std::string(request.path()),
+                                   std::current_exception()});
+    complete(slot, HttpResponse::error(500));
+    return;
+  }
+  if (slot.task.done()) {
+    on_handler_done(slot);
+    return;
+  }
+  slot.callback_pending = true;
+  Slot* s = &slot;
+  slot.task.add_done_callback([s](Future<HttpResponse>&) {
+    s->callback_pending = false;
+    if (s->owner) {
+      s->owner->on_handler_done(*s);
+    } else {
+      delete s;
+    }
+  });
+}
+
+void HttpConnection::on_handler_done(Slot& slot) {
+  HttpResponse response;
+  Task<HttpResponse> task = std::move(slot.task);
+  if (task.cancelled()) {
+    response = HttpResponse::error(503, "the request was cancelled");
+  } else if (std::exception_ptr e = task.exception()) {
+    loop_->call_exception_handler({"HTTP handler failed for " + std::string(slot.request.method()) +
+                                       " " + std::string(slot.request.path()),
+                                   e});
+    response = HttpResponse::error(500);
+  } else {
+    response = task.state()->take();
+  }
+  complete(slot, std::move(response));
+  if (!in_parse_) {
+    last_activity_ = loop_->time();
+    flush();
+    resume_input();
+    flush();
+  }
+}
+
+void HttpConnection::complete(Slot& slot, HttpResponse&& response) {
+  slot.response = std::move(response);
+  slot.done = true;
+  if (queue_.front() == &slot && !sending_) drain();
+}
+
+// ---- Writing ------------------------------------------------------------------------------------
+
+namespace {
+
+void append_number(std::string& out, std::uint64_t n) {
+  char buf[24];
+  const auto r = std::to_chars(buf, buf + sizeof buf, n);
+  out.append(buf, r.ptr);
+}
+
+bool status_has_body(int status) noexcept {
+  return status >= 200 && status != 204 && status != 304;
+}
+
+}  // namespace
+
+void HttpConnection::serialize_head(const Slot& slot, std::uint64_t content_length, bool chunked) {
+  const HttpResponse& r = slot.response;
+  const HttpServerRequest& req = slot.request;
+  const bool keep_alive = slot.keep_alive && !server_->is_shutting_down() && !eof_;
+  out_ += req.version_minor() == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  append_number(out_, static_cast<std::uint64_t>(r.status));
+  out_ += ' ';
+  out_ += http_reason_phrase(r.status);
+  out_ += "\r\n";
+  if (!server_->settings().server_name.empty()) {
+    out_ += "Server: ";
+    out_ += server_->settings().server_name;
+    out_ += "\r\n";
+  }
+  out_ += "Date: ";
+  out_ += http_date_now();
+  out_ += "\r\n";
+  if (!r.content_type.empty()) {
+    out_ += "Content-Type: ";
+    out_ += r.content_type;
+    out_ += "\r\n";
+  }
+  for (const HttpField& f : r.headers) {
+    out_ += f.name;
+    out_ += ": ";
+    out_ += f.value;
+    out_ += "\r\n";
+  }
+  if (chunked) {
+    out_ += "Transfer-Encoding: chunked\r\n";
+  } else if (status_has_body(r.status)) {
+    out_ += "Content-Length: ";
+    append_number(out_, content_length);
+    out_ += "\r\n";
+  }
+  if (!keep_alive) {
+    out_ += "Connection: close\r\n";
+  } else if (req.version_minor() == 0) {
+    out_ += "Connection: keep-alive\r\n";
+  }
+  out_ += "\r\n";
+}
+
+void HttpConnection::drain() {
+  while (!queue_.empty() && !sending_ && !closing_ && !lost_) {
+    Slot* slot = queue_.front();
+    if (!slot->done) {
+      if (slot->continue_pending) {
+        slot->continue_pending = false;
+        out_ += "HTTP/1.1 100 Continue\r\n\r\n";
+      }
+      break;
+    }
+    HttpResponse& r = slot->response;
+    // HTTP/1.0 has no chunked coding: a stream is sent as it comes and ends the connection.
+    const bool chunked_ok = slot->request.version_minor() != 0;
+    if (r.stream && status_has_body(r.status) && !slot->head) {
+      if (!chunked_ok) slot->keep_alive = false;
+      stream_chunked_ = chunked_ok;
+      serialize_head(*slot, 0, chunked_ok);
+      sending_ = true;
+      sender_ = loop_->create_task(send_body(slot));
+      return;
+    }
+    const bool send_file = static_cast<bool>(r.file) && status_has_body(r.status);
+    const std::uint64_t length = send_file ? r.file.length() : r.body.size();
+    // HEAD of a stream: the head GET would have (chunked on HTTP/1.1), no body.
+    serialize_head(*slot, length, r.stream && chunked_ok);
+    const bool keep_alive = slot->keep_alive && !server_->is_shutting_down() && !eof_;
+    const bool with_body = status_has_body(r.status) && !slot->head;
+    if (with_body && send_file && length > 0) {
+      sending_ = true;
+      sender_ = loop_->create_task(send_body(slot));
+      return;
+    }
+    if (with_body && !r.body.empty()) {
+      if (r.body.size() <= 16 * 1024) {
+        out_ += r.body;
+      } else {  // large: one scatter-gather write of what waits and this body, no copy
+        const std::array<std::span<const std::byte>, 2> parts = {
+            std::as_bytes(std::span(out_.data(), out_.size())),
+            std::as_bytes(std::span(r.body.data(), r.body.size()))};
+        transport_->writelines(parts);
+        out_.clear();
+      }
+    }
+    queue_.pop_front();
+    recycle(slot);
+    if (!keep_alive) {
+      closing_ = true;  // nothing after this response is answered
+      flush();
+      transport_->close();
+      return;
+    }
+  }
+  if (queue_.empty() && (eof_ || server_->is_shutting_down()) && input_.empty()) {
+    close_when_drained();
+  }
+}
+
+void HttpConnection::flush() {
+  if (out_.empty() || lost_) return;
+  transport_->write(std::as_bytes(std::span(out_.data(), out_.size())));
+  out_.clear();
+}
+
+void HttpConnection::close_when_drained() {
+  if (!queue_.empty() || closing_ || lost_) return;
+  closing_ = true;
+  flush();
+  transport_->close();
+}
+
+void HttpConnection::fail(int status, std::string_view reason) {
+  failed_ = true;
+  // The request being received gets no handler: its place in the queue takes the error.
+  Slot* slot = std::exchange(receiving_, nullptr);
+  if (!slot) {
+    slot = take_slot();
+    queue_.push_back(slot);
+  }
+  slot->keep_alive = false;
+  slot->head = false;
+  slot->received = true;
+  slot->continue_pending = false;
+  complete(*slot, HttpResponse::error(status, reason));
+}
+
+Coro<void> HttpConnection::wait_writable(std::shared_ptr<HttpBodyWriter::Channel> channel) {
+  while (channel->connection && channel->connection->write_paused_) {
+    if (!channel->resumed.valid() || channel->resumed.done()) {
+      channel->resumed = channel->connection->loop_->create_future<void>();
+    }
+    Future<void> resumed = channel->resumed;
+    co_await resumed;
+  }
+}
+
+Coro<void> HttpConnection::send_body(Slot* slot) {
+  // The task may outlive the connection (it is cancelled when the connection is lost, and a
+  // stream producer may catch that): after every suspension it looks at the channel, which
+  // it shares, before it touches the connection.
+  auto channel = std::make_shared<HttpBodyWriter::Channel>();
+  channel->connection = this;
+  channel_ = channel;
+  bool ok = true;
+  HttpResponse& r = slot->response;
+  flush();
+  try {
+    if (r.file) {
+      const std::uint64_t sent =
+          co_await sendfile(*transport_, r.file.fd(), r.file.offset(), r.file.length());
+      if (!channel->connection) co_return;
+      ok = sent == r.file.length();  // else the file shrank: the framing is broken
+    } else {
+      HttpBodyWriter writer(channel);
+      auto produce = r.stream(writer);
+      co_await produce;
+      if (!channel->connection) co_return;
+      if (stream_chunked_) out_ += "0\r\n\r\n";
+    }
+  } catch (const CancelledError&) {
+    throw;
+  } catch (const std::exception&) {
+    if (!channel->connection) co_return;
+    loop_->call_exception_handler(
+        {"HTTP response body failed for " + std::string(slot->request.method()) + " " +
+             std::string(slot->request.path()),
+         std::current_exception()});
+    ok = false;
+  }
+  sending_ = false;
+  channel->connection = nullptr;
+  channel_.reset();
+  if (!ok) {
+    transport_->abort();
+    co_return;
+  }
+  const bool keep_alive = slot->keep_alive && !server_->is_shutting_down() && !eof_;
+  queue_.pop_front();
+  recycle(slot);
+  if (!keep_alive) {
+    closing_ = true;
+    flush();
+    transport_->close();
+    co_return;
+  }
+  last_activity_ = loop_->time();
+  drain();
+  flush();
+  resume_input();
+  flush();
+}
+
+Coro<void> HttpBodyWriter::write(std::string data) {
+  HttpConnection* c = channel_->connection;
+  if (!c) {
+    throw std::system_error(std::make_error_code(std::errc::connection_aborted),
+                            "HTTP response stream: the connection was lost");
+  }
+  if (data.empty()) co_return;
+  char size[20];
+  const auto r = std::to_chars(size, size + sizeof size, data.size(), 16);
+  std::string& out = c->out_;
+  if (!c->stream_chunked_) {
+    out += data;
+  } else {
+    out.append(size, r.ptr);
+    out += "\r\n";
+    out += data;
+    out += "\r\n";
+  }
+  c->flush();
+  auto wait = HttpConnection::wait_writable(channel_);
+  co_await wait;
+  if (!channel_->connection) {
+    throw std::system_error(std::make_error_code(std::errc::connection_aborted),
+                            "HTTP response stream: the connection was lost");
+  }
+}
+
+void HttpConnection::pause_writing() { write_paused_ = true; }
+
+void HttpConnection::resume_writing() {
+  write_paused_ = false;
+  if (channel_ && channel_->resumed.valid() && !channel_->resumed.done()) {
+    channel_->resumed.set_result();
+  }
+  if (!sending_) {
+    drain();
+    flush();
+    resume_input();
+    flush();
+  }
+}
+
+// ---- Lifetime -----------------------------------------------------------------------------------
+
+void HttpConnection::connection_lost(std::error_code) {
+  lost_ = true;
+  timer_.cancel();
+  if (channel_) {
+    channel_->connection = nullptr;
+    if (channel_->resumed.valid() && !channel_->resumed.done()) channel_->resumed.set_result();
+  }
+  for (Slot* slot : queue_) {
+    if (slot->callback_pending) slot->task.cancel();
+  }
+  if (sender_.valid() && !sender_.done()) sender_.cancel();
+}
+
+void HttpConnection::shutdown() {
+  if (lost_ || closing_) return;
+  if (idle()) {
+    close_when_drained();
+  }
+  // Otherwise the responses in flight go out with `Connection: close` and drain() closes.
+}
+
+HttpConnection::Slot* HttpConnection::take_slot() {
+  Slot* slot = nullptr;
+  if (!free_.empty()) {
+    slot = free_.back();
+    free_.pop_back();
+  } else {
+    slot = new Slot;
+  }
+  slot->owner = this;
+  slot->received = false;
+  slot->done = false;
+  slot->continue_pending = false;
+  return slot;
+}
+
+void HttpConnection::recycle(Slot* slot) noexcept {
+  slot->response = HttpResponse{};
+  if (free_.size() < 4) {
+    free_.push_back(slot);
+  } else {
+    delete slot;
+  }
+}
+
+// ---- Timeouts -----------------------------------------------------------------------------------
+
+void HttpConnection::arm_timer(Duration after) {
+  timer_ = loop_->call_later(after, [this] { on_timer(); });
+}
+
+void HttpConnection::on_timer() {
+  if (lost_ || closing_) return;
+  const HttpServerSettings& s = server_->settings();
+  const TimePoint now = loop_->time();
+  if (parser_.state() == HttpRequestParser::State::head && queue_.size() <= 1 && !sending_) {
+    // A head in progress (its slot, if any, is the only one): it has header_timeout.
+    const TimePoint due = head_started_ + s.header_timeout;
+    if (now >= due) {
+      fail(408, "the request head did not arrive in time");
+      flush();
+      return;
+    }
+    arm_timer(due - now);
+    return;
+  }
+  if (idle()) {
+    const TimePoint due = last_activity_ + s.keepalive_timeout;
+    if (now >= due) {
+      close_when_drained();
+      return;
+    }
+    arm_timer(due - now);
+    return;
+  }
+  arm_timer(std::min(s.keepalive_timeout, s.header_timeout));  // busy: look again later
+}
+
+// ---- HttpServer ---------------------------------------------------------------------------------
+
+HttpServer::HttpServer(HttpRouter router, HttpServerSettings settings)
+    : router_(std::move(router)), settings_(std::move(settings)) {
+  if (settings_.max_pipelined == 0) {
+    throw std::invalid_argument("HttpServerSettings: max_pipelined must be at least 1");
+  }
+}
+
+HttpServer::~HttpServer() {
+  for (HttpConnection* c : connections_) c->server_ = nullptr;
+}
+
+std::unique_ptr<Protocol> HttpServer::make_connection() {
+  return std::make_unique<HttpConnection>(*this);
+}
+
+void HttpServer::shutdown() {
+  shutting_down_ = true;
+  // shutdown() may close connections, which leave the list only later (on destruction).
+  const std::vector<HttpConnection*> list = connections_;
+  for (HttpConnection* c : list) c->shutdown();
+}
+
+}  // namespace strata

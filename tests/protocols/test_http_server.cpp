@@ -1,0 +1,495 @@
+// The HTTP/1.1 server (HttpServer, HttpConnection, HttpRouter) over real TCP connections on
+// 127.0.0.1, on every loop backend: framing, pipelining order, keep-alive rules, limits,
+// errors, timeouts, streamed and file bodies, graceful shutdown.
+#include <strata/protocols/http_server.hpp>
+
+#include <catch2/catch.hpp>
+
+#include "http_test_support.hpp"
+#include "loop_test.hpp"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <strata/core/errors.hpp>
+#include <strata/core/event.hpp>
+#include <strata/core/sleep.hpp>
+#include <strata/core/task.hpp>
+
+namespace {
+
+using namespace std::chrono_literals;
+using strata::Coro;
+using strata::HttpResponse;
+using strata::HttpRouter;
+using strata::HttpServerRequest;
+using strata::HttpServerSettings;
+using strata::testing::connect_raw;
+using strata::testing::ParsedResponse;
+using strata::testing::start_http_server;
+
+/// The router of most tests: /plaintext, /json, POST /echo, /slow (answers after a sleep),
+/// /throw, a prefix /files/, and /stream (a chunked body of three parts).
+HttpRouter test_router() {
+  HttpRouter router;
+  router.get("/plaintext", [](HttpServerRequest&) -> Coro<HttpResponse> {
+    co_return HttpResponse::text("Hello, World!");
+  });
+  router.get("/json", [](HttpServerRequest&) -> Coro<HttpResponse> {
+    co_return HttpResponse::json(R"({"message":"Hello, World!"})");
+  });
+  router.post("/echo", [](HttpServerRequest& req) -> Coro<HttpResponse> {
+    HttpResponse r;
+    r.content_type = std::string(req.headers().get("Content-Type").value_or(""));
+    r.body = std::string(req.body());
+    co_return r;
+  });
+  router.get("/slow", [](HttpServerRequest& req) -> Coro<HttpResponse> {
+    std::string ms(req.query());
+    co_await strata::sleep(std::chrono::milliseconds(ms.empty() ? 50 : std::stoi(ms)));
+    co_return HttpResponse::text("slow " + ms);
+  });
+  router.get("/fast", [](HttpServerRequest& req) -> Coro<HttpResponse> {
+    co_return HttpResponse::text("fast " + std::string(req.query()));
+  });
+  router.get("/throw", [](HttpServerRequest&) -> Coro<HttpResponse> {
+    throw std::runtime_error("handler failure");
+    co_return HttpResponse{};
+  });
+  router.route_prefix("GET", "/files/", [](HttpServerRequest& req) -> Coro<HttpResponse> {
+    co_return HttpResponse::text("prefix " + std::string(req.route()) + " " + std::string(req.path()));
+  });
+  router.get("/stream", [](HttpServerRequest&) -> Coro<HttpResponse> {
+    HttpResponse r;
+    r.content_type = "text/plain";
+    r.stream = [](strata::HttpBodyWriter& w) -> Coro<void> {
+      co_await w.write("one,");
+      co_await strata::sleep(0s);
+      co_await w.write("two,");
+      co_await w.write("three");
+    };
+    co_return r;
+  });
+  return router;
+}
+
+const std::string get_plaintext = "GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n";
+
+}  // namespace
+
+STRATA_LOOP_TEST_CASE("HTTP server: GET /plaintext and /json answer with keep-alive", "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    auto c = co_await connect_raw(s.port);
+    c->send(get_plaintext);
+    auto first = co_await c->responses(1);
+    REQUIRE(first.size() == 1);
+    CHECK(first[0].version == "HTTP/1.1");
+    CHECK(first[0].status == 200);
+    CHECK(first[0].body == "Hello, World!");
+    CHECK(first[0].header("Content-Type") == "text/plain");
+    CHECK(first[0].header("Content-Length") == "13");
+    CHECK(first[0].header("Date").value_or("").size() == 29);
+    CHECK(first[0].header("Server") == "strata");
+    CHECK_FALSE(first[0].header("Connection"));
+    c->send("GET /json HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto both = co_await c->responses(2);
+    REQUIRE(both.size() == 2);
+    CHECK(both[1].header("Content-Type") == "application/json");
+    CHECK(both[1].body == R"({"message":"Hello, World!"})");
+    CHECK_FALSE(c->eof);  // the same connection served both
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: a request split at every byte boundary parses the same",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    const std::string request =
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/x-test\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+    auto c = co_await connect_raw(s.port);
+    for (std::size_t i = 0; i < request.size(); ++i) {
+      c->send(request.substr(i, 1));
+      co_await strata::sleep(0s);  // one byte per loop iteration: every split point
+    }
+    auto r = co_await c->responses(1);
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].status == 200);
+    CHECK(r[0].body == "hello world");
+    CHECK(r[0].header("Content-Type") == "text/x-test");
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: 100 pipelined requests in one write are answered in order",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    auto c = co_await connect_raw(s.port);
+    std::string all;
+    for (int i = 0; i < 100; ++i) {
+      // Every 7th request suspends, so later ones finish first.
+      all += (i % 7 == 3 ? "GET /slow?" + std::to_string(20 + i % 3) : "GET /fast?" + std::to_string(i)) +
+             " HTTP/1.1\r\nHost: x\r\n\r\n";
+    }
+    c->send(all);
+    auto r = co_await c->responses(100);
+    REQUIRE(r.size() == 100);
+    for (int i = 0; i < 100; ++i) {
+      const std::string expected =
+          i % 7 == 3 ? "slow " + std::to_string(20 + i % 3) : "fast " + std::to_string(i);
+      CHECK(r[static_cast<std::size_t>(i)].body == expected);
+    }
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: a batch of pipelined requests is answered with one write",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    auto c = co_await connect_raw(s.port);
+    std::string all;
+    for (int i = 0; i < 16; ++i) all += get_plaintext;
+    c->send(all);
+    auto r = co_await c->responses(16);
+    CHECK(r.size() == 16);
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: 1000 requests on one connection", "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    auto c = co_await connect_raw(s.port);
+    for (std::size_t i = 1; i <= 1000; ++i) {
+      c->send(get_plaintext);
+      // Every response ends with its body: count them by that.
+      auto op = c->until([c, i] {
+        std::size_t n = 0;
+        for (std::size_t at = c->received.find("Hello, World!"); at != std::string::npos;
+             at = c->received.find("Hello, World!", at + 1)) {
+          ++n;
+        }
+        return n >= i;
+      });
+      co_await op;
+    }
+    auto r = strata::testing::parse_responses(c->received);
+    REQUIRE(r.size() == 1000);
+    CHECK(r.back().body == "Hello, World!");
+    CHECK_FALSE(c->eof);
+    co_await s.stop();
+  };
+  loop.run(body(), 30s);
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: keep-alive rules of HTTP/1.0 and 1.1", "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    SECTION("HTTP/1.0 without keep-alive: answered and closed") {
+      auto c = co_await connect_raw(s.port);
+      c->send("GET /plaintext HTTP/1.0\r\n\r\n");
+      co_await c->closed();
+      auto r = strata::testing::parse_responses(c->received);
+      REQUIRE(r.size() == 1);
+      CHECK(r[0].version == "HTTP/1.0");
+      CHECK(r[0].header("Connection") == "close");
+      CHECK(r[0].body == "Hello, World!");
+    }
+    SECTION("HTTP/1.0 with Connection: keep-alive stays open") {
+      auto c = co_await connect_raw(s.port);
+      c->send("GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+      auto r = co_await c->responses(1);
+      CHECK(r[0].header("Connection") == "keep-alive");
+      c->send("GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+      r = co_await c->responses(2);
+      CHECK(r.size() == 2);
+      CHECK_FALSE(c->eof);
+    }
+    SECTION("HTTP/1.1 Connection: close is honoured, and what follows is ignored") {
+      auto c = co_await connect_raw(s.port);
+      c->send("GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + get_plaintext);
+      co_await c->closed();
+      auto r = strata::testing::parse_responses(c->received);
+      REQUIRE(r.size() == 1);
+      CHECK(r[0].header("Connection") == "close");
+    }
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: router answers 404, 405 with Allow, 501, HEAD and prefixes",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    auto c = co_await connect_raw(s.port);
+    c->send("GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
+            "POST /plaintext HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            "PATCH /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
+            "HEAD /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /files/a/b.txt?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+    const std::vector<std::size_t> head_at = {3};
+    auto r = co_await c->responses(6, head_at);
+    REQUIRE(r.size() == 6);
+    CHECK(r[0].status == 404);
+    CHECK(r[1].status == 405);
+    CHECK(r[1].header("Allow") == "GET, HEAD");
+    CHECK(r[2].status == 501);
+    CHECK(r[3].status == 200);
+    CHECK(r[3].header("Content-Length") == "13");
+    CHECK(r[3].body.empty());
+    CHECK(r[4].body == "prefix /files/ /files/a/b.txt");
+    CHECK(r[5].status == 405);
+    CHECK(r[5].header("Allow") == "POST");
+    CHECK_FALSE(c->eof);  // none of these ends the connection
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: a throwing handler gives 500 and the connection lives on",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    auto c = co_await connect_raw(s.port);
+    c->send("GET /throw HTTP/1.1\r\nHost: x\r\n\r\n" + get_plaintext);
+    auto r = co_await c->responses(2);
+    REQUIRE(r.size() == 2);
+    CHECK(r[0].status == 500);
+    CHECK(r[1].status == 200);
+    CHECK_FALSE(c->eof);
+    co_await s.stop();
+  };
+  loop.run(body());
+  REQUIRE(loop.errors().size() == 1);
+  CHECK(loop.errors()[0].message == "HTTP handler failed for GET /throw");
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: malformed input, smuggling shapes and limits get their status and a close",
+                      "[protocols][http]") {
+  struct Case {
+    std::string name;
+    std::string request;
+    int status;
+  };
+  const std::vector<Case> cases = {
+      {"garbage", "HELLO\r\n\r\n", 400},
+      {"Content-Length with Transfer-Encoding",
+       "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+       "0\r\n\r\n", 400},
+      {"two differing Content-Length",
+       "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400},
+      {"bad chunk size", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400},
+      {"header over the limit",
+       "GET /plaintext HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(9000, 'a') + "\r\n\r\n", 431},
+      {"body over the limit",
+       "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n", 413},
+      {"unknown transfer coding",
+       "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501},
+      {"HTTP/2.0", "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+  };
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    for (const Case& k : cases) {
+      INFO(k.name);
+      auto c = co_await connect_raw(s.port);
+      // A valid request first: its response must come before the error's.
+      c->send(get_plaintext + k.request);
+      co_await c->closed();
+      INFO(c->received);
+      auto r = strata::testing::parse_responses(c->received);
+      REQUIRE(r.size() == 2);
+      CHECK(r[0].status == 200);
+      CHECK(r[1].status == k.status);
+      CHECK(r[1].header("Connection") == "close");
+    }
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: Expect: 100-continue gets 100 before the body is sent",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    auto c = co_await connect_raw(s.port);
+    c->send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n");
+    auto op = c->until([c] { return c->received.find("\r\n\r\n") != std::string::npos; });
+    co_await op;
+    CHECK(c->received == "HTTP/1.1 100 Continue\r\n\r\n");
+    c->send("ping");
+    auto r = co_await c->responses(1);
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].body == "ping");
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: a streamed response is chunked, and HEAD of it has no body",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    auto c = co_await connect_raw(s.port);
+    c->send("GET /stream HTTP/1.1\r\nHost: x\r\n\r\nHEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n" +
+            get_plaintext);
+    const std::vector<std::size_t> head_at = {1};
+    auto r = co_await c->responses(3, head_at);
+    REQUIRE(r.size() == 3);
+    CHECK(r[0].chunked);
+    CHECK(r[0].body == "one,two,three");
+    CHECK(r[1].header("Transfer-Encoding") == "chunked");
+    CHECK(r[2].body == "Hello, World!");
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: a file body is sent whole, and a range of it", "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  std::string path = "/tmp/strata-http-file-XXXXXX";
+  const int fd = ::mkstemp(path.data());
+  REQUIRE(fd >= 0);
+  std::string content;
+  for (int i = 0; i < 300000; ++i) content += static_cast<char>('a' + i % 26);
+  REQUIRE(::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
+  ::close(fd);
+  HttpRouter router = test_router();
+  const std::string file = path;
+  router.get("/file", [file](HttpServerRequest& req) -> Coro<HttpResponse> {
+    const int f = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (f < 0) co_return HttpResponse::error(404);
+    HttpResponse r;
+    r.content_type = "application/octet-stream";
+    if (req.query() == "part") {
+      r.status = 206;
+      r.file = strata::HttpFileBody(f, 1000, 5000);
+    } else {
+      r.file = strata::HttpFileBody(f, 0, 300000);
+    }
+    co_return r;
+  });
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(std::move(router));
+    auto c = co_await connect_raw(s.port);
+    c->send("GET /file HTTP/1.1\r\nHost: x\r\n\r\nGET /file?part HTTP/1.1\r\nHost: x\r\n\r\n" +
+            get_plaintext);
+    auto r = co_await c->responses(3);
+    REQUIRE(r.size() == 3);
+    CHECK(r[0].body == content);
+    CHECK(r[1].status == 206);
+    CHECK(r[1].body == content.substr(1000, 5000));
+    CHECK(r[2].body == "Hello, World!");
+    co_await s.stop();
+  };
+  loop.run(body());
+  ::unlink(path.c_str());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: header timeout gives 408, idle keep-alive connections close",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    HttpServerSettings settings;
+    settings.header_timeout = 150ms;
+    settings.keepalive_timeout = 100ms;
+    auto s = co_await start_http_server(test_router(), settings);
+    auto slow = co_await connect_raw(s.port);
+    auto idle = co_await connect_raw(s.port);
+    idle->send(get_plaintext);
+    slow->send("GET /plaintext HTTP/1.1\r\nHo");
+    co_await slow->closed();
+    auto r = strata::testing::parse_responses(slow->received);
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].status == 408);
+    co_await idle->closed();
+    INFO(idle->received);
+    auto ri = strata::testing::parse_responses(idle->received);
+    REQUIRE(ri.size() == 1);  // answered, then closed silently when idle
+    CHECK(ri[0].status == 200);
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: graceful shutdown finishes the request in flight and closes idle connections",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    auto busy = co_await connect_raw(s.port);
+    auto idle = co_await connect_raw(s.port);
+    idle->send(get_plaintext);
+    co_await idle->responses(1);
+    busy->send("GET /slow?100 HTTP/1.1\r\nHost: x\r\n\r\n");
+    co_await strata::sleep(20ms);  // the slow handler is running (it sleeps 100 ms)
+    auto stop = s.stop();
+    co_await stop;  // returns once the server side of both connections closed
+    co_await idle->closed();
+    co_await busy->closed();
+    auto r = strata::testing::parse_responses(busy->received);
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].body == "slow 100");
+    CHECK(r[0].header("Connection") == "close");
+  };
+  loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: 50 connections x 200 requests, each response checked",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    auto one = [&](int id) -> Coro<void> {
+      auto c = co_await connect_raw(s.port);
+      for (int i = 0; i < 200; i += 10) {
+        std::string batch;
+        for (int k = i; k < i + 10; ++k) {
+          batch += "GET /fast?" + std::to_string(id) + "-" + std::to_string(k) +
+                   " HTTP/1.1\r\nHost: x\r\n\r\n";
+        }
+        c->send(batch);
+        auto r = co_await c->responses(static_cast<std::size_t>(i + 10));
+        REQUIRE(r.size() == static_cast<std::size_t>(i + 10));
+        for (int k = i; k < i + 10; ++k) {
+          REQUIRE(r[static_cast<std::size_t>(k)].body ==
+                  "fast " + std::to_string(id) + "-" + std::to_string(k));
+        }
+      }
+    };
+    std::vector<strata::Task<void>> tasks;
+    for (int id = 0; id < 50; ++id) tasks.push_back(strata::create_task(one(id)));
+    for (auto& t : tasks) co_await t;
+    co_await s.stop();
+  };
+  loop.run(body(), 60s);
+}
