@@ -24,7 +24,8 @@ namespace strata::detail {
 namespace {
 
 constexpr std::size_t granule = 16;
-constexpr std::size_t classes = 16;             // sizes up to 256 bytes
+constexpr std::size_t classes = 32;             // sizes up to 512 bytes: a task with a
+                                                // large result (an HTTP response) fits
 constexpr std::size_t chunk_bytes = 64 * 1024;  // fresh blocks are carved from chunks
 
 /// Chunks are process-wide and never given back: a block freed on one thread may be reused

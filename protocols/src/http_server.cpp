@@ -28,7 +28,7 @@
 #include <array>
 #include <charconv>
 #include <cstring>
-#include <deque>
+#include <vector>
 #include <exception>
 #include <stdexcept>
 #include <system_error>
@@ -45,6 +45,8 @@
 #include "strata/transports/transport.hpp"
 
 namespace strata {
+
+using namespace std::string_view_literals;
 
 // ---- Small pieces -------------------------------------------------------------------------------
 
@@ -366,6 +368,45 @@ struct HttpBodyWriter::Channel {
   Future<void> resumed;                  // pending while writing is paused, when awaited
 };
 
+namespace {
+
+/// A FIFO of pointers in a ring buffer that keeps its capacity: what std::deque would be
+/// here, without std::deque's block allocation every 64 pushes and pops.
+template <class T>
+class Ring {
+ public:
+  bool empty() const noexcept { return size_ == 0; }
+  std::size_t size() const noexcept { return size_; }
+  T front() const noexcept { return items_[head_]; }
+  void push_back(T item) {
+    if (size_ == items_.size()) grow();
+    items_[(head_ + size_) & (items_.size() - 1)] = item;
+    ++size_;
+  }
+  void pop_front() noexcept {
+    head_ = (head_ + 1) & (items_.size() - 1);
+    --size_;
+  }
+  /// Calls @p fn for every item, oldest first.
+  template <class F>
+  void for_each(F&& fn) const {
+    for (std::size_t i = 0; i < size_; ++i) fn(items_[(head_ + i) & (items_.size() - 1)]);
+  }
+
+ private:
+  void grow() {
+    std::vector<T> bigger(items_.empty() ? 8 : items_.size() * 2);
+    for (std::size_t i = 0; i < size_; ++i) bigger[i] = items_[(head_ + i) & (items_.size() - 1)];
+    items_.swap(bigger);
+    head_ = 0;
+  }
+  std::vector<T> items_;  // a power of two in size
+  std::size_t head_ = 0;
+  std::size_t size_ = 0;
+};
+
+}  // namespace
+
 class HttpConnection final : public Protocol, private HttpRequestParser::Callbacks {
  public:
   explicit HttpConnection(HttpServer& server);
@@ -419,7 +460,14 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
   /// Writes the responses at the front of queue_ that are ready, in order; starts the body
   /// sender of a file or stream response; closes after a response that ends the connection.
   void drain();
-  void serialize_head(const Slot& slot, std::uint64_t content_length, bool chunked);
+  void serialize_head(const Slot& slot, const HttpResponse& r, std::uint64_t content_length,
+                      bool chunked);
+  /// Whether @p r is sent by write_plain(): no stream and no file to send.
+  static bool is_plain(const Slot& slot, const HttpResponse& r) noexcept;
+  /// Serialises @p r, the response of @p slot, the front of queue_, and its body into out_
+  /// (or writes a large body at once), pops and recycles @p slot; returns false when the
+  /// connection ends with it.
+  bool write_plain(Slot* slot, const HttpResponse& r);
   void flush();
   void fail(int status, std::string_view reason);
   void close_when_drained();
@@ -440,7 +488,7 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
   EventLoop* loop_ = nullptr;
   Transport* transport_ = nullptr;
   HttpRequestParser parser_;
-  std::deque<Slot*> queue_;      // requests in flight, oldest first
+  Ring<Slot*> queue_;            // requests in flight, oldest first
   std::vector<Slot*> free_;      // recycled slots
   Slot* receiving_ = nullptr;    // the slot of the request being parsed
   Slot* ready_ = nullptr;        // the slot request_received() just completed
@@ -478,14 +526,14 @@ HttpConnection::~HttpConnection() {
     list.pop_back();
   }
   timer_.cancel();
-  for (Slot* slot : queue_) {
+  queue_.for_each([](Slot* slot) {
     if (slot->callback_pending) {
       slot->owner = nullptr;  // its done callback frees it
       slot->task.cancel();
     } else {
       delete slot;
     }
-  }
+  });
   for (Slot* slot : free_) delete slot;
   if (channel_) {
     channel_->connection = nullptr;
@@ -593,7 +641,7 @@ void HttpConnection::headers_received(const HttpRequest& request) {
   queue_.push_back(slot);
   if (request.expects_continue()) {
     if (queue_.front() == slot) {
-      out_ += "HTTP/1.1 100 Continue\r\n\r\n";
+      out_ += "HTTP/1.1 100 Continue\r\n\r\n"sv;
       flush();
     } else {
       slot->continue_pending = true;
@@ -660,6 +708,18 @@ void HttpConnection::on_handler_done(Slot& slot) {
                                        " " + std::string(slot.request.path()),
                                    e});
     response = HttpResponse::error(500);
+  } else if (queue_.front() == &slot && !sending_ && !closing_ && !lost_ &&
+             is_plain(slot, task.state()->value())) {
+    // First in line and plain (the common case): serialised from the task's own copy.
+    slot.done = true;
+    if (write_plain(&slot, task.state()->value())) drain();
+    if (!in_parse_) {
+      last_activity_ = loop_->time();
+      flush();
+      resume_input();
+      flush();
+    }
+    return;
   } else {
     response = task.state()->take();
   }
@@ -694,47 +754,47 @@ bool status_has_body(int status) noexcept {
 
 }  // namespace
 
-void HttpConnection::serialize_head(const Slot& slot, std::uint64_t content_length, bool chunked) {
-  const HttpResponse& r = slot.response;
+void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
+                                    std::uint64_t content_length, bool chunked) {
   const HttpServerRequest& req = slot.request;
   const bool keep_alive = slot.keep_alive && !server_->is_shutting_down() && !eof_;
   out_ += req.version_minor() == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
   append_number(out_, static_cast<std::uint64_t>(r.status));
   out_ += ' ';
   out_ += http_reason_phrase(r.status);
-  out_ += "\r\n";
+  out_ += "\r\n"sv;
   if (!server_->settings().server_name.empty()) {
-    out_ += "Server: ";
+    out_ += "Server: "sv;
     out_ += server_->settings().server_name;
-    out_ += "\r\n";
+    out_ += "\r\n"sv;
   }
-  out_ += "Date: ";
+  out_ += "Date: "sv;
   out_ += http_date_now();
-  out_ += "\r\n";
+  out_ += "\r\n"sv;
   if (!r.content_type.empty()) {
-    out_ += "Content-Type: ";
+    out_ += "Content-Type: "sv;
     out_ += r.content_type;
-    out_ += "\r\n";
+    out_ += "\r\n"sv;
   }
   for (const HttpField& f : r.headers) {
     out_ += f.name;
-    out_ += ": ";
+    out_ += ": "sv;
     out_ += f.value;
-    out_ += "\r\n";
+    out_ += "\r\n"sv;
   }
   if (chunked) {
-    out_ += "Transfer-Encoding: chunked\r\n";
+    out_ += "Transfer-Encoding: chunked\r\n"sv;
   } else if (status_has_body(r.status)) {
-    out_ += "Content-Length: ";
+    out_ += "Content-Length: "sv;
     append_number(out_, content_length);
-    out_ += "\r\n";
+    out_ += "\r\n"sv;
   }
   if (!keep_alive) {
-    out_ += "Connection: close\r\n";
+    out_ += "Connection: close\r\n"sv;
   } else if (req.version_minor() == 0) {
-    out_ += "Connection: keep-alive\r\n";
+    out_ += "Connection: keep-alive\r\n"sv;
   }
-  out_ += "\r\n";
+  out_ += "\r\n"sv;
 }
 
 void HttpConnection::drain() {
@@ -743,7 +803,7 @@ void HttpConnection::drain() {
     if (!slot->done) {
       if (slot->continue_pending) {
         slot->continue_pending = false;
-        out_ += "HTTP/1.1 100 Continue\r\n\r\n";
+        out_ += "HTTP/1.1 100 Continue\r\n\r\n"sv;
       }
       break;
     }
@@ -753,45 +813,57 @@ void HttpConnection::drain() {
     if (r.stream && status_has_body(r.status) && !slot->head) {
       if (!chunked_ok) slot->keep_alive = false;
       stream_chunked_ = chunked_ok;
-      serialize_head(*slot, 0, chunked_ok);
+      serialize_head(*slot, r, 0, chunked_ok);
       sending_ = true;
       sender_ = loop_->create_task(send_body(slot));
       return;
     }
-    const bool send_file = static_cast<bool>(r.file) && status_has_body(r.status);
-    const std::uint64_t length = send_file ? r.file.length() : r.body.size();
-    // HEAD of a stream: the head GET would have (chunked on HTTP/1.1), no body.
-    serialize_head(*slot, length, r.stream && chunked_ok);
-    const bool keep_alive = slot->keep_alive && !server_->is_shutting_down() && !eof_;
-    const bool with_body = status_has_body(r.status) && !slot->head;
-    if (with_body && send_file && length > 0) {
+    if (!is_plain(*slot, r)) {  // a file body
+      serialize_head(*slot, r, r.file.length(), false);
       sending_ = true;
       sender_ = loop_->create_task(send_body(slot));
       return;
     }
-    if (with_body && !r.body.empty()) {
-      if (r.body.size() <= 16 * 1024) {
-        out_ += r.body;
-      } else {  // large: one scatter-gather write of what waits and this body, no copy
-        const std::array<std::span<const std::byte>, 2> parts = {
-            std::as_bytes(std::span(out_.data(), out_.size())),
-            std::as_bytes(std::span(r.body.data(), r.body.size()))};
-        transport_->writelines(parts);
-        out_.clear();
-      }
-    }
-    queue_.pop_front();
-    recycle(slot);
-    if (!keep_alive) {
-      closing_ = true;  // nothing after this response is answered
-      flush();
-      transport_->close();
-      return;
-    }
+    if (!write_plain(slot, r)) return;
   }
   if (queue_.empty() && (eof_ || server_->is_shutting_down()) && input_.empty()) {
     close_when_drained();
   }
+}
+
+bool HttpConnection::is_plain(const Slot& slot, const HttpResponse& r) noexcept {
+  const bool body_on_wire = status_has_body(r.status) && !slot.head;
+  return !body_on_wire || (!r.stream && !(r.file && r.file.length() > 0));
+}
+
+bool HttpConnection::write_plain(Slot* slot, const HttpResponse& r) {
+  const bool chunked_ok = slot->request.version_minor() != 0;
+  const bool send_file = static_cast<bool>(r.file) && status_has_body(r.status);
+  const std::uint64_t length = send_file ? r.file.length() : r.body.size();
+  // HEAD of a stream: the head GET would have (chunked on HTTP/1.1), no body.
+  serialize_head(*slot, r, length, r.stream && chunked_ok);
+  const bool keep_alive = slot->keep_alive && !server_->is_shutting_down() && !eof_;
+  const bool with_body = status_has_body(r.status) && !slot->head;
+  if (with_body && !send_file && !r.body.empty()) {
+    if (r.body.size() <= 16 * 1024) {
+      out_ += r.body;
+    } else {  // large: one scatter-gather write of what waits and this body, no copy
+      const std::array<std::span<const std::byte>, 2> parts = {
+          std::as_bytes(std::span(out_.data(), out_.size())),
+          std::as_bytes(std::span(r.body.data(), r.body.size()))};
+      transport_->writelines(parts);
+      out_.clear();
+    }
+  }
+  queue_.pop_front();
+  recycle(slot);
+  if (!keep_alive) {
+    closing_ = true;  // nothing after this response is answered
+    flush();
+    transport_->close();
+    return false;
+  }
+  return true;
 }
 
 void HttpConnection::flush() {
@@ -853,7 +925,7 @@ Coro<void> HttpConnection::send_body(Slot* slot) {
       auto produce = r.stream(writer);
       co_await produce;
       if (!channel->connection) co_return;
-      if (stream_chunked_) out_ += "0\r\n\r\n";
+      if (stream_chunked_) out_ += "0\r\n\r\n"sv;
     }
   } catch (const CancelledError&) {
     throw;
@@ -902,9 +974,9 @@ Coro<void> HttpBodyWriter::write(std::string data) {
     out += data;
   } else {
     out.append(size, r.ptr);
-    out += "\r\n";
+    out += "\r\n"sv;
     out += data;
-    out += "\r\n";
+    out += "\r\n"sv;
   }
   c->flush();
   auto wait = HttpConnection::wait_writable(channel_);
@@ -939,9 +1011,9 @@ void HttpConnection::connection_lost(std::error_code) {
     channel_->connection = nullptr;
     if (channel_->resumed.valid() && !channel_->resumed.done()) channel_->resumed.set_result();
   }
-  for (Slot* slot : queue_) {
+  queue_.for_each([](Slot* slot) {
     if (slot->callback_pending) slot->task.cancel();
-  }
+  });
   if (sender_.valid() && !sender_.done()) sender_.cancel();
 }
 
@@ -969,7 +1041,14 @@ HttpConnection::Slot* HttpConnection::take_slot() {
 }
 
 void HttpConnection::recycle(Slot* slot) noexcept {
-  slot->response = HttpResponse{};
+  HttpResponse& r = slot->response;  // emptied in place: cheap when it is empty already
+  r.status = 200;
+  r.content_type.clear();
+  r.headers.clear();
+  r.body.clear();
+  if (r.file) r.file = HttpFileBody();
+  if (r.stream) r.stream = nullptr;
+  slot->task = Task<HttpResponse>();
   if (free_.size() < 4) {
     free_.push_back(slot);
   } else {

@@ -36,6 +36,12 @@ namespace {
 std::atomic<std::uint64_t> allocations{0};
 }  // namespace
 
+// For the other test files of this binary (test_http_alloc.cpp).
+std::uint64_t strata_test_allocations() noexcept {
+  return allocations.load(std::memory_order_relaxed);
+}
+bool strata_test_allocations_counted() noexcept { return STRATA_TEST_COUNT_ALLOCATIONS != 0; }
+
 #if STRATA_TEST_COUNT_ALLOCATIONS
 
 // GCC cannot see that the replaced operator new below is malloc, hence the pragma.

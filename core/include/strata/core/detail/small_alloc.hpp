@@ -1,7 +1,7 @@
 #pragma once
 /// @file
 /// Allocation for the loop's small, short-lived objects (handles, future states, coroutine
-/// frames): per-thread free lists per 16-byte size class up to 256 bytes, refilled from
+/// frames): per-thread free lists per 16-byte size class up to 512 bytes, refilled from
 /// 64 KiB chunks, so that the hot paths neither call malloc nor pay its per-block header.
 /// Freed blocks are kept for reuse, never returned to the system: memory is bounded by the
 /// peak number of live objects. Builds with AddressSanitizer or ThreadSanitizer use plain
