@@ -33,19 +33,16 @@
 // to it are sent (up to 5 s, then aborts what is left), and exits 0; a start-up failure prints
 // one line to stderr and exits 1 (2 for a bad option).
 #include <strata/core/errors.hpp>
-#include <strata/core/event.hpp>
-#include <strata/core/future.hpp>
-#include <strata/core/run.hpp>
 #include <strata/core/timeout.hpp>
 #include <strata/streams/streams.hpp>
 #include <strata/transports/server.hpp>
 #include <strata/transports/tcp.hpp>
 
 #include "example_options.hpp"
+#include "server_runner.hpp"
 
 #include <algorithm>
 #include <chrono>
-#include <csignal>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -59,10 +56,8 @@
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <thread>
 #include <unordered_map>
 #include <utility>
-#include <vector>
 
 using namespace std::chrono_literals;
 
@@ -113,8 +108,10 @@ struct Options {
   unsigned threads = 1;
 };
 
-/// Parses argv into @p options; returns an exit status when the program should stop there.
-std::optional<int> parse_options(int argc, char** argv, Options& options) {
+Options options;  // read-only once main() has parsed it; every loop's thread reads it
+
+/// Parses argv into options; returns an exit status when the program should stop there.
+std::optional<int> parse_options(int argc, char** argv) {
   try {
     ex::ArgumentCursor args(argc, argv, {"--help", "-h"});
     while (const std::optional<ex::Argument> arg = args.next()) {
@@ -211,8 +208,10 @@ struct Client {
   std::string name;  // empty until registered
 };
 
-/// What one loop (one thread) serves: its clients, by id. Lives from before its loop starts
-/// until after its thread ended, so that callbacks posted to the loop may refer to it.
+/// What one loop (one thread) serves: its clients, by id. The runner makes it before its loop
+/// starts and destroys it after the loop has closed, so that callbacks posted to the loop, and
+/// clients destroyed with it, may refer to it. Destroying it frees the names of its clients
+/// (in case the loop ended before its shut_down()).
 struct LoopState {
   Registry& registry;
   strata::EventLoop* loop = nullptr;  // set on the loop's thread before any client connects
@@ -220,7 +219,10 @@ struct LoopState {
   std::uint64_t next_id = 1;                            // loop thread only
   bool closed = false;  // no more registrations: under the registry's mutex
 
-  explicit LoopState(Registry& r) : registry(r) {}
+  LoopState();
+  LoopState(const LoopState&) = delete;
+  LoopState& operator=(const LoopState&) = delete;
+  ~LoopState();
 
   /// Writes @p line to client @p id of this loop, if it is still there. On the loop's thread.
   void deliver(std::uint64_t id, std::string_view line) {
@@ -330,6 +332,12 @@ class Registry {
   std::map<std::string, Entry, std::less<>> names_;
 };
 
+/// The one registry of every loop; it outlives them all.
+Registry shared_registry;
+
+LoopState::LoopState() : registry(shared_registry) {}
+LoopState::~LoopState() { registry.remove_loop(*this); }
+
 // ---- One client -------------------------------------------------------------------------------
 
 /// The reply to one line (without its "\n"), after registering or delivering what it says.
@@ -428,249 +436,101 @@ strata::Coro<void> serve_client(LoopState& state, strata::StreamReader reader,
   }
 }
 
-// ---- One loop's server --------------------------------------------------------------------------
+// ---- One loop's listener ------------------------------------------------------------------------
 
-/// Starts the server of @p state's loop on the running loop; @p port 0 binds an ephemeral port.
-strata::Coro<std::unique_ptr<strata::Server>> open_server(LoopState& state,
-                                                          const Options& options,
-                                                          std::uint16_t port, bool reuse_port) {
-  strata::ServerOptions server_options;
-  server_options.reuse_port = reuse_port;
-  LoopState* loop_state = &state;
-  strata::ClientConnected on_client = [loop_state](strata::StreamReader reader,
-                                                   strata::StreamWriter writer) {
-    return serve_client(*loop_state, std::move(reader), std::move(writer));
-  };
-  strata::Coro<std::unique_ptr<strata::Server>> start = strata::start_server(
-      std::move(on_client), options.host, port, std::move(server_options), line_limit);
-  std::unique_ptr<strata::Server> server = co_await start;
-  co_return server;
-}
+/// One loop's server, serving the clients of its LoopState.
+class ChatListener {
+ public:
+  using State = LoopState;
 
-/// The port of the first listening socket of @p server.
-std::uint16_t port_of(const strata::Server& server) {
-  return server.sockets().front().address.port();
-}
-
-/// The first loop's server. With port 0, every socket must end up on one port number: the
-/// addresses of a host like "localhost" each get their own ephemeral port. Then it binds again
-/// on the first socket's port, or tries another ephemeral port, a few times.
-strata::Coro<std::unique_ptr<strata::Server>> open_first_server(LoopState& state,
-                                                                const Options& options,
-                                                                bool reuse_port) {
-  for (int attempt = 1;; ++attempt) {
-    try {
-      strata::Coro<std::unique_ptr<strata::Server>> open =
-          open_server(state, options, options.port, reuse_port);
-      std::unique_ptr<strata::Server> server = co_await open;
-      bool one_port = true;
-      for (const strata::ServerSocket& socket : server->sockets()) {
-        if (socket.address.port() != port_of(*server)) one_port = false;
+  /// The first loop's server. With port 0, every socket must end up on one port number: the
+  /// addresses of a host like "localhost" each get their own ephemeral port. Then it binds
+  /// again on the first socket's port, or tries another ephemeral port, a few times.
+  static strata::Coro<ChatListener> open_first(LoopState& state, bool reuse_port) {
+    for (int attempt = 1;; ++attempt) {
+      try {
+        strata::Coro<ChatListener> open_any = open(state, options.port, reuse_port);
+        ChatListener listener = co_await open_any;
+        if (options.port == 0 && !listener.has_one_port()) {
+          const std::uint16_t port = listener.port();
+          listener.server_.reset();  // closes its sockets at once
+          strata::Coro<ChatListener> again = open(state, port, reuse_port);
+          listener = co_await again;
+        }
+        co_return listener;
+      } catch (const std::system_error& e) {
+        if (options.port != 0 || attempt == 10 || e.code() != std::errc::address_in_use) throw;
       }
-      if (options.port == 0 && !one_port) {
-        const std::uint16_t port = port_of(*server);
-        server.reset();  // closes its sockets at once
-        strata::Coro<std::unique_ptr<strata::Server>> again =
-            open_server(state, options, port, reuse_port);
-        server = co_await again;
-      }
-      co_return server;
-    } catch (const std::system_error& e) {
-      if (options.port != 0 || attempt == 10 || e.code() != std::errc::address_in_use) throw;
     }
   }
-}
 
-/// Stops accepting and closes every connection once what was written to it is sent; aborts
-/// those still open after grace_period. Then frees the names of this loop's clients.
-strata::Coro<void> shut_down(strata::Server& server, LoopState& state) {
-  server.close();
-  server.close_clients();
-  bool closed = false;
-  try {
-    strata::Coro<void> wait = server.wait_closed();
-    strata::Coro<void> bounded = strata::wait_for(std::move(wait), grace_period);
-    co_await bounded;
-    closed = true;
-  } catch (const strata::TimeoutError&) {
+  /// Starts the server of @p state's loop on the running loop; @p port 0 binds an ephemeral
+  /// port.
+  static strata::Coro<ChatListener> open(LoopState& state, std::uint16_t port, bool reuse_port) {
+    state.loop = &strata::get_running_loop();
+    strata::ServerOptions server_options;
+    server_options.reuse_port = reuse_port;
+    LoopState* loop_state = &state;
+    strata::ClientConnected on_client = [loop_state](strata::StreamReader reader,
+                                                     strata::StreamWriter writer) {
+      return serve_client(*loop_state, std::move(reader), std::move(writer));
+    };
+    strata::Coro<std::unique_ptr<strata::Server>> start = strata::start_server(
+        std::move(on_client), options.host, port, std::move(server_options), line_limit);
+    ChatListener listener;
+    listener.state_ = &state;
+    listener.server_ = co_await start;
+    co_return listener;
   }
-  if (!closed) {
-    server.abort_clients();
-    strata::Coro<void> wait = server.wait_closed();
-    co_await wait;
+
+  /// The port of the first listening socket.
+  std::uint16_t port() const { return server_->sockets().front().address.port(); }
+
+  /// The HOST of the ready line: the host as given (an IPv6 address in brackets), or for the
+  /// empty host (every interface) the first socket's address.
+  std::string host() const {
+    std::string host = options.host;
+    if (host.empty()) host = server_->sockets().front().address.host();
+    return host.find(':') != std::string::npos ? "[" + host + "]" : host;
   }
-  state.registry.remove_loop(state);
-}
 
-std::string describe(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return strata::describe_exception(error);
+  /// Stops accepting and closes every connection once what was written to it is sent; aborts
+  /// those still open after grace_period. Then frees the names of this loop's clients.
+  strata::Coro<void> shut_down() {
+    server_->close();
+    server_->close_clients();
+    bool closed = false;
+    try {
+      strata::Coro<void> wait = server_->wait_closed();
+      strata::Coro<void> bounded = strata::wait_for(std::move(wait), grace_period);
+      co_await bounded;
+      closed = true;
+    } catch (const strata::TimeoutError&) {
+    }
+    if (!closed) {
+      server_->abort_clients();
+      strata::Coro<void> wait = server_->wait_closed();
+      co_await wait;
+    }
+    state_->registry.remove_loop(*state_);
   }
-}
 
-// ---- The other threads' loops --------------------------------------------------------------------
+ private:
+  /// Whether every listening socket has the port of the first.
+  bool has_one_port() const {
+    for (const strata::ServerSocket& socket : server_->sockets()) {
+      if (socket.address.port() != port()) return false;
+    }
+    return true;
+  }
 
-/// A loop on a thread of its own (--threads N: N - 1 of these besides the main loop). It talks
-/// to the main loop only through call_soon_threadsafe(), and the main loop to it likewise.
-struct Worker {
-  explicit Worker(Registry& registry) : state(registry) {}
-  LoopState state;
-  std::thread thread;
-  // Main loop's side: completed there, from the worker's call_soon_threadsafe() callbacks.
-  strata::Future<void> ready;  // its server listens (or its error)
-  strata::Future<void> done;   // its loop has closed
-  // Written by the worker before it reports ready; read by the main loop after that.
-  strata::EventLoop* loop = nullptr;
-  strata::Event* stop = nullptr;
+  LoopState* state_ = nullptr;
+  std::unique_ptr<strata::Server> server_;
 };
-
-strata::Coro<void> worker_main(const Options& options, std::uint16_t port, Worker& worker,
-                               strata::EventLoop& main_loop) {
-  worker.state.loop = &strata::get_running_loop();
-  strata::Coro<std::unique_ptr<strata::Server>> open =
-      open_server(worker.state, options, port, true);
-  std::unique_ptr<strata::Server> server = co_await open;
-  strata::Event stop;
-  worker.loop = worker.state.loop;
-  worker.stop = &stop;
-  main_loop.call_soon_threadsafe([&worker] { worker.ready.set_result(); });
-  co_await stop.wait();
-  co_await shut_down(*server, worker.state);
-}
-
-void worker_thread(const Options& options, std::uint16_t port, Worker& worker,
-                   strata::EventLoop& main_loop) {
-  std::exception_ptr error;
-  try {
-    strata::RunOptions run_options;
-    run_options.loop = options.loop;
-    run_options.handle_sigint = false;  // signals are the main loop's
-    strata::run(worker_main(options, port, worker, main_loop), run_options);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  worker.state.registry.remove_loop(worker.state);  // in case it ended before its shut_down()
-  main_loop.call_soon_threadsafe([&worker, error] {
-    if (!worker.ready.done()) {
-      worker.ready.set_exception(error ? error : std::make_exception_ptr(std::runtime_error(
-                                                     "a worker loop ended before it was ready")));
-    }
-    worker.done.set_result();
-  });
-}
-
-// ---- The main loop -------------------------------------------------------------------------------
-
-/// The HOST of the ready line: the host as given (an IPv6 address in brackets), or for the
-/// empty host (every interface) the first socket's address.
-std::string host_for_display(const Options& options, const strata::Server& server) {
-  std::string host = options.host;
-  if (host.empty()) host = server.sockets().front().address.host();
-  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
-}
-
-strata::Coro<int> main_task(const Options& options, LoopState& state) {
-  strata::EventLoop& loop = strata::get_running_loop();
-  state.loop = &loop;
-  strata::Event stop;
-  // The first SIGINT or SIGTERM starts the graceful shutdown and restores the default
-  // dispositions, so that a second one ends the process at once.
-  auto on_signal = [&loop, &stop] {
-    stop.set();
-    loop.remove_signal_handler(SIGINT);
-    loop.remove_signal_handler(SIGTERM);
-  };
-  loop.add_signal_handler(SIGINT, on_signal);
-  loop.add_signal_handler(SIGTERM, on_signal);
-  struct RemoveHandlers {  // they refer to this frame
-    strata::EventLoop& loop;
-    ~RemoveHandlers() {
-      loop.remove_signal_handler(SIGINT);
-      loop.remove_signal_handler(SIGTERM);
-    }
-  } remove_handlers{loop};
-
-  std::string error;
-  std::unique_ptr<strata::Server> server;
-  try {
-    strata::Coro<std::unique_ptr<strata::Server>> open =
-        open_first_server(state, options, options.threads > 1);
-    server = co_await open;
-  } catch (...) {
-    error = describe(std::current_exception());
-  }
-  if (!error.empty()) {
-    std::fprintf(stderr, "chat_server: %s\n", error.c_str());
-    co_return 1;
-  }
-  const std::uint16_t port = port_of(*server);
-
-  // The other loops bind the same port number, now known, with SO_REUSEPORT.
-  std::vector<std::unique_ptr<Worker>> workers;
-  for (unsigned i = 1; i < options.threads; ++i) {
-    auto worker = std::make_unique<Worker>(state.registry);
-    worker->ready = loop.create_future<void>();
-    worker->done = loop.create_future<void>();
-    worker->thread = std::thread(worker_thread, std::cref(options), port, std::ref(*worker),
-                                 std::ref(loop));
-    workers.push_back(std::move(worker));
-  }
-  for (auto& worker : workers) {
-    try {
-      co_await worker->ready;
-    } catch (...) {
-      if (error.empty()) error = describe(std::current_exception());
-    }
-  }
-
-  if (error.empty()) {
-    std::printf("listening on %s:%u\n", host_for_display(options, *server).c_str(),
-                static_cast<unsigned>(port));
-    std::fflush(stdout);
-    co_await stop.wait();
-  }
-
-  for (auto& worker : workers) {
-    if (worker->stop == nullptr) continue;  // it failed, or never started
-    strata::Event* worker_stop = worker->stop;
-    worker->loop->call_soon_threadsafe([worker_stop] { worker_stop->set(); });
-  }
-  co_await shut_down(*server, state);
-  for (auto& worker : workers) {
-    co_await worker->done;
-    worker->thread.join();  // it has posted its last callback: nothing left but to return
-    worker->ready = {};
-    worker->done = {};
-  }
-
-  if (!error.empty()) {
-    std::fprintf(stderr, "chat_server: %s\n", error.c_str());
-    co_return 1;
-  }
-  co_return 0;
-}
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options options;
-  if (auto status = parse_options(argc, argv, options)) return *status;
-  // The registry and the main loop's state outlive the loops (and their callbacks).
-  Registry registry;
-  LoopState state(registry);
-  strata::RunOptions run_options;
-  run_options.loop = options.loop;
-  run_options.handle_sigint = false;  // main_task handles SIGINT and SIGTERM itself
-  int status = 1;
-  try {
-    status = strata::run(main_task(options, state), run_options);
-  } catch (...) {
-    std::fprintf(stderr, "chat_server: %s\n", describe(std::current_exception()).c_str());
-  }
-  registry.remove_loop(state);
-  return status;
+  if (auto status = parse_options(argc, argv)) return *status;
+  return ex::run_server<ChatListener>("chat_server", options.threads, options.loop);
 }

@@ -15,9 +15,6 @@
 // (and at last aborts) what is left, and exits 0; a start-up failure prints one line to stderr
 // and exits 1 (2 for a bad option, or a certificate or key that cannot be loaded).
 #include <strata/core/errors.hpp>
-#include <strata/core/event.hpp>
-#include <strata/core/future.hpp>
-#include <strata/core/run.hpp>
 #include <strata/core/timeout.hpp>
 #include <strata/protocols/echo.hpp>
 #include <strata/streams/streams.hpp>
@@ -27,9 +24,10 @@
 #include <strata/transports/tcp.hpp>
 
 #include "example_options.hpp"
+#include "server_runner.hpp"
 
 #include <chrono>
-#include <csignal>
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -39,9 +37,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <thread>
 #include <utility>
-#include <vector>
 
 using namespace std::chrono_literals;
 
@@ -88,10 +84,12 @@ struct Options {
   std::optional<strata::SslContext> ssl;  // with --tls-cert/--tls-key: the server's context
 };
 
+Options options;  // read-only once main() has parsed it; every loop's thread reads it
+
 // ---- Options ----------------------------------------------------------------------------------
 
-/// Parses argv into @p options; returns an exit status when the program should stop there.
-std::optional<int> parse_options(int argc, char** argv, Options& options) {
+/// Parses argv into options; returns an exit status when the program should stop there.
+std::optional<int> parse_options(int argc, char** argv) {
   std::string api = "protocol";
   ex::ServerTlsOptions tls;
   try {
@@ -135,40 +133,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
   return std::nullopt;
 }
 
-// ---- One loop's listening sockets ---------------------------------------------------------------
-
-/// The sockets one loop serves: a TCP server, and with --udp a UDP endpoint on its port
-/// (bound to the first address the host resolves to). Destroying it closes both.
-struct Listener {
-  std::unique_ptr<strata::Server> tcp;
-  strata::DatagramTransport* udp = nullptr;  // the loop owns it; closed by us
-
-  Listener() = default;
-  Listener(Listener&& other) noexcept
-      : tcp(std::move(other.tcp)), udp(std::exchange(other.udp, nullptr)) {}
-  Listener& operator=(Listener&& other) noexcept {
-    if (this != &other) {
-      close_udp();
-      tcp = std::move(other.tcp);
-      udp = std::exchange(other.udp, nullptr);
-    }
-    return *this;
-  }
-  ~Listener() { close_udp(); }
-
-  void close_udp() noexcept {
-    if (udp != nullptr) std::exchange(udp, nullptr)->close();
-  }
-  /// The port of the first listening socket.
-  std::uint16_t port() const { return tcp->sockets().front().address.port(); }
-  /// Whether every listening socket has that port.
-  bool has_one_port() const {
-    for (const strata::ServerSocket& socket : tcp->sockets()) {
-      if (socket.address.port() != port()) return false;
-    }
-    return true;
-  }
-};
+// ---- Serving one connection -------------------------------------------------------------------
 
 /// The bytes one read of echo_stream() takes at most.
 constexpr std::ptrdiff_t stream_chunk = 64 * 1024;
@@ -192,254 +157,145 @@ strata::Coro<void> echo_stream(strata::StreamReader reader, strata::StreamWriter
   }
 }
 
-/// Opens the TCP server of @p listener on the running loop; @p port 0 binds an ephemeral port.
-strata::Coro<void> open_tcp(Listener& listener, const Options& options, std::uint16_t port,
-                            bool reuse_port) {
-  strata::ServerOptions server_options;
-  server_options.reuse_port = reuse_port;
-  if (options.ssl) server_options.ssl = *options.ssl;
-  if (options.streams) {
-    strata::ClientConnected on_client = [](strata::StreamReader reader,
-                                           strata::StreamWriter writer) {
-      return echo_stream(std::move(reader), std::move(writer));
-    };
-    strata::Coro<std::unique_ptr<strata::Server>> start = strata::start_server(
-        std::move(on_client), options.host, port, std::move(server_options));
-    listener.tcp = co_await start;
-    co_return;
+// ---- One loop's listener ------------------------------------------------------------------------
+
+/// The sockets one loop serves: a TCP server, and with --udp a UDP endpoint on its port
+/// (bound to the first address the host resolves to). Destroying it closes both.
+class EchoListener {
+ public:
+  EchoListener() = default;
+  EchoListener(EchoListener&& other) noexcept
+      : tcp_(std::move(other.tcp_)), udp_(std::exchange(other.udp_, nullptr)) {}
+  EchoListener& operator=(EchoListener&& other) noexcept {
+    if (this != &other) {
+      close_udp();
+      tcp_ = std::move(other.tcp_);
+      udp_ = std::exchange(other.udp_, nullptr);
+    }
+    return *this;
   }
-  auto factory = [] { return std::make_unique<strata::EchoProtocol>(); };
-  strata::Coro<std::unique_ptr<strata::Server>> create = strata::create_server(
-      std::move(factory), options.host, port, std::move(server_options));
-  listener.tcp = co_await create;
-}
+  ~EchoListener() { close_udp(); }
 
-/// With --udp, opens the UDP endpoint of @p listener on the port of its TCP server.
-strata::Coro<void> open_udp(Listener& listener, const Options& options, bool reuse_port) {
-  if (!options.udp) co_return;
-  strata::DatagramOptions udp_options;
-  udp_options.local_addr = strata::DatagramAddress(options.host, listener.port());
-  udp_options.reuse_port = reuse_port;
-  auto factory = [] { return std::make_unique<strata::EchoDatagramProtocol>(); };
-  strata::Coro<strata::DatagramConnection<strata::EchoDatagramProtocol>> open =
-      strata::create_datagram_endpoint(std::move(factory), std::move(udp_options));
-  listener.udp = (co_await open).transport;
-}
-
-/// The sockets of a loop after the first, on the port number the first one got.
-strata::Coro<Listener> open_listener(const Options& options, std::uint16_t port) {
-  Listener listener;
-  co_await open_tcp(listener, options, port, true);
-  co_await open_udp(listener, options, true);
-  co_return listener;
-}
-
-/// The first loop's sockets. With port 0, every socket must end up on one port number: the
-/// addresses of a host like "localhost" each get their own ephemeral port, and the UDP port of
-/// the number TCP got may be taken. Then it binds again on the first socket's port, or tries
-/// another ephemeral port, a few times.
-strata::Coro<Listener> open_first_listener(const Options& options, bool reuse_port) {
-  for (int attempt = 1;; ++attempt) {
-    try {
-      Listener listener;
-      co_await open_tcp(listener, options, options.port, reuse_port);
-      if (options.port == 0 && !listener.has_one_port()) {
-        const std::uint16_t port = listener.port();
-        listener.tcp.reset();  // closes its sockets at once
-        co_await open_tcp(listener, options, port, reuse_port);
+  /// The first loop's sockets. With port 0, every socket must end up on one port number: the
+  /// addresses of a host like "localhost" each get their own ephemeral port, and the UDP port
+  /// of the number TCP got may be taken. Then it binds again on the first socket's port, or
+  /// tries another ephemeral port, a few times.
+  static strata::Coro<EchoListener> open_first(bool reuse_port) {
+    for (int attempt = 1;; ++attempt) {
+      try {
+        EchoListener listener;
+        co_await listener.open_tcp(options.port, reuse_port);
+        if (options.port == 0 && !listener.has_one_port()) {
+          const std::uint16_t port = listener.port();
+          listener.tcp_.reset();  // closes its sockets at once
+          co_await listener.open_tcp(port, reuse_port);
+        }
+        co_await listener.open_udp(reuse_port);
+        co_return listener;
+      } catch (const std::system_error& e) {
+        if (options.port != 0 || attempt == 10 || e.code() != std::errc::address_in_use) throw;
       }
-      co_await open_udp(listener, options, reuse_port);
-      co_return listener;
-    } catch (const std::system_error& e) {
-      if (options.port != 0 || attempt == 10 || e.code() != std::errc::address_in_use) throw;
     }
   }
-}
 
-/// Stops accepting, gives the connections grace_period to end, then closes what is left
-/// (sending what is buffered) and at last aborts it.
-strata::Coro<void> shut_down(Listener& listener) {
-  listener.tcp->close();
-  listener.close_udp();
-  bool closed = false;
-  try {
-    strata::Coro<void> wait = listener.tcp->wait_closed();
-    co_await strata::wait_for(std::move(wait), grace_period - close_period);
-    closed = true;
-  } catch (const strata::TimeoutError&) {
+  /// The sockets of a loop after the first, on the port number the first one got.
+  static strata::Coro<EchoListener> open(std::uint16_t port, bool reuse_port) {
+    EchoListener listener;
+    co_await listener.open_tcp(port, reuse_port);
+    co_await listener.open_udp(reuse_port);
+    co_return listener;
   }
-  if (closed) co_return;
-  listener.tcp->close_clients();
-  try {
-    strata::Coro<void> wait = listener.tcp->wait_closed();
-    co_await strata::wait_for(std::move(wait), close_period);
-    closed = true;
-  } catch (const strata::TimeoutError&) {
+
+  /// The port of the first listening socket.
+  std::uint16_t port() const { return tcp_->sockets().front().address.port(); }
+
+  /// The HOST of the ready line: the host as given (an IPv6 address in brackets), or for the
+  /// empty host (every interface) the first socket's address.
+  std::string host() const {
+    std::string host = options.host;
+    if (host.empty()) host = tcp_->sockets().front().address.host();
+    return host.find(':') != std::string::npos ? "[" + host + "]" : host;
   }
-  if (closed) co_return;
-  listener.tcp->abort_clients();
-  strata::Coro<void> wait = listener.tcp->wait_closed();
-  co_await wait;
-}
 
-std::string describe(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return strata::describe_exception(error);
-  }
-}
-
-// ---- The other threads' loops --------------------------------------------------------------------
-
-/// A loop on a thread of its own (--threads N: N - 1 of these besides the main loop). It talks
-/// to the main loop only through call_soon_threadsafe(), and the main loop to it likewise.
-struct Worker {
-  std::thread thread;
-  // Main loop's side: completed there, from the worker's call_soon_threadsafe() callbacks.
-  strata::Future<void> ready;  // its sockets are open (or its error)
-  strata::Future<void> done;   // its loop has closed
-  // Written by the worker before it reports ready; read by the main loop after that.
-  strata::EventLoop* loop = nullptr;
-  strata::Event* stop = nullptr;
-};
-
-strata::Coro<void> worker_main(const Options& options, std::uint16_t port, Worker& worker,
-                               strata::EventLoop& main_loop) {
-  strata::Coro<Listener> open = open_listener(options, port);
-  Listener listener = co_await open;
-  strata::Event stop;
-  worker.loop = &strata::get_running_loop();
-  worker.stop = &stop;
-  main_loop.call_soon_threadsafe([&worker] { worker.ready.set_result(); });
-  co_await stop.wait();
-  co_await shut_down(listener);
-}
-
-void worker_thread(const Options& options, std::uint16_t port, Worker& worker,
-                   strata::EventLoop& main_loop) {
-  std::exception_ptr error;
-  try {
-    strata::RunOptions run_options;
-    run_options.loop = options.loop;
-    run_options.handle_sigint = false;  // signals are the main loop's
-    strata::run(worker_main(options, port, worker, main_loop), run_options);
-  } catch (...) {
-    error = std::current_exception();
-  }
-  main_loop.call_soon_threadsafe([&worker, error] {
-    if (!worker.ready.done()) {
-      worker.ready.set_exception(error ? error : std::make_exception_ptr(std::runtime_error(
-                                                     "a worker loop ended before it was ready")));
-    }
-    worker.done.set_result();
-  });
-}
-
-// ---- The main loop -------------------------------------------------------------------------------
-
-/// The HOST of the ready line: the host as given (an IPv6 address in brackets), or for the
-/// empty host (every interface) the first socket's address.
-std::string host_for_display(const Options& options, const Listener& listener) {
-  std::string host = options.host;
-  if (host.empty()) host = listener.tcp->sockets().front().address.host();
-  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
-}
-
-strata::Coro<int> main_task(const Options& options) {
-  strata::EventLoop& loop = strata::get_running_loop();
-  strata::Event stop;
-  // The first SIGINT or SIGTERM starts the graceful shutdown and restores the default
-  // dispositions, so that a second one ends the process at once.
-  auto on_signal = [&loop, &stop] {
-    stop.set();
-    loop.remove_signal_handler(SIGINT);
-    loop.remove_signal_handler(SIGTERM);
-  };
-  loop.add_signal_handler(SIGINT, on_signal);
-  loop.add_signal_handler(SIGTERM, on_signal);
-  struct RemoveHandlers {  // they refer to this frame
-    strata::EventLoop& loop;
-    ~RemoveHandlers() {
-      loop.remove_signal_handler(SIGINT);
-      loop.remove_signal_handler(SIGTERM);
-    }
-  } remove_handlers{loop};
-
-  const bool reuse_port = options.threads > 1;
-  std::string error;
-  Listener listener;
-  try {
-    strata::Coro<Listener> open = open_first_listener(options, reuse_port);
-    listener = co_await open;
-  } catch (...) {
-    error = describe(std::current_exception());
-  }
-  if (!error.empty()) {
-    std::fprintf(stderr, "echo_server: %s\n", error.c_str());
-    co_return 1;
-  }
-  const std::uint16_t port = listener.port();
-
-  // The other loops bind the same port number, now known, with SO_REUSEPORT.
-  std::vector<std::unique_ptr<Worker>> workers;
-  for (unsigned i = 1; i < options.threads; ++i) {
-    auto worker = std::make_unique<Worker>();
-    worker->ready = loop.create_future<void>();
-    worker->done = loop.create_future<void>();
-    worker->thread = std::thread(worker_thread, std::cref(options), port, std::ref(*worker),
-                                 std::ref(loop));
-    workers.push_back(std::move(worker));
-  }
-  for (auto& worker : workers) {
+  /// Stops accepting, gives the connections grace_period to end, then closes what is left
+  /// (sending what is buffered) and at last aborts it.
+  strata::Coro<void> shut_down() {
+    tcp_->close();
+    close_udp();
+    bool closed = false;
     try {
-      co_await worker->ready;
-    } catch (...) {
-      if (error.empty()) error = describe(std::current_exception());
+      strata::Coro<void> wait = tcp_->wait_closed();
+      co_await strata::wait_for(std::move(wait), grace_period - close_period);
+      closed = true;
+    } catch (const strata::TimeoutError&) {
     }
+    if (closed) co_return;
+    tcp_->close_clients();
+    try {
+      strata::Coro<void> wait = tcp_->wait_closed();
+      co_await strata::wait_for(std::move(wait), close_period);
+      closed = true;
+    } catch (const strata::TimeoutError&) {
+    }
+    if (closed) co_return;
+    tcp_->abort_clients();
+    strata::Coro<void> wait = tcp_->wait_closed();
+    co_await wait;
   }
 
-  if (error.empty()) {
-    std::printf("listening on %s:%u\n", host_for_display(options, listener).c_str(),
-                static_cast<unsigned>(port));
-    std::fflush(stdout);
-    co_await stop.wait();
+ private:
+  /// Whether every listening socket has the port of the first.
+  bool has_one_port() const {
+    for (const strata::ServerSocket& socket : tcp_->sockets()) {
+      if (socket.address.port() != port()) return false;
+    }
+    return true;
   }
 
-  for (auto& worker : workers) {
-    if (worker->stop == nullptr) continue;  // it failed, or never started
-    strata::Event* worker_stop = worker->stop;
-    worker->loop->call_soon_threadsafe([worker_stop] { worker_stop->set(); });
-  }
-  co_await shut_down(listener);
-  for (auto& worker : workers) {
-    co_await worker->done;
-    worker->thread.join();  // it has posted its last callback: nothing left but to return
-    worker->ready = {};
-    worker->done = {};
+  void close_udp() noexcept {
+    if (udp_ != nullptr) std::exchange(udp_, nullptr)->close();
   }
 
-  if (!error.empty()) {
-    std::fprintf(stderr, "echo_server: %s\n", error.c_str());
-    co_return 1;
+  /// Opens the TCP server on the running loop; @p port 0 binds an ephemeral port.
+  strata::Coro<void> open_tcp(std::uint16_t port, bool reuse_port) {
+    strata::ServerOptions server_options;
+    server_options.reuse_port = reuse_port;
+    if (options.ssl) server_options.ssl = *options.ssl;
+    if (options.streams) {
+      strata::ClientConnected on_client = [](strata::StreamReader reader,
+                                             strata::StreamWriter writer) {
+        return echo_stream(std::move(reader), std::move(writer));
+      };
+      strata::Coro<std::unique_ptr<strata::Server>> start = strata::start_server(
+          std::move(on_client), options.host, port, std::move(server_options));
+      tcp_ = co_await start;
+      co_return;
+    }
+    auto factory = [] { return std::make_unique<strata::EchoProtocol>(); };
+    strata::Coro<std::unique_ptr<strata::Server>> create = strata::create_server(
+        std::move(factory), options.host, port, std::move(server_options));
+    tcp_ = co_await create;
   }
-  co_return 0;
-}
+
+  /// With --udp, opens the UDP endpoint on the port of the TCP server.
+  strata::Coro<void> open_udp(bool reuse_port) {
+    if (!options.udp) co_return;
+    strata::DatagramOptions udp_options;
+    udp_options.local_addr = strata::DatagramAddress(options.host, port());
+    udp_options.reuse_port = reuse_port;
+    auto factory = [] { return std::make_unique<strata::EchoDatagramProtocol>(); };
+    strata::Coro<strata::DatagramConnection<strata::EchoDatagramProtocol>> open =
+        strata::create_datagram_endpoint(std::move(factory), std::move(udp_options));
+    udp_ = (co_await open).transport;
+  }
+
+  std::unique_ptr<strata::Server> tcp_;
+  strata::DatagramTransport* udp_ = nullptr;  // the loop owns it; closed by us
+};
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  Options options;
-  if (auto status = parse_options(argc, argv, options)) return *status;
-  strata::RunOptions run_options;
-  run_options.loop = options.loop;
-  run_options.handle_sigint = false;  // main_task handles SIGINT and SIGTERM itself
-  try {
-    return strata::run(main_task(options), run_options);
-  } catch (...) {
-    std::fprintf(stderr, "echo_server: %s\n", describe(std::current_exception()).c_str());
-    return 1;
-  }
+  if (auto status = parse_options(argc, argv)) return *status;
+  return ex::run_server<EchoListener>("echo_server", options.threads, options.loop);
 }

@@ -8,6 +8,14 @@
 //   std::uint16_t port() const;  std::string host() const;   (what the ready line shows)
 //   Coro<void> shut_down();      (stop accepting, let in-flight work end, close the rest)
 // and calls run_server<L>(program, threads, loop).
+//
+// A listener whose loop has state that must outlive the loop (what callbacks posted to the
+// loop, or connections destroyed with it, refer to) declares it as L::State (default-
+// constructible): the runner then makes one per loop, on the loop's thread, before the loop
+// starts, destroys it there after the loop has closed, and passes it first to open_first() and
+// open():
+//   static Coro<L> open_first(L::State& state, bool reuse_port)
+//   static Coro<L> open(L::State& state, std::uint16_t port, bool reuse_port)
 #pragma once
 
 #include <strata/core/errors.hpp>
@@ -44,6 +52,39 @@ inline std::string describe_error(const std::exception_ptr& error) {
 
 namespace detail {
 
+template <class L>
+concept HasLoopState = requires { typename L::State; };
+
+template <class L>
+struct LoopStateOf {
+  struct type {};  // L has none
+};
+template <HasLoopState L>
+struct LoopStateOf<L> {
+  using type = typename L::State;
+};
+/// What the runner keeps for one loop of L, from before the loop starts until after it closed.
+template <class L>
+using LoopState = typename LoopStateOf<L>::type;
+
+template <class L>
+Coro<L> open_first_listener([[maybe_unused]] LoopState<L>& state, bool reuse_port) {
+  if constexpr (HasLoopState<L>) {
+    return L::open_first(state, reuse_port);
+  } else {
+    return L::open_first(reuse_port);
+  }
+}
+
+template <class L>
+Coro<L> open_listener([[maybe_unused]] LoopState<L>& state, std::uint16_t port, bool reuse_port) {
+  if constexpr (HasLoopState<L>) {
+    return L::open(state, port, reuse_port);
+  } else {
+    return L::open(port, reuse_port);
+  }
+}
+
 /// A loop on a thread of its own (--threads N: N - 1 of these besides the main loop). It talks
 /// to the main loop only through call_soon_threadsafe(), and the main loop to it likewise.
 struct WorkerLoop {
@@ -55,9 +96,10 @@ struct WorkerLoop {
 };
 
 template <class L>
-Coro<void> worker_main(std::uint16_t port, WorkerLoop& worker, EventLoop& main_loop) {
-  Coro<L> open = L::open(port, true);
-  L listener = co_await open;
+Coro<void> worker_main(LoopState<L>& state, std::uint16_t port, WorkerLoop& worker,
+                       EventLoop& main_loop) {
+  Coro<L> opening = open_listener<L>(state, port, true);
+  L listener = co_await opening;
   Event stop;
   worker.loop = &get_running_loop();
   worker.stop = &stop;
@@ -70,13 +112,16 @@ template <class L>
 void worker_thread(std::optional<LoopKind> kind, std::uint16_t port, WorkerLoop& worker,
                    EventLoop& main_loop) {
   std::exception_ptr error;
-  try {
-    RunOptions run_options;
-    run_options.loop = kind;
-    run_options.handle_sigint = false;  // signals are the main loop's
-    run(worker_main<L>(port, worker, main_loop), run_options);
-  } catch (...) {
-    error = std::current_exception();
+  {
+    LoopState<L> state;  // outlives the loop
+    try {
+      RunOptions run_options;
+      run_options.loop = kind;
+      run_options.handle_sigint = false;  // signals are the main loop's
+      run(worker_main<L>(state, port, worker, main_loop), run_options);
+    } catch (...) {
+      error = std::current_exception();
+    }
   }
   main_loop.call_soon_threadsafe([&worker, error] {
     if (!worker.ready.done()) {
@@ -88,7 +133,8 @@ void worker_thread(std::optional<LoopKind> kind, std::uint16_t port, WorkerLoop&
 }
 
 template <class L>
-Coro<int> main_task(const char* program, unsigned threads, std::optional<LoopKind> kind) {
+Coro<int> main_task(LoopState<L>& state, const char* program, unsigned threads,
+                    std::optional<LoopKind> kind) {
   EventLoop& loop = get_running_loop();
   Event stop;
   // The first SIGINT or SIGTERM starts the graceful shutdown and restores the default
@@ -111,8 +157,8 @@ Coro<int> main_task(const char* program, unsigned threads, std::optional<LoopKin
   std::string error;
   std::optional<L> listener;
   try {
-    Coro<L> open = L::open_first(threads > 1);
-    listener.emplace(co_await open);
+    Coro<L> opening = open_first_listener<L>(state, threads > 1);
+    listener.emplace(co_await opening);
   } catch (...) {
     error = describe_error(std::current_exception());
   }
@@ -173,8 +219,9 @@ int run_server(const char* program, unsigned threads, std::optional<LoopKind> ki
   RunOptions run_options;
   run_options.loop = kind;
   run_options.handle_sigint = false;  // main_task handles SIGINT and SIGTERM itself
+  detail::LoopState<L> state;  // outlives the main loop
   try {
-    return run(detail::main_task<L>(program, threads, kind), run_options);
+    return run(detail::main_task<L>(state, program, threads, kind), run_options);
   } catch (...) {
     std::fprintf(stderr, "%s: %s\n", program, describe_error(std::current_exception()).c_str());
     return 1;
