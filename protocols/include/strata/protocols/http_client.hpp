@@ -90,12 +90,6 @@ struct HttpUrl {
 
 // ---- Requests -----------------------------------------------------------------------------
 
-/// One header field of a request, owned.
-struct HttpField {
-  std::string name;
-  std::string value;
-};
-
 /// The body of a request: none, bytes sent with a Content-Length, or a stream of chunks sent
 /// with `Transfer-Encoding: chunked`.
 ///

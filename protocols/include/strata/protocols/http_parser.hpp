@@ -9,6 +9,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace strata {
@@ -32,6 +33,12 @@ struct HttpParserLimits {
 struct HttpHeader {
   std::string_view name;
   std::string_view value;
+};
+
+/// One header field, owned: what a response (HttpResponse) or a client's request carries.
+struct HttpField {
+  std::string name;
+  std::string value;
 };
 
 /// The field lines of a request head or trailer section, in the order received, duplicates

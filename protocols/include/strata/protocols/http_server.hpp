@@ -35,12 +35,6 @@ class HttpConnection;
 /// The reason phrase of a status code ("OK", "Not Found"), or "Unknown" for one without.
 std::string_view http_reason_phrase(int status) noexcept;
 
-/// One header field of a response, owned.
-struct HttpField {
-  std::string name;
-  std::string value;
-};
-
 /// A regular file to send as a response body, by sendfile(2) where the transport allows it.
 /// Owns its descriptor (closed when the last copy is destroyed).
 class HttpFileBody {
