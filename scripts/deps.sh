@@ -3,7 +3,7 @@
 # Usage: scripts/deps.sh [build|bench]   (build: compile and test; bench: also the peers)
 set -euo pipefail
 
-packages=(g++ cmake ninja-build catch2 libbenchmark-dev python3 libssl-dev openssl node-llhttp)
+packages=(g++ cmake ninja-build catch2 libbenchmark-dev python3 libssl-dev openssl node-llhttp curl)
 if [ "${1:-build}" = bench ]; then
   packages+=(python3-uvloop libasio-dev libuv1-dev strace valgrind nginx wrk)
 fi

@@ -215,11 +215,22 @@ class Task : public Future<T> {
   }
 };
 
+namespace detail {
+/// The state of a new task of @p loop, not started yet; @p caller names the API in errors.
+template <class T>
+TaskState<T>* new_task_state(EventLoop& loop, Coro<T>&& coro, std::string&& name,
+                             const char* caller) {
+  if (loop.is_closed()) throw EventLoopError("Event loop is closed");
+  if (!coro.valid()) {
+    throw InvalidStateError(std::string(caller) + "() needs a Coro that has not run");
+  }
+  return new TaskState<T>(loop, std::move(coro), std::move(name));
+}
+}  // namespace detail
+
 template <class T>
 Task<T> EventLoop::create_task(Coro<T> coro, std::string name) {
-  if (is_closed()) throw EventLoopError("Event loop is closed");
-  if (!coro.valid()) throw InvalidStateError("create_task() needs a Coro that has not run");
-  auto* state = new detail::TaskState<T>(*this, std::move(coro), std::move(name));
+  auto* state = detail::new_task_state(*this, std::move(coro), std::move(name), "create_task");
   Task<T> task(state);
   state->start();
   return task;
@@ -227,9 +238,8 @@ Task<T> EventLoop::create_task(Coro<T> coro, std::string name) {
 
 template <class T>
 Task<T> EventLoop::create_eager_task(Coro<T> coro, std::string name) {
-  if (is_closed()) throw EventLoopError("Event loop is closed");
-  if (!coro.valid()) throw InvalidStateError("create_eager_task() needs a Coro that has not run");
-  auto* state = new detail::TaskState<T>(*this, std::move(coro), std::move(name));
+  auto* state =
+      detail::new_task_state(*this, std::move(coro), std::move(name), "create_eager_task");
   Task<T> task(state);
   if (try_get_running_loop() == this) {
     state->step();
