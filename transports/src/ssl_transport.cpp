@@ -272,6 +272,8 @@ class TlsConnection final : public BufferedProtocol, public Transport, public Se
   void send_close_notify();
   void update_flow() noexcept;
   void schedule_resume();
+  /// After kept_ changed: schedule_resume() if the application is reading.
+  void resume_if_unpaused();
 
   /// Ends the connection with @p reason (what the application's connection_lost() reports).
   void fail(std::error_code reason) noexcept;
@@ -521,10 +523,22 @@ void TlsConnection::buffer_updated(std::size_t nbytes) {
       kept_size_ = kept_.size();
     }
     input_ = {};
+    resume_if_unpaused();
     return;
   }
   kept_size_ += nbytes;  // appended to kept_ by get_buffer()
   process_kept();
+  resume_if_unpaused();
+}
+
+void TlsConnection::resume_if_unpaused() {
+  // The application paused reading while data was being delivered and resumed before the
+  // step ended (its writes drained at once): resume_reading() ran while the rest of the input
+  // was not kept yet, so it scheduled nothing. Without this the kept bytes would wait for the
+  // socket to bring more, which an echoing peer never sends.
+  if (kept_size_ != 0 && !app_reading_paused_ && !closing_ && state_ == TlsState::wrapped) {
+    schedule_resume();
+  }
 }
 
 void TlsConnection::process_kept() {
