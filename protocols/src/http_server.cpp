@@ -198,6 +198,25 @@ std::size_t fields_size(const HttpHeaders& fields) noexcept {
 
 }  // namespace
 
+namespace {
+
+/// Where the path of an absolute-form request target (`http://host/path?q`, which RFC 9112
+/// §3.2.2 says a server must accept) starts: after its scheme and authority; 0 for a target
+/// of another form.
+std::size_t absolute_form_path_at(std::string_view target) noexcept {
+  std::size_t skip = 0;
+  if (target.size() >= 7 && http_iequals(target.substr(0, 7), "http://")) {
+    skip = 7;
+  } else if (target.size() >= 8 && http_iequals(target.substr(0, 8), "https://")) {
+    skip = 8;
+  } else {
+    return 0;
+  }
+  return std::min(target.find_first_of("/?", skip), target.size());
+}
+
+}  // namespace
+
 void HttpServerRequest::assign_trailers(const HttpHeaders& trailers) {
   const std::size_t needed = fields_.size() + fields_size(trailers);
   if (needed > fields_.capacity()) {
@@ -216,8 +235,18 @@ void HttpServerRequest::assign_trailers(const HttpHeaders& trailers) {
 
 void HttpServerRequest::assign_head(const HttpRequest& request, Transport& transport) {
   method_ = request.method();  // static storage
-  target_.assign(request.target());
-  query_at_ = request.path().size();
+  // An absolute-form target is served as its origin-form ("/path?q"); the Host header stays.
+  const std::string_view t = request.target();
+  const std::size_t path_at = absolute_form_path_at(t);
+  if (path_at == 0) {
+    target_.assign(t);
+  } else if (path_at == t.size() || t[path_at] == '?') {
+    target_.assign("/");
+    target_.append(t.substr(path_at));
+  } else {
+    target_.assign(t.substr(path_at));
+  }
+  query_at_ = std::min(target_.find('?'), target_.size());
   version_major_ = request.version_major();
   version_minor_ = request.version_minor();
   keep_alive_ = request.keep_alive();

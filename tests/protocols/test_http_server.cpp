@@ -241,7 +241,7 @@ STRATA_LOOP_TEST_CASE("HTTP server: keep-alive rules of HTTP/1.0 and 1.1", "[pro
   loop.run(body());
 }
 
-STRATA_LOOP_TEST_CASE("HTTP server: router answers 404, 405 with Allow, 501, HEAD and prefixes",
+STRATA_LOOP_TEST_CASE("HTTP server: router answers 404, 405 with Allow, 501, HEAD, prefixes and absolute-form targets",
                       "[protocols][http]") {
   strata::testing::TestLoop loop(TestType::kind);
   auto body = [&]() -> Coro<void> {
@@ -252,10 +252,14 @@ STRATA_LOOP_TEST_CASE("HTTP server: router answers 404, 405 with Allow, 501, HEA
             "PATCH /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
             "HEAD /plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
             "GET /files/a/b.txt?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"
-            "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n");
+            "GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET HTTP://x:80/plaintext HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET http://x?q HTTP/1.1\r\nHost: x\r\n\r\n");
     const std::vector<std::size_t> head_at = {3};
-    auto r = co_await c->responses(6, head_at);
-    REQUIRE(r.size() == 6);
+    auto r = co_await c->responses(8, head_at);
+    REQUIRE(r.size() == 8);
+    CHECK(r[6].body == "Hello, World!");  // absolute-form, served as its origin-form
+    CHECK(r[7].status == 404);             // "/?q": no route for "/" in this router
     CHECK(r[0].status == 404);
     CHECK(r[1].status == 405);
     CHECK(r[1].header("Allow") == "GET, HEAD");

@@ -129,7 +129,9 @@ class HttpServerRequest {
   HttpServerRequest& operator=(const HttpServerRequest&) = delete;
 
   std::string_view method() const noexcept { return method_; }
-  /// The request target as received (not percent-decoded).
+  /// The request target (not percent-decoded) in origin-form, "/path?query": as received,
+  /// except that an absolute-form target ("http://host/path?query", RFC 9112 §3.2.2) loses its
+  /// scheme and authority.
   std::string_view target() const noexcept { return target_; }
   /// The target up to its first '?' (not percent-decoded).
   std::string_view path() const noexcept { return std::string_view(target_).substr(0, query_at_); }
