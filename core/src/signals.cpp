@@ -18,6 +18,7 @@
 #include <system_error>
 
 #include "base_event_loop.hpp"
+#include "strata/core/detail/sigchld.hpp"
 #include "strata/core/errors.hpp"
 
 namespace strata::detail {
@@ -36,6 +37,17 @@ std::mutex table_mutex;
 // once none may still write to it.
 std::atomic<int> handlers_running{0};
 
+// The SIGCHLD listeners of the child watcher (add_sigchld_listener): pipes that hear every
+// SIGCHLD, whichever loop, if any, handles the signal itself.
+constexpr int max_sigchld_listeners = 64;
+// Each holds a listener's descriptor + 1, so that the zero of static storage means free.
+std::atomic<int> sigchld_listeners[max_sigchld_listeners];  // read by the C handler
+int sigchld_listener_count = 0;                              // guarded by table_mutex
+// Whether the listeners installed the handler of SIGCHLD themselves (no loop handled it then,
+// or the loop that did has let go since), and the disposition to restore when the last goes.
+bool sigchld_held = false;           // guarded by table_mutex
+struct sigaction sigchld_previous {};  // guarded by table_mutex
+
 static_assert(std::atomic<int>::is_always_lock_free, "the signal handler needs lock-free atomics");
 static_assert(NSIG <= 256, "a signal number travels through the pipe as one byte");
 
@@ -47,6 +59,14 @@ extern "C" void strata_signal_handler(int sig) {
     const auto byte = static_cast<unsigned char>(sig);
     // A full pipe already holds wake-ups enough; the loss of this byte only coalesces.
     [[maybe_unused]] ssize_t n = ::write(fd, &byte, 1);
+  }
+  if (sig == SIGCHLD) {
+    for (std::atomic<int>& listener : sigchld_listeners) {
+      const int listener_fd = listener.load() - 1;
+      if (listener_fd < 0) continue;
+      const unsigned char byte = 0;
+      [[maybe_unused]] ssize_t n = ::write(listener_fd, &byte, 1);
+    }
   }
   handlers_running.fetch_sub(1);
   errno = saved_errno;
@@ -60,6 +80,29 @@ void check_signal_number(int sig) {
 
 void wait_for_running_handlers() noexcept {
   while (handlers_running.load() != 0) sched_yield();
+}
+
+struct sigaction strata_action(int flags) noexcept {
+  struct sigaction action {};
+  action.sa_handler = strata_signal_handler;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = flags;
+  return action;
+}
+
+// A loop stops handling @p sig (table_mutex held): restores the disposition it found, unless
+// SIGCHLD listeners still need the handler; they then take over the disposition to restore.
+void release_slot(int sig, SignalSlot& slot) noexcept {
+  slot.write_fd.store(-1);
+  slot.owner = nullptr;
+  if (sig == SIGCHLD && sigchld_listener_count > 0) {
+    if (!sigchld_held) {
+      sigchld_previous = slot.previous;
+      sigchld_held = true;
+    }
+    return;  // the handler stays installed
+  }
+  ::sigaction(sig, &slot.previous, nullptr);  // cannot fail: it was read by sigaction itself
 }
 
 }  // namespace
@@ -99,11 +142,15 @@ void BaseEventLoop::do_add_signal_handler(int sig, Callback&& callback) {
   }
   // The slot points at the pipe before the handler is installed, so that no signal is lost.
   slot.write_fd.store(signal_write_fd_);
-  struct sigaction action {};
-  action.sa_handler = strata_signal_handler;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;  // system calls the signal interrupts resume, as asyncio asks
-  if (::sigaction(sig, &action, &slot.previous) != 0) {
+  // System calls the signal interrupts resume, as asyncio asks.
+  const struct sigaction action = strata_action(SA_RESTART);
+  if (sig == SIGCHLD && sigchld_held) {
+    // The listeners' handler is the same function: the loop takes over the disposition that
+    // was there before them, to restore when both are gone.
+    ::sigaction(sig, &action, nullptr);
+    slot.previous = sigchld_previous;
+    sigchld_held = false;
+  } else if (::sigaction(sig, &action, &slot.previous) != 0) {
     const int error = errno;
     slot.write_fd.store(-1);
     if (signal_handlers_.empty()) close_signal_pipe();
@@ -120,9 +167,7 @@ bool BaseEventLoop::remove_signal_handler(int sig) {
   std::lock_guard lock(table_mutex);
   SignalSlot& slot = slots[sig];
   if (slot.owner != this) return false;
-  ::sigaction(sig, &slot.previous, nullptr);  // cannot fail: it was read by sigaction itself
-  slot.write_fd.store(-1);
-  slot.owner = nullptr;
+  release_slot(sig, slot);
   signal_handlers_.erase(sig);
   if (signal_handlers_.empty()) close_signal_pipe();
   return true;
@@ -130,12 +175,7 @@ bool BaseEventLoop::remove_signal_handler(int sig) {
 
 void BaseEventLoop::remove_all_signal_handlers() noexcept {
   std::lock_guard lock(table_mutex);
-  for (auto& [sig, handler] : signal_handlers_) {
-    SignalSlot& slot = slots[sig];
-    ::sigaction(sig, &slot.previous, nullptr);
-    slot.write_fd.store(-1);
-    slot.owner = nullptr;
-  }
+  for (auto& [sig, handler] : signal_handlers_) release_slot(sig, slots[sig]);
   signal_handlers_.clear();
   close_signal_pipe();
 }
@@ -174,6 +214,56 @@ void BaseEventLoop::read_signals() {
       if (signal_read_fd_ < 0) return;
     }
     if (static_cast<std::size_t>(n) < sizeof buffer) return;
+  }
+}
+
+// ---- SIGCHLD listeners -----------------------------------------------------------------
+
+void add_sigchld_listener(int write_fd) {
+  std::lock_guard lock(table_mutex);
+  std::atomic<int>* free_slot = nullptr;
+  for (std::atomic<int>& listener : sigchld_listeners) {
+    if (listener.load() == 0) {
+      free_slot = &listener;
+      break;
+    }
+  }
+  if (free_slot == nullptr) {
+    throw std::system_error(std::make_error_code(std::errc::too_many_files_open),
+                            "add_sigchld_listener: " + std::to_string(max_sigchld_listeners) +
+                                " event loops watch children already");
+  }
+  if (sigchld_listener_count == 0 && slots[SIGCHLD].owner == nullptr) {
+    const struct sigaction action = strata_action(SA_RESTART | SA_NOCLDSTOP);
+    if (::sigaction(SIGCHLD, &action, &sigchld_previous) != 0) {
+      throw std::system_error(errno, std::generic_category(),
+                              "add_sigchld_listener: sigaction(SIGCHLD)");
+    }
+    sigchld_held = true;
+  }
+  free_slot->store(write_fd + 1);
+  ++sigchld_listener_count;
+}
+
+void remove_sigchld_listener(int write_fd) noexcept {
+  std::lock_guard lock(table_mutex);
+  bool found = false;
+  for (std::atomic<int>& listener : sigchld_listeners) {
+    if (listener.load() == write_fd + 1) {
+      listener.store(0);
+      found = true;
+      break;
+    }
+  }
+  if (!found) return;
+  wait_for_running_handlers();  // a handler that read the descriptor before it was unhooked
+  if (--sigchld_listener_count > 0 || !sigchld_held) return;
+  sigchld_held = false;
+  SignalSlot& slot = slots[SIGCHLD];
+  if (slot.owner != nullptr) {
+    slot.previous = sigchld_previous;  // the loop's handler stays; it restores this later
+  } else {
+    ::sigaction(SIGCHLD, &sigchld_previous, nullptr);
   }
 }
 

@@ -2,6 +2,7 @@
 // process-wide signal dispositions a test changes do not leak into another.
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -10,6 +11,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include <strata/core/detail/sigchld.hpp>
 #include <strata/core/errors.hpp>
 #include <strata/core/future.hpp>
 #include <strata/core/sleep.hpp>
@@ -294,4 +296,85 @@ STRATA_LOOP_TEST_CASE("signals: two signals raised before the loop runs both rea
   loop->run_until_complete(both);
   CHECK(usr1 == 1);
   CHECK(usr2 == 1);
+}
+
+// ---- SIGCHLD listeners (the child watcher's fallback) ----------------------------------------
+
+namespace {
+
+/// A non-blocking pipe that a SIGCHLD listener writes to; counts the bytes that arrived.
+struct ListenerPipe {
+  int read_fd = -1;
+  int write_fd = -1;
+  ListenerPipe() {
+    int fds[2];
+    REQUIRE(::pipe2(fds, O_NONBLOCK | O_CLOEXEC) == 0);
+    read_fd = fds[0];
+    write_fd = fds[1];
+  }
+  ~ListenerPipe() {
+    ::close(read_fd);
+    ::close(write_fd);
+  }
+  int drain() const {
+    int n = 0;
+    unsigned char buffer[64];
+    for (ssize_t r; (r = ::read(read_fd, buffer, sizeof buffer)) > 0;) n += static_cast<int>(r);
+    return n;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("signals: a SIGCHLD listener hears SIGCHLD, and the disposition is restored after it",
+          "[core][signals]") {
+  Disposition original(SIGCHLD, SIG_DFL);
+  ListenerPipe a;
+  ListenerPipe b;
+  strata::detail::add_sigchld_listener(a.write_fd);
+  strata::detail::add_sigchld_listener(b.write_fd);
+  CHECK(disposition(SIGCHLD) != SIG_DFL);
+  REQUIRE(::raise(SIGCHLD) == 0);  // delivered before raise() returns: single-threaded here
+  CHECK(a.drain() == 1);
+  CHECK(b.drain() == 1);
+  strata::detail::remove_sigchld_listener(a.write_fd);
+  REQUIRE(::raise(SIGCHLD) == 0);
+  CHECK(a.drain() == 0);
+  CHECK(b.drain() == 1);
+  strata::detail::remove_sigchld_listener(b.write_fd);
+  CHECK(disposition(SIGCHLD) == SIG_DFL);
+  strata::detail::remove_sigchld_listener(b.write_fd);  // not a listener: a no-op
+}
+
+STRATA_LOOP_TEST_CASE("signals: a loop's SIGCHLD handler and a SIGCHLD listener both hear it, "
+                      "whichever comes first and goes first",
+                      "[core][signals]") {
+  Disposition original(SIGCHLD, SIG_IGN);
+  strata::testing::TestLoop loop(TestType::kind);
+  ListenerPipe pipe;
+  Counter counter;
+  const bool loop_first = GENERATE(true, false);
+  const bool loop_leaves_first = GENERATE(true, false);
+  CAPTURE(loop_first, loop_leaves_first);
+  if (loop_first) loop->add_signal_handler(SIGCHLD, std::ref(counter));
+  strata::detail::add_sigchld_listener(pipe.write_fd);
+  if (!loop_first) loop->add_signal_handler(SIGCHLD, std::ref(counter));
+
+  loop.run(raise_times(SIGCHLD, 1, &counter));
+  CHECK(counter.calls == 1);
+  CHECK(pipe.drain() >= 1);
+
+  if (loop_leaves_first) {
+    REQUIRE(loop->remove_signal_handler(SIGCHLD));
+    REQUIRE(::raise(SIGCHLD) == 0);
+    CHECK(pipe.drain() == 1);  // the listener still hears it
+    strata::detail::remove_sigchld_listener(pipe.write_fd);
+  } else {
+    strata::detail::remove_sigchld_listener(pipe.write_fd);
+    loop.run(raise_times(SIGCHLD, 1, &counter));  // the loop still hears it
+    CHECK(counter.calls == 2);
+    CHECK(pipe.drain() == 0);
+    REQUIRE(loop->remove_signal_handler(SIGCHLD));
+  }
+  CHECK(disposition(SIGCHLD) == SIG_IGN);
 }
