@@ -189,6 +189,13 @@ ChildWatch::ChildWatch(EventLoop& loop, pid_t pid, OnExit on_exit)
     : loop_(&loop), pid_(pid), on_exit_(std::move(on_exit)) {
   if (child_watch_method() == ChildWatchMethod::pidfd) {
     pidfd_ = pidfd_open(pid);  // close-on-exec by the kernel's own rule
+    if (pidfd_ < 0 && errno == ESRCH) {
+      // Reaped already: SIGCHLD is SIG_IGN (or SA_NOCLDWAIT) and the kernel reaped it at exit.
+      // Its status is lost; report it as the SIGCHLD method would, in an iteration of its own.
+      reaped_ = true;
+      late_exit_ = loop.call_soon([this] { finish(unknown_status()); });
+      return;
+    }
     if (pidfd_ < 0) {
       throw std::system_error(errno, std::generic_category(),
                               "pidfd_open of child " + std::to_string(pid));
@@ -206,19 +213,29 @@ ChildWatch::ChildWatch(EventLoop& loop, pid_t pid, OnExit on_exit)
 }
 
 ChildWatch::~ChildWatch() {
+  // Nobody will hear of this child any more: end it now rather than leave a zombie.
+  kill_and_reap();
+}
+
+std::optional<int> ChildWatch::kill_and_reap() noexcept {
+  late_exit_.cancel();
+  std::optional<int> returncode;
   if (!reaped_) {
-    // Nobody will hear of this child any more: end it now rather than leave a zombie.
     if (pidfd_ >= 0) {
       pidfd_send_signal(pidfd_, SIGKILL);
     } else {
       ::kill(pid_, SIGKILL);
     }
     int status = 0;
-    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    pid_t r;
+    while ((r = ::waitpid(pid_, &status, 0)) < 0 && errno == EINTR) {
     }
+    returncode = r == pid_ ? returncode_of(status) : 255;
     reaped_ = true;
   }
   stop_watching();
+  on_exit_ = {};
+  return returncode;
 }
 
 void ChildWatch::stop_watching() noexcept {
@@ -253,12 +270,16 @@ void ChildWatch::poll() noexcept {
   const pid_t r = wait_nohang(pid_, status);
   if (r == 0) return;  // still running (a SIGCHLD for another child, or a stop)
   if (r < 0) {
-    log(LogLevel::warning, "Unknown child process pid " + std::to_string(pid_) +
-                               ", will report returncode 255 (it was reaped elsewhere)");
-    finish(255);
+    finish(unknown_status());
     return;
   }
   finish(returncode_of(status));
+}
+
+int ChildWatch::unknown_status() const noexcept {
+  log(LogLevel::warning, "Unknown child process pid " + std::to_string(pid_) +
+                             ", will report returncode 255 (it was reaped elsewhere)");
+  return 255;
 }
 
 void ChildWatch::finish(int returncode) noexcept {

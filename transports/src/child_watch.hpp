@@ -4,8 +4,11 @@
 
 #include <sys/types.h>
 
+#include <optional>
+
 #include "strata/core/detail/unique_function.hpp"
 #include "strata/core/event_loop.hpp"
+#include "strata/core/handle.hpp"
 #include "strata/transports/subprocess.hpp"
 
 namespace strata::detail {
@@ -32,6 +35,11 @@ class ChildWatch {
   /// that none is left a zombie; on_exit is then not called.
   ~ChildWatch();
 
+  /// For the loop closing: kills the child if it is not reaped yet, reaps it (waiting for
+  /// it), stops watching, and returns its returncode; on_exit is not called. A child reaped
+  /// already gives std::nullopt.
+  std::optional<int> kill_and_reap() noexcept;
+
   pid_t pid() const noexcept { return pid_; }
   /// Whether the child has been reaped (on_exit was called or is due).
   bool reaped() const noexcept { return reaped_; }
@@ -47,6 +55,9 @@ class ChildWatch {
  private:
   void on_pidfd_readable() noexcept;
   void finish(int returncode) noexcept;
+  /// 255, with a warning: the child was reaped by someone else (SIGCHLD set to SIG_IGN, or
+  /// a waitpid(-1) elsewhere in the program).
+  int unknown_status() const noexcept;
   void stop_watching() noexcept;
 
   EventLoop* loop_;
@@ -54,6 +65,7 @@ class ChildWatch {
   int pidfd_ = -1;                     // the pidfd method
   SigchldReaper* reaper_ = nullptr;    // the SIGCHLD method
   OnExit on_exit_;
+  Handle late_exit_;  // the report of a child the kernel reaped before we could watch it
   bool reaped_ = false;
 };
 

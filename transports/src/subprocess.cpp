@@ -412,7 +412,13 @@ class SubprocessTransportImpl final : public SubprocessTransport, public LoopRes
         call("pipe_connection_lost", [&] { protocol_->pipe_connection_lost(fd, ec); });
       }
     }
-    watch_.reset();  // kills and reaps a child still running
+    if (watch_) {
+      if (std::optional<int> returncode = watch_->kill_and_reap()) {
+        returncode_ = returncode;
+        if (state_ == State::made) call("process_exited", [&] { protocol_->process_exited(); });
+      }
+      watch_.reset();
+    }
     if (waiter_.valid() && !waiter_.done()) waiter_.cancel("event loop closed");
     if (state_ == State::made || state_ == State::finishing) {
       state_ = State::lost;

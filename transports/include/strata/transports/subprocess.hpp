@@ -25,7 +25,9 @@
 /// @par SIGCHLD
 /// While the SIGCHLD watcher has children, a handler of SIGCHLD is installed (the loop's own
 /// signal machinery, see EventLoop::add_signal_handler); a loop may still add its own handler
-/// of SIGCHLD, and both are served.
+/// of SIGCHLD, and both are served. A program that sets SIGCHLD to SIG_IGN (or SA_NOCLDWAIT)
+/// asks the kernel to reap every child at once: exit statuses are then lost, and a child's
+/// returncode is 255, as in asyncio (a warning is logged).
 
 #include <csignal>
 #include <cstddef>
@@ -69,7 +71,7 @@ class SubprocessProtocol : public BaseProtocol {
   }
   /// The pipe of the child's @p fd (0, 1 or 2) closed: @p ec is empty after EOF or close(),
   /// else the error (e.g. std::errc::broken_pipe: the child closed its stdin while data was
-  /// still buffered for it).
+  /// still buffered for it; strata::errc::loop_closed when the loop closed under it).
   virtual void pipe_connection_lost(int fd, std::error_code ec) {
     (void)fd;
     (void)ec;
@@ -122,9 +124,11 @@ struct SubprocessOptions {
   Stdio stdin = Stdio::inherit();   ///< pipe, devnull, inherit or from_fd (not to_stdout)
   Stdio stdout = Stdio::inherit();  ///< pipe, devnull, inherit or from_fd (not to_stdout)
   Stdio stderr = Stdio::inherit();  ///< any, to_stdout included
-  /// The child's whole environment when set (name → value); this process's when empty.
+  /// The child's whole environment when set (name → value; an empty map is an empty
+  /// environment); this process's environment, as it is at the call, when std::nullopt.
   std::optional<std::map<std::string, std::string>> env;
-  /// The child's working directory; this process's when empty.
+  /// The child's working directory; this process's when empty. A relative program path
+  /// ("./tool") is looked up from this directory (the change happens before the exec).
   std::string cwd;
   /// Run the child in a new session (setsid), away from this process's terminal and
   /// process group: a Ctrl-C in the terminal then does not reach it.
@@ -132,6 +136,15 @@ struct SubprocessOptions {
 };
 
 /// A running (or finished) child process with its pipes (asyncio.SubprocessTransport).
+///
+/// close() closes every pipe and, if the child still runs, kills it (SIGKILL; asyncio does
+/// the same); the child is still reaped as usual, then connection_lost() follows. Idempotent.
+/// get_extra_info("pid") is the child's process id, as an int.
+///
+/// @par The loop closing  A child still running is killed and reaped on the spot; the
+/// protocol then hears pipe_connection_lost(fd, strata::errc::loop_closed) for each pipe still
+/// open, process_exited() (returncode -9), and connection_lost(strata::errc::loop_closed). If
+/// the loop closes before connection_made() ran, the protocol hears nothing.
 ///
 /// @par Lifetime  The loop keeps it alive until after its protocol's connection_lost(),
 /// which comes once the child has exited and every pipe is closed; it is destroyed in a later
@@ -156,12 +169,9 @@ class SubprocessTransport : public BaseTransport {
   void terminate() { send_signal(SIGTERM); }
   /// send_signal(SIGKILL).
   void kill() { send_signal(SIGKILL); }
-  /// Closes every pipe and, if the child still runs, kills it (SIGKILL; asyncio does the
-  /// same). The child is still reaped as usual, then connection_lost() follows. Idempotent.
-  /// (BaseTransport::close.)
-  /// get_extra_info("pid") is the child's process id, as an int.
   /// The protocol.
   virtual SubprocessProtocol& get_protocol() const noexcept = 0;
+
 
  protected:
   SubprocessTransport() = default;
