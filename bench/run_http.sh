@@ -3,17 +3,22 @@
 # and a hand-written C epoll HTTP/1.1 responder (the floor, bench/http/c_http_server.c), all
 # serving GET /plaintext ("Hello, World!") to wrk (one thread, 50 keep-alive connections), not
 # pipelined and pipelined 16 deep; then system calls and user-space instructions per request
-# (strace, callgrind) over an exact request count (bench/http/http_count). See bench/README.md.
+# (strace, callgrind) over an exact request count (bench/http/http_count); then examples/crawler's
+# pages/s over a generated static site served by http_server --root and by nginx (phase
+# crawler). See bench/README.md.
 #
-# Usage: bench/run_http.sh [--quick] [--servers a,b] [--reps N] [--skip load,strace,callgrind]
-#                          [--threads2] [--duration S]
-#   --quick     smoke run: under a minute once built (1 repetition of 1 s + 1 s, small counts)
-#   --servers   strata nginx c_floor (default: all)
-#   --reps      repetitions of the load phase (default 5; --quick 1)
-#   --skip      phases to leave out: load (wrk), strace, callgrind
+# Usage: bench/run_http.sh [--quick] [--servers a,b] [--reps N]
+#                          [--skip load,strace,callgrind,crawler] [--threads2] [--duration S]
+#                          [--crawl-pages N]
+#   --quick     smoke run: under a minute once built (1 repetition of 1 s + 1 s, small counts,
+#               a 400-page site for the crawler)
+#   --servers   strata nginx c_floor (default: all; the crawler phase uses strata and nginx)
+#   --reps      repetitions of the load and crawler phases (default 5; --quick 1)
+#   --skip      phases to leave out: load (wrk), strace, callgrind, crawler
 #   --threads2  also start `http_server --threads 2` and show that both loops serve requests
 #               (per-thread CPU time from /proc/PID/task/*/stat during a wrk run)
 #   --duration  measured seconds per wrk run (default 3; --quick 1)
+#   --crawl-pages  HTML pages of the crawler phase's site (default 2000; --quick 400)
 #
 # Results: build/bench-http/http.json and build/bench-http/http.md (STRATA_BENCH_BUILD
 # overrides build/bench-http). Progress goes to stderr, the Markdown tables to stdout.
@@ -21,18 +26,21 @@ set -euo pipefail
 
 args=()
 quick=0
+skip_crawler=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) args+=(--quick); quick=1 ;;
     --threads2) args+=(--threads2) ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    --servers|--reps|--skip|--duration)
+    --servers|--reps|--skip|--duration|--crawl-pages)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       if [ "$1" = --skip ]; then
         for phase in ${2//,/ }; do
           case "$phase" in
             load|strace|callgrind) ;;
-            *) echo "unknown phase for --skip: $phase (load, strace, callgrind)" >&2; exit 2 ;;
+            crawler) skip_crawler=1 ;;
+            *) echo "unknown phase for --skip: $phase (load, strace, callgrind, crawler)" >&2
+               exit 2 ;;
           esac
         done
       fi
@@ -103,6 +111,19 @@ fi
 if [ -n "$strata_note" ]; then
   echo "warning: Strata's http_server will not be measured: $strata_note" >&2
 fi
+# The crawler phase's client (examples/crawler): the same rules, a note instead of the phase.
+crawler_note=""
+if [ "$skip_crawler" = 0 ]; then
+  if [ "$cmake_ok" != 1 ] || ! cmake --build "$build" --target help 2>/dev/null |
+      grep -q '^crawler:'; then
+    crawler_note="the build has no crawler target (examples/crawler)"
+  elif ! cmake --build "$build" --target crawler >"$build/http.crawler-build.log" 2>&1; then
+    crawler_note="the crawler target failed to build (see $build/http.crawler-build.log)"
+  fi
+  if [ -n "$crawler_note" ]; then
+    echo "warning: the crawler phase will not run: $crawler_note" >&2
+  fi
+fi
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo 0)
@@ -119,7 +140,7 @@ cleanup() { [ -n "$driver" ] && kill -TERM "$driver" 2>/dev/null; wait 2>/dev/nu
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 timeout -k 30 "$limit" /usr/bin/python3 bench/http/run_http.py --build "$build" \
-  --strata-note "$strata_note" "${args[@]}" &
+  --strata-note "$strata_note" --crawler-note "$crawler_note" "${args[@]}" &
 driver=$!
 status=0
 wait "$driver" || status=$?
