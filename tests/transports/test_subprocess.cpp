@@ -1463,7 +1463,7 @@ STRATA_LOOP_TEST_CASE("Subprocess: 50 children at once, each with its own output
                       "[transports][subprocess]") {
   FOR_EACH_CHILD_WATCH_METHOD();
   constexpr int n = 50;
-  std::vector<std::unique_ptr<SubRecord>> records;
+  std::vector<std::unique_ptr<SubRecord>> records;  // declared before the loop: they outlive it
   for (int i = 0; i < n; ++i) records.push_back(std::make_unique<SubRecord>());
   TestLoop loop(TestType::kind);
   const std::set<pid_t> before = our_children();
@@ -1890,10 +1890,12 @@ struct ThreadOutcome {
   std::vector<std::optional<int>> codes;
   std::vector<std::string> grammar;
   std::string error;
+  /// The records outlive the loop: a transport destroys its protocol in a later iteration.
+  std::vector<std::unique_ptr<SubRecord>> records;
 };
 
 Coro<void> run_children(int n, std::string tag, ThreadOutcome* outcome) {
-  std::vector<std::unique_ptr<SubRecord>> records;
+  std::vector<std::unique_ptr<SubRecord>>& records = outcome->records;
   for (int i = 0; i < n; ++i) records.push_back(std::make_unique<SubRecord>());
   for (int i = 0; i < n; ++i) {
     std::string cmd = "echo " + tag + std::to_string(i) + "; exit " + std::to_string(i % 3);

@@ -158,7 +158,8 @@ class SubprocessTransport : public BaseTransport {
   virtual std::optional<int> get_returncode() const noexcept = 0;
   /// The transport of the pipe on the child's @p fd: 0 (a write pipe to its stdin), 1 or 2
   /// (read pipes from its stdout, stderr); null when that stream is not a pipe, or once its
-  /// pipe is closed (after pipe_connection_lost()). Flow control of a pipe goes through it
+  /// pipe is closed (from the pipe_connection_lost() call on; a pipe that closed before
+  /// connection_made() is already null there, and its pending events follow that call). Flow control of a pipe goes through it
   /// (pause_reading() on the stdout pipe stops reading what the child writes).
   virtual Transport* get_pipe_transport(int fd) const noexcept = 0;
   /// Sends signal @p sig to the child (through its pidfd when there is one).
