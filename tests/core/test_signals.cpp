@@ -20,7 +20,6 @@
 
 using namespace std::chrono_literals;
 using strata::Coro;
-using strata::EventLoop;
 using strata::Future;
 
 namespace {

@@ -40,7 +40,6 @@
 #include "loop_test.hpp"
 
 using namespace std::chrono_literals;
-using strata::CancelledError;
 using strata::Coro;
 using strata::InvalidStateError;
 using strata::Process;

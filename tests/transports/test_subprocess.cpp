@@ -398,7 +398,7 @@ class RecordingSubprocessProtocol : public strata::SubprocessProtocol {
 
 /// Returns "" when @p events follow SubprocessProtocol's grammar for a child whose piped
 /// streams are @p piped; otherwise what is wrong.
-std::string sub_grammar_error(const std::vector<std::string>& events, std::set<int> piped) {
+std::string sub_grammar_error(const std::vector<std::string>& events, const std::set<int>& piped) {
   if (events.empty() || events.front() != "made") return "does not start with made";
   std::map<int, int> pipe_lost;
   int exited = 0;
@@ -441,7 +441,7 @@ std::string sub_grammar_error(const std::vector<std::string>& events, std::set<i
 
 /// Checks what every finished child's record must show: the grammar, no violations, the
 /// protocol destroyed, the return code seen at process_exited.
-void check_finished(const SubRecord& r, std::set<int> piped) {
+void check_finished(const SubRecord& r, const std::set<int>& piped) {
   INFO("events: " << strata::testing::join(r.events));
   CHECK(sub_grammar_error(r.events, piped) == "");
   CHECK(strata::testing::join(r.violations) == "");
@@ -628,6 +628,7 @@ STRATA_LOOP_TEST_CASE("Subprocess: a finished child leaves no descriptor open be
   FOR_EACH_CHILD_WATCH_METHOD();
   constexpr int rounds = 4;
   std::vector<std::unique_ptr<SubRecord>> records;
+  records.reserve(rounds);
   for (int i = 0; i < rounds; ++i) records.push_back(std::make_unique<SubRecord>());
   std::vector<int> fds;
   TestLoop loop(TestType::kind);
@@ -1464,6 +1465,7 @@ STRATA_LOOP_TEST_CASE("Subprocess: 50 children at once, each with its own output
   FOR_EACH_CHILD_WATCH_METHOD();
   constexpr int n = 50;
   std::vector<std::unique_ptr<SubRecord>> records;  // declared before the loop: they outlive it
+  records.reserve(n);
   for (int i = 0; i < n; ++i) records.push_back(std::make_unique<SubRecord>());
   TestLoop loop(TestType::kind);
   const std::set<pid_t> before = our_children();
@@ -1921,7 +1923,7 @@ STRATA_LOOP_TEST_CASE(
   constexpr int n = 12;
   ThreadOutcome other;
   ThreadOutcome mine;
-  std::thread thread([&other, n] {
+  std::thread thread([&other] {
     try {
       std::unique_ptr<strata::EventLoop> loop = strata::new_event_loop(TestType::kind);
       auto bounded = strata::wait_for(run_children(n, "other-", &other), std::chrono::seconds(10));

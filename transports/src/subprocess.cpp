@@ -94,10 +94,11 @@ ChildStreams prepare_streams(const SubprocessOptions& options, const char* what)
       case Stdio::Kind::pipe: {
         int fds[2];
         if (::pipe2(fds, O_CLOEXEC) != 0) throw os_error(errno, std::string(what) + ": pipe2");
-        Fd read_end(fds[0]);
-        Fd write_end(fds[1]);
-        streams.parent[i] = i == 0 ? std::move(write_end) : std::move(read_end);
-        streams.child[i] = above_stdio(i == 0 ? std::move(read_end) : std::move(write_end), what);
+        // The child reads its stdin and writes its stdout and stderr; we hold the other end.
+        Fd ours(fds[i == 0 ? 1 : 0]);
+        Fd theirs(fds[i == 0 ? 0 : 1]);
+        streams.parent[i] = std::move(ours);
+        streams.child[i] = above_stdio(std::move(theirs), what);
         break;
       }
       case Stdio::Kind::devnull:
@@ -237,7 +238,12 @@ pid_t spawn(const std::vector<std::string>& argv, const SubprocessOptions& optio
   char** envp = environ;
   if (options.env) {
     env_strings.reserve(options.env->size());
-    for (const auto& [name, value] : *options.env) env_strings.push_back(name + "=" + value);
+    for (const auto& [name, value] : *options.env) {
+      std::string entry = name;
+      entry += '=';
+      entry += value;
+      env_strings.push_back(std::move(entry));
+    }
     for (std::string& entry : env_strings) env.push_back(entry.data());
     env.push_back(nullptr);
     envp = env.data();
