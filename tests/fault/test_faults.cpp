@@ -133,8 +133,9 @@ Coro<void> iterations(int n) {
 /// echo is byte-exact, closes, and checks both ends ended once, cleanly.
 template <class Install>
 void echo_under_faults(strata::LoopKind kind, const std::string& payload, std::size_t chunk,
-                       bool use_writelines, Install install, ConnectOptions client_options = {},
-                       ServerOptions server_options = {}) {
+                       bool use_writelines, Install install,
+                       const ConnectOptions& client_options = {},
+                       const ServerOptions& server_options = {}) {
   Accepted accepted;
   Record client;
   TestLoop loop(kind);  // after the records: its tasks refer to them
