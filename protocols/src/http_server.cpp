@@ -28,6 +28,7 @@
 #include <array>
 #include <charconv>
 #include <cstring>
+#include <optional>
 #include <vector>
 #include <exception>
 #include <stdexcept>
@@ -480,7 +481,10 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
   /// parse() of input_ (the bytes that waited), then of end of file if it came.
   void resume_input();
   bool blocked() const noexcept {
-    return queue_.size() >= server_->settings().max_pipelined || write_paused_ || sending_ ||
+    // The request whose body is still arriving (receiving_, at the back of queue_) does not
+    // count: its own body must be read for it to run at all.
+    const std::size_t waiting = queue_.size() - (receiving_ != nullptr ? 1 : 0);
+    return waiting >= server_->settings().max_pipelined || write_paused_ || sending_ ||
            closing_ || lost_ || failed_;
   }
   void dispatch(Slot& slot);
@@ -489,8 +493,11 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
   /// Writes the responses at the front of queue_ that are ready, in order; starts the body
   /// sender of a file or stream response; closes after a response that ends the connection.
   void drain();
-  void serialize_head(const Slot& slot, const HttpResponse& r, std::uint64_t content_length,
-                      bool chunked);
+  /// The response head of @p r: framed by @p content_length, or chunked, or neither (the
+  /// body ends with the connection: a stream over HTTP/1.0) when @p content_length is empty
+  /// and @p chunked false.
+  void serialize_head(const Slot& slot, const HttpResponse& r,
+                      std::optional<std::uint64_t> content_length, bool chunked);
   /// Whether @p r is sent by write_plain(): no stream and no file to send.
   static bool is_plain(const Slot& slot, const HttpResponse& r) noexcept;
   /// Serialises @p r, the response of @p slot, the front of queue_, and its body into out_
@@ -797,7 +804,7 @@ class HeadWriter {
 }  // namespace
 
 void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
-                                    std::uint64_t content_length, bool chunked) {
+                                    std::optional<std::uint64_t> content_length, bool chunked) {
   const HttpServerRequest& req = slot.request;
   const bool keep_alive = slot.keep_alive && !server_->is_shutting_down() && !eof_;
   const std::string_view server_name = server_->settings().server_name;
@@ -835,9 +842,9 @@ void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
   }
   if (chunked) {
     w.put("Transfer-Encoding: chunked\r\n"sv);
-  } else if (status_has_body(r.status)) {
+  } else if (content_length && status_has_body(r.status)) {
     w.put("Content-Length: "sv);
-    w.put_number(content_length);
+    w.put_number(*content_length);
     w.put("\r\n"sv);
   }
   if (!keep_alive) {
@@ -865,7 +872,7 @@ void HttpConnection::drain() {
     if (r.stream && status_has_body(r.status) && !slot->head) {
       if (!chunked_ok) slot->keep_alive = false;
       stream_chunked_ = chunked_ok;
-      serialize_head(*slot, r, 0, chunked_ok);
+      serialize_head(*slot, r, std::nullopt, chunked_ok);
       sending_ = true;
       sender_ = loop_->create_task(send_body(slot));
       return;
@@ -892,8 +899,12 @@ bool HttpConnection::write_plain(Slot* slot, const HttpResponse& r) {
   const bool chunked_ok = slot->request.version_minor() != 0;
   const bool send_file = static_cast<bool>(r.file) && status_has_body(r.status);
   const std::uint64_t length = send_file ? r.file.length() : r.body.size();
-  // HEAD of a stream: the head GET would have (chunked on HTTP/1.1), no body.
-  serialize_head(*slot, r, length, r.stream && chunked_ok);
+  // HEAD of a stream: the head GET would have (chunked on HTTP/1.1, unframed on 1.0), no body.
+  if (r.stream) {
+    serialize_head(*slot, r, std::nullopt, chunked_ok);
+  } else {
+    serialize_head(*slot, r, length, false);
+  }
   const bool keep_alive = slot->keep_alive && !server_->is_shutting_down() && !eof_;
   const bool with_body = status_has_body(r.status) && !slot->head;
   if (with_body && !send_file && !r.body.empty()) {
@@ -936,7 +947,10 @@ void HttpConnection::fail(int status, std::string_view reason) {
   // The request being received gets no handler: its place in the queue takes the error.
   Slot* slot = std::exchange(receiving_, nullptr);
   if (!slot) {
+    // No head was parsed: a recycled slot still holds an earlier request's version, and the
+    // error is answered as HTTP/1.1.
     slot = take_slot();
+    slot->request.version_minor_ = 1;
     queue_.push_back(slot);
   }
   slot->keep_alive = false;

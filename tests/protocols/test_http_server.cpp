@@ -497,3 +497,86 @@ STRATA_LOOP_TEST_CASE("HTTP server: 50 connections x 200 requests, each response
   };
   loop.run(body(), 60s);
 }
+
+// Found by fuzz/http_server (fuzz/regressions/http_server/max_pipelined_1_body_split_stall):
+// the request whose body is still arriving counted against max_pipelined, so with a limit of
+// 1 its body was never read.
+STRATA_LOOP_TEST_CASE("HTTP server: with max_pipelined 1, a body that comes after its head is read",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  strata::HttpServerSettings settings;
+  settings.max_pipelined = 1;
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router(), settings);
+    auto c = co_await connect_raw(s.port);
+    c->send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n");
+    for (int i = 0; i < 10; ++i) co_await strata::sleep(0s);  // the server reads the head alone
+    c->send("hello");
+    auto r = co_await c->responses(1);
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].status == 200);
+    CHECK(r[0].body == "hello");
+    c->send(get_plaintext);
+    r = co_await c->responses(2);
+    REQUIRE(r.size() == 2);
+    CHECK(r[1].body == "Hello, World!");
+    co_await s.stop();
+  };
+  loop.run(body(), 30s);
+}
+
+// Found by fuzz/http_server (fuzz/regressions/http_server/http10_stream_says_content_length_0):
+// HTTP/1.0 has no chunked coding, so a streamed body ends with the connection; its head must
+// not announce a length.
+STRATA_LOOP_TEST_CASE("HTTP server: a streamed body over HTTP/1.0 has no Content-Length and "
+                      "ends with the connection",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    SECTION("GET") {
+      auto c = co_await connect_raw(s.port);
+      c->send("GET /stream HTTP/1.0\r\n\r\n");
+      co_await c->closed();
+      CHECK(c->received.find("Content-Length") == std::string::npos);
+      CHECK(c->received.find("Transfer-Encoding") == std::string::npos);
+      CHECK(c->received.find("Connection: close\r\n") != std::string::npos);
+      const std::size_t end = c->received.find("\r\n\r\n");
+      REQUIRE(end != std::string::npos);
+      CHECK(c->received.substr(end + 4) == "one,two,three");
+    }
+    SECTION("HEAD") {
+      auto c = co_await connect_raw(s.port);
+      c->send("HEAD /stream HTTP/1.0\r\n\r\n");
+      co_await c->closed();
+      CHECK(c->received.rfind("HTTP/1.0 200", 0) == 0);
+      CHECK(c->received.find("Content-Length") == std::string::npos);
+      CHECK(c->received.substr(c->received.find("\r\n\r\n") + 4).empty());
+    }
+    co_await s.stop();
+  };
+  loop.run(body(), 30s);
+}
+
+// Found by fuzz/http_server: the error slot was a recycled one and kept the version of the
+// HTTP/1.0 request it had served.
+STRATA_LOOP_TEST_CASE("HTTP server: an error after an HTTP/1.0 request is answered as HTTP/1.1",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    auto c = co_await connect_raw(s.port);
+    c->send("GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+    auto r = co_await c->responses(1);
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].version == "HTTP/1.0");
+    c->send("GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n");
+    co_await c->closed();
+    r = strata::testing::parse_responses(c->received);
+    REQUIRE(r.size() == 2);
+    CHECK(r[1].status == 400);
+    CHECK(r[1].version == "HTTP/1.1");
+    co_await s.stop();
+  };
+  loop.run(body(), 30s);
+}
