@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
@@ -963,6 +964,9 @@ class FlowControlledEcho final : public strata::Protocol {
 // reproducing that stall reliably; tests/examples/test_tls_interop.py does, in two processes.
 STRATA_LOOP_TEST_CASE("tls: an echo that pauses reading while its writes are paused never stalls",
                       "[transports][tls]") {
+  // Declared before the loop: a transport destroys its protocol, which refers to its record,
+  // in an iteration after connection_lost().
+  std::deque<Record> records;
   TestLoop loop(TestType::kind);
   auto body = [&]() -> Coro<void> {
     ServerOptions options;
@@ -972,7 +976,7 @@ STRATA_LOOP_TEST_CASE("tls: an echo that pauses reading while its writes are pau
     std::unique_ptr<Server> server = co_await serving;
     const std::string payload = pattern(100000, 3);
     auto one = [&]() -> Coro<void> {
-      Record r;
+      Record& r = records.emplace_back();
       auto connecting = connect_tls(r, port_of(*server), test_client_context());
       Connection<RecordingProtocol> c = co_await connecting;
       for (int i = 0; i < 3; ++i) {
