@@ -143,6 +143,8 @@ class RawClient {
       Future<void> w = waiter_;
       co_await w;
     }
+    // Let go of the condition: it may hold a shared_ptr to this client (a cycle, a leak).
+    ready_ = nullptr;
   }
   /// Waits until @p n complete responses arrived (or the connection ended).
   Coro<std::vector<ParsedResponse>> responses(std::size_t n,

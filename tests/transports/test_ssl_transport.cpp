@@ -990,6 +990,7 @@ STRATA_LOOP_TEST_CASE("tls: an echo that pauses reading while its writes are pau
     };
     for (int round = 0; round < 25; ++round) {
       std::vector<strata::Task<void>> clients;
+      clients.reserve(4);
       for (int k = 0; k < 4; ++k) clients.push_back(strata::create_task(one()));
       for (auto& t : clients) {
         auto bounded = strata::wait_for(t, 10s);
