@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Strata needs, only those that are missing.
-# Usage: scripts/deps.sh [build|bench|tidy|fuzz]
-#   build: compile and test; bench: also the peers; tidy: also clang-tidy; fuzz: also clang
-#   and libFuzzer
+# Usage: scripts/deps.sh [build|bench|tidy|clang|fuzz]
+#   build: compile and test; bench: also the peers; tidy: also clang-tidy; clang (or fuzz):
+#   also clang with its sanitizer runtimes and libFuzzer
 set -euo pipefail
 
 packages=(g++ cmake ninja-build catch2 libbenchmark-dev python3 libssl-dev openssl node-llhttp curl)
@@ -10,8 +10,8 @@ case "${1:-build}" in
   build) ;;
   bench) packages+=(python3-uvloop libasio-dev libuv1-dev strace valgrind nginx wrk) ;;
   tidy) packages+=(clang-tidy) ;;
-  fuzz) packages+=(clang libclang-rt-14-dev) ;;
-  *) echo "usage: scripts/deps.sh [build|bench|tidy|fuzz]" >&2; exit 2 ;;
+  clang | fuzz) packages+=(clang libclang-rt-14-dev) ;;
+  *) echo "usage: scripts/deps.sh [build|bench|tidy|clang|fuzz]" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -35,7 +35,9 @@
 //   the head and of the trailer section before llhttp does, and refuses a CR not followed by
 //   LF, an LF not preceded by CR, and a field line starting with space or tab (obs-fold, which
 //   RFC 9112 §5.2 lets a server refuse). llhttp in strict mode also refuses the bare CRs we know
-//   of; the scanner does not rely on that.
+//   of; the scanner does not rely on that. It also refuses a field line starting with ':'
+//   (an empty name, which llhttp 8.1 lets through; field-name = token, RFC 9110 §5.1) at that
+//   byte, so that a size limit further on does not hide it.
 // - CVE-2024-22019 (chunk extensions are unbounded): the bytes of each chunk-size line beyond
 //   the size's own digits and CRLF are counted against max_chunk_extension_bytes.
 
@@ -70,6 +72,8 @@ constexpr std::string_view reason_bare_cr = "bare CR: a CR not followed by LF";
 constexpr std::string_view reason_bare_lf = "bare LF: an LF not preceded by CR";
 constexpr std::string_view reason_obs_fold =
     "field line starts with whitespace (obs-fold is not accepted)";
+constexpr std::string_view reason_empty_name =
+    "empty field name (a field line starting with ':')";
 constexpr std::string_view reason_chunk_extensions = "chunk extensions too long";
 
 /// Reads the bytes of a request head, or of a trailer section, ahead of llhttp: finds where it
@@ -157,6 +161,7 @@ class HeadScanner {
         case State::line_start:
           if (is_ows(c)) return {i, Result::violation, reason_obs_fold};
           if (c == '\n') return {i, Result::violation, reason_bare_lf};
+          if (c == ':') return {i, Result::violation, reason_empty_name};
           state_ = c == '\r' ? State::end_cr : State::line;
           ++i;
           break;
@@ -238,13 +243,6 @@ struct FieldSection {
                        trim_ows(all.substr(f.value_begin, f.value_end - f.value_begin))});
     }
     return HttpHeaders(views);
-  }
-
-  /// Whether a field line had an empty name (": value"), which llhttp 8.1 lets through but
-  /// the grammar does not (field-name = token, RFC 9110 §5.1).
-  bool has_empty_name() const noexcept {
-    return std::any_of(positions.begin(), positions.end(),
-                       [](const FieldPos& f) { return f.name_end == f.name_begin; });
   }
 };
 
@@ -614,10 +612,6 @@ std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
 
       case Impl::Event::message_complete:
         // llhttp stays paused until resume().
-        if (im.trailers.has_empty_name()) {
-          fail(400, "empty trailer field name");
-          return pos;
-        }
         request_.trailers_ = im.trailers.build();
         state_ = State::complete;
         ++requests_completed_;
@@ -645,10 +639,6 @@ bool HttpRequestParser::head_complete() {
   // The field positions start after the target in the same buffer.
   request_.headers_ = im.head.build();
 
-  if (im.head.has_empty_name()) {
-    fail(400, "empty header field name");
-    return false;
-  }
   if (p.http_major != 1 || p.http_minor > 1) {
     fail(505, "HTTP version not supported (only 1.0 and 1.1)");
     return false;

@@ -60,8 +60,6 @@ using strata::StreamReader;
 using strata::Streams;
 using strata::StreamWriter;
 using strata::Task;
-using strata::UnixConnectOptions;
-using strata::UnixServerOptions;
 using strata::testing::check_syscall;
 using strata::testing::describe_failure;
 using strata::testing::Failure;
@@ -158,10 +156,6 @@ Coro<std::string> read_n(StreamReader reader, std::size_t n) {
 }
 
 /// Payloads, made once per process.
-const std::string& payload_16mib() {
-  const std::string& data = payload_16mib();
-  return data;
-}
 const std::string& payload_1mib() {
   static const std::string data = pattern(MiB, 5);
   return data;

@@ -18,14 +18,14 @@ struct Buffered : strata::BufferedProtocol {
 struct Datagram : strata::DatagramProtocol {};
 struct NotAProtocol {};
 
-auto plain_factory = [] { return std::make_unique<Plain>(); };
-auto buffered_factory = [] { return std::make_unique<Buffered>(); };
+using PlainFactory = decltype([] { return std::make_unique<Plain>(); });
+using BufferedFactory = decltype([] { return std::make_unique<Buffered>(); });
 
-static_assert(strata::ProtocolFactory<decltype(plain_factory)>);
-static_assert(strata::ProtocolFactory<decltype(buffered_factory)>);
+static_assert(strata::ProtocolFactory<PlainFactory>);
+static_assert(strata::ProtocolFactory<BufferedFactory>);
 static_assert(strata::ProtocolFactory<std::unique_ptr<Plain> (*)()>);
-static_assert(std::is_same_v<strata::factory_protocol_t<decltype(plain_factory)>, Plain>);
-static_assert(std::is_same_v<strata::factory_protocol_t<decltype(buffered_factory)>, Buffered>);
+static_assert(std::is_same_v<strata::factory_protocol_t<PlainFactory>, Plain>);
+static_assert(std::is_same_v<strata::factory_protocol_t<BufferedFactory>, Buffered>);
 // Not stream protocols, not owning, or taking arguments: refused at compile time.
 static_assert(!strata::ProtocolFactory<std::unique_ptr<Datagram> (*)()>);
 static_assert(!strata::ProtocolFactory<std::unique_ptr<NotAProtocol> (*)()>);

@@ -32,7 +32,6 @@ using strata::ServerOptions;
 using strata::SocketAddress;
 using strata::testing::Accepted;
 using strata::testing::check_syscall;
-using strata::testing::count_open_fds;
 using strata::testing::describe_failure;
 using strata::testing::exception_of;
 using strata::testing::Failure;
@@ -78,7 +77,7 @@ Coro<void> check_echo(Connection<RecordingProtocol> c, Record* r, std::string te
 
 /// A blocking client socket connected to 127.0.0.1:@p port (the handshake completes in the
 /// kernel, accepted or not).
-int blocking_connect(std::uint16_t port) {
+[[maybe_unused]] int blocking_connect(std::uint16_t port) {  // unused under UBSan
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   check_syscall(fd, "socket");
   SocketAddress to("127.0.0.1", port);
@@ -318,6 +317,10 @@ STRATA_LOOP_TEST_CASE("Server: an exception from the factory goes to the excepti
   CHECK(accepted.factory_calls == 2);
 }
 
+// Not under UndefinedBehaviorSanitizer: its vptr check tests memory for readability through a
+// pipe(), which fails with every descriptor taken, so every virtual call here is reported as
+// "invalid vptr". The fault-injection tests (tests/fault) cover EMFILE from accept as well.
+#ifndef STRATA_TEST_UBSAN
 STRATA_LOOP_TEST_CASE("Server: out of descriptors, accepting pauses for accept_retry_delay with one "
                       "warning, without spinning, then resumes",
                       "[transports][server]") {
@@ -365,6 +368,7 @@ STRATA_LOOP_TEST_CASE("Server: out of descriptors, accepting pauses for accept_r
   if (client >= 0) ::close(client);
   CHECK(loop.errors().empty());
 }
+#endif  // STRATA_TEST_UBSAN
 
 STRATA_LOOP_TEST_CASE("Server: destroyed while connections are open, it leaves them working",
                       "[transports][server]") {
