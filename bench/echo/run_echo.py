@@ -17,6 +17,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench_processes import end, end_all, forget, spawn  # noqa: E402  (bench/ on the path first)
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = "/usr/bin/python3"
 SERVER_CPU, LOAD_CPU = "0", "1"
@@ -68,43 +71,6 @@ def log(*a):
 # ---------------------------------------------------------------------------------------------
 # processes: everything started here is tracked and ended by pid (its own session's group)
 
-_live = set()
-
-
-def _spawn(cmd, **kw):
-    p = subprocess.Popen(cmd, start_new_session=True, **kw)
-    _live.add(p)
-    return p
-
-
-def _end(p, sig=signal.SIGINT, grace=10.0):
-    """Signals p's process group (its own session), waits, escalates to SIGKILL."""
-    if p.poll() is None:
-        for s, wait in ((sig, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(p.pid, s)
-            except ProcessLookupError:
-                break
-            try:
-                p.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    _live.discard(p)
-    for f in (p.stdin, p.stdout):
-        if f:
-            try:
-                f.close()
-            except OSError:
-                pass
-    return p.returncode
-
-
-def cleanup(*_):
-    for p in list(_live):
-        _end(p, signal.SIGKILL, 2.0)
-
-
 class Running:
     """A started server: pid is the server itself (the child of strace when wrapped)."""
 
@@ -113,7 +79,7 @@ class Running:
         cmd = ["taskset", "-c", SERVER_CPU, *wrapper, *server.cmd, "--port", "0"]
         self.err_path = f"/tmp/strata-echo-{os.getpid()}-{server.key}.err"
         self.err = open(self.err_path, "w")
-        self.proc = _spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        self.proc = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=self.err, text=True)
         self.port = None
         self.pid = self.proc.pid
@@ -177,7 +143,7 @@ class Running:
                 self.proc.wait(grace)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        rc = _end(self.proc, signal.SIGINT, grace)
+        rc = end(self.proc, signal.SIGINT, grace)
         self.err.close()
         try:
             os.unlink(self.err_path)
@@ -189,14 +155,14 @@ class Running:
 def load(load_bin, port, pid, args, timeout):
     cmd = ["taskset", "-c", LOAD_CPU, load_bin, "--port", str(port), "--timeout",
            str(int(timeout))] + (["--server-pid", str(pid)] if pid else []) + args
-    p = _spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                text=True)
     try:
         out, err = p.communicate(timeout=timeout + 15)
     except subprocess.TimeoutExpired:
-        _end(p, signal.SIGKILL)
+        end(p, signal.SIGKILL)
         raise RuntimeError("echo_load did not finish in time")
-    _live.discard(p)
+    forget(p)
     lines = out.strip().splitlines()
     if not lines:
         raise RuntimeError(f"echo_load printed nothing (exit {p.returncode}): {err.strip()}")
@@ -365,7 +331,7 @@ def idle_memory(servers, a, results):
                                              "--duration", "0.2", "--warmup", "0"], timeout=30)
             time.sleep(0.3)
             base_fds, rss0 = srv.fd_count(), srv.rss_kib()
-            idle = _spawn(["taskset", "-c", LOAD_CPU, a.load, "--port", str(srv.port),
+            idle = spawn(["taskset", "-c", LOAD_CPU, a.load, "--port", str(srv.port),
                            "--idle", str(a.idle), "--timeout", "300"],
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL, text=True)
@@ -397,7 +363,7 @@ def idle_memory(servers, a, results):
                     idle.wait(60)
                 except (OSError, subprocess.TimeoutExpired):
                     pass
-                _end(idle, signal.SIGTERM)
+                end(idle, signal.SIGTERM)
             srv.stop()
 
 
@@ -741,8 +707,8 @@ def main():
             log(f"  ! {s.label}: {s.cmd[0]} not found, skipped")
     present = [s for s in servers if s.available]
 
-    signal.signal(signal.SIGTERM, lambda *_: (cleanup(), sys.exit(143)))
-    signal.signal(signal.SIGINT, lambda *_: (cleanup(), sys.exit(130)))
+    signal.signal(signal.SIGTERM, lambda *_: (end_all(), sys.exit(143)))
+    signal.signal(signal.SIGINT, lambda *_: (end_all(), sys.exit(130)))
     results = {
         "present": [s.key for s in present],
         "pingpong": {}, "stream": {}, "strace": {}, "callgrind": {}, "idle": {},
@@ -779,7 +745,7 @@ def main():
             log(f"== memory per idle connection ({a.idle} connections)")
             idle_memory(present, a, results)
     finally:
-        cleanup()
+        end_all()
     results["loadavg_end"] = ", ".join(Path("/proc/loadavg").read_text().split()[:3])
     results["elapsed_s"] = round(time.monotonic() - t0, 1)
     md = report(results, servers, a)

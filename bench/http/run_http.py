@@ -31,6 +31,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench_processes import end, end_all, forget, spawn  # noqa: E402  (bench/ on the path first)
+
 HERE = Path(__file__).resolve().parent
 SERVER_CPU, LOAD_CPU = "0", "1"
 STRATA, NGINX, FLOOR = "strata", "nginx", "c_floor"
@@ -57,43 +60,6 @@ def log(*a):
 
 # ---------------------------------------------------------------------------------------------
 # processes: everything started here runs in its own session and is ended by its group id
-
-_live = set()
-
-
-def _spawn(cmd, **kw):
-    p = subprocess.Popen(cmd, start_new_session=True, **kw)
-    _live.add(p)
-    return p
-
-
-def _end(p, sig=signal.SIGINT, grace=10.0):
-    """Signals p's process group (its own session), waits, escalates to SIGKILL."""
-    if p.poll() is None:
-        for s, wait in ((sig, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(p.pid, s)
-            except ProcessLookupError:
-                break
-            try:
-                p.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    _live.discard(p)
-    for f in (p.stdin, p.stdout, p.stderr):
-        if f:
-            try:
-                f.close()
-            except OSError:
-                pass
-    return p.returncode
-
-
-def cleanup(*_):
-    for p in list(_live):
-        _end(p, signal.SIGKILL, 2.0)
-
 
 def free_port():
     with socket.socket() as s:
@@ -184,7 +150,7 @@ class Running:
         self.err.flush()
         self.err_start = self.err.tell()
         # taskset and valgrind exec the command, so the pid stays the server's; strace forks
-        self.proc = _spawn(["taskset", "-c", SERVER_CPU, *wrapper, *cmd],
+        self.proc = spawn(["taskset", "-c", SERVER_CPU, *wrapper, *cmd],
                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err,
                            text=True)
         self.pid = self.proc.pid
@@ -268,7 +234,7 @@ class Running:
                 self.proc.wait(max(0.1, min(5.0, end - time.monotonic())))
             except subprocess.TimeoutExpired:
                 pass
-        rc = _end(self.proc, signal.SIGKILL, 5.0)
+        rc = end(self.proc, signal.SIGKILL, 5.0)
         self.err.write(f"== exit status {rc}\n")
         self.err.close()
         return rc
@@ -362,14 +328,14 @@ def wrk(a, port, depth, seconds, timeout_extra=20):
     url = f"http://127.0.0.1:{port}{PATH}"
     cmd = ["taskset", "-c", LOAD_CPU, a.wrk, "-t1", f"-c{a.connections}", f"-d{seconds}s",
            "--timeout", "5s", "-s", str(HERE / "pipeline.lua"), url, "--", str(depth)]
-    p = _spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                text=True)
     try:
         out, err = p.communicate(timeout=seconds + timeout_extra)
     except subprocess.TimeoutExpired:
-        _end(p, signal.SIGKILL)
+        end(p, signal.SIGKILL)
         return {"errors": 1, "first_error": "wrk did not finish in time"}
-    _live.discard(p)
+    forget(p)
     for line in reversed(out.strip().splitlines()):
         if line.startswith("{"):
             r = json.loads(line)
@@ -453,14 +419,14 @@ def http_count(a, port, depth, n, timeout=600):
     cmd = ["taskset", "-c", LOAD_CPU, str(Path(a.build) / "bench" / "http" / "http_count"),
            "--port", str(port), "--path", PATH, "--connections", str(a.connections),
            "--depth", str(depth), "--requests", str(n), "--timeout", str(timeout)]
-    p = _spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                text=True)
     try:
         out, err = p.communicate(timeout=timeout + 15)
     except subprocess.TimeoutExpired:
-        _end(p, signal.SIGKILL)
+        end(p, signal.SIGKILL)
         raise RuntimeError("http_count did not finish in time")
-    _live.discard(p)
+    forget(p)
     lines = out.strip().splitlines()
     if not lines:
         raise RuntimeError(f"http_count printed nothing (exit {p.returncode}): {err.strip()}")
@@ -680,14 +646,14 @@ def crawl(a, port, concurrency, max_pages, verbose=False, timeout=300):
     if verbose:
         cmd.append("--verbose")
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = _spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                text=True)
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        _end(p, signal.SIGKILL)
+        end(p, signal.SIGKILL)
         raise RuntimeError(f"the crawler did not finish within {timeout} s")
-    _live.discard(p)
+    forget(p)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = out.strip().splitlines()
     m = CRAWL_SUMMARY.match(lines[-1]) if lines else None
@@ -1211,8 +1177,8 @@ def main():
             + ", ".join(PHASES))
         return 2
 
-    signal.signal(signal.SIGTERM, lambda *_: (cleanup(), sys.exit(143)))
-    signal.signal(signal.SIGINT, lambda *_: (cleanup(), sys.exit(130)))
+    signal.signal(signal.SIGTERM, lambda *_: (end_all(), sys.exit(143)))
+    signal.signal(signal.SIGINT, lambda *_: (end_all(), sys.exit(130)))
     results = {
         "present": [], "load": {}, "strace": {}, "callgrind": {}, "threads2": {},
         "crawler": {}, "failures": [], "strata_note": a.strata_note,
@@ -1296,7 +1262,7 @@ def main():
             else:
                 results["threads2"] = {"error": "Strata's http_server is not measured"}
     finally:
-        cleanup()
+        end_all()
     results["loadavg_end"] = ", ".join(Path("/proc/loadavg").read_text().split()[:3])
     results["elapsed_s"] = round(time.monotonic() - t0, 1)
     md = report(results, a)

@@ -21,6 +21,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench_processes import end, end_all, forget, spawn  # noqa: E402  (bench/ on the path first)
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = "/usr/bin/python3"
 SERVER_CPU, LOAD_CPU = "0", "1"
@@ -45,41 +48,6 @@ def log(*a):
 # ---------------------------------------------------------------------------------------------
 # processes: everything started here runs in its own session and is ended by its group id
 
-_live = set()
-
-
-def _spawn(cmd, **kw):
-    p = subprocess.Popen(cmd, start_new_session=True, **kw)
-    _live.add(p)
-    return p
-
-
-def _end(p, sig=signal.SIGINT, grace=8.0):
-    if p.poll() is None:
-        for s, wait in ((sig, grace), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(p.pid, s)
-            except ProcessLookupError:
-                break
-            try:
-                p.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-    _live.discard(p)
-    if p.stdout:
-        try:
-            p.stdout.close()
-        except OSError:
-            pass
-    return p.returncode
-
-
-def cleanup(*_):
-    for p in list(_live):
-        _end(p, signal.SIGKILL, 2.0)
-
-
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,7 +66,7 @@ class Running:
         self.err_path = Path(tmp) / f"{key}.{len(list(Path(tmp).glob('*.err')))}.err"
         self.err = open(self.err_path, "w")
         # taskset and valgrind exec the command: the pid stays the server's
-        self.proc = _spawn(["taskset", "-c", SERVER_CPU, *wrapper, *cmd], stdin=subprocess.DEVNULL,
+        self.proc = spawn(["taskset", "-c", SERVER_CPU, *wrapper, *cmd], stdin=subprocess.DEVNULL,
                            stdout=subprocess.PIPE, stderr=self.err, text=True)
         self.pid = self.proc.pid
         if ready == "line":
@@ -155,7 +123,7 @@ class Running:
                 self.proc.wait(grace / 2)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-        rc = _end(self.proc, signal.SIGINT, grace)
+        rc = end(self.proc, signal.SIGINT, grace)
         self.err.close()
         return rc
 
@@ -224,14 +192,14 @@ def tls_load(a, srv, mode, extra, warmup, duration, timeout=None):
            "--mode", mode, "--server-pid", str(srv.pid), "--warmup", str(warmup),
            "--duration", str(duration), "--timeout", str(int(timeout)),
            "--tls", a.tls, *extra]
-    p = _spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    p = spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                text=True)
     try:
         out, err = p.communicate(timeout=timeout + 20)
     except subprocess.TimeoutExpired:
-        _end(p, signal.SIGKILL)
+        end(p, signal.SIGKILL)
         return {"errors": 1, "first_error": "tls_load did not finish in time"}
-    _live.discard(p)
+    forget(p)
     lines = out.strip().splitlines()
     if not lines:
         return {"errors": 1, "first_error": f"tls_load printed nothing (exit {p.returncode}): "
@@ -491,7 +459,7 @@ def main():
     finally:
         for srv in running.values():
             srv.stop()
-        cleanup()
+        end_all()
     load1 = Path("/proc/loadavg").read_text().split()[:3]
 
     md = report(a, results, running, notes, reps, warmup, duration, load0, load1)
@@ -510,11 +478,11 @@ def run_profile(a, srv, phases, warmup):
         if STRATA not in keys:
             continue
         data = Path(a.tmp) / f"perf-{phase}.data"
-        rec = _spawn(["perf", "record", "-o", str(data), "-p", str(srv.pid)],
+        rec = spawn(["perf", "record", "-o", str(data), "-p", str(srv.pid)],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.3)
         tls_load(a, srv, phase, extra, warmup, 3.0)
-        _end(rec, signal.SIGINT, 15.0)
+        end(rec, signal.SIGINT, 15.0)
         for sort, limit, top in (("dso", "1", 12), ("dso,symbol", "0.8", 25)):
             rep = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--stdio",
                                   "--sort", sort, "--percent-limit", limit],
@@ -711,4 +679,4 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         sys.exit(130)
     finally:
-        cleanup()
+        end_all()
