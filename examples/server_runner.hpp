@@ -25,6 +25,8 @@
 #include <strata/core/run.hpp>
 #include <strata/core/task.hpp>
 
+#include <sys/resource.h>
+
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
@@ -212,10 +214,25 @@ Coro<int> main_task(LoopState<L>& state, const char* program, unsigned threads,
 
 }  // namespace detail
 
+/// Raises the soft limit on open files to the hard limit, as nginx (worker_rlimit_nofile) and
+/// Go's runtime do: the soft limit is 1,024 by default, which would cap a server at about a
+/// thousand connections whatever the hard limit allows. Not with the select backend: it cannot
+/// watch descriptors past FD_SETSIZE (1,024), and at the limit accept() fails with EMFILE,
+/// which the server paces, rather than the selector refusing a descriptor already accepted.
+inline void raise_open_file_limit(std::optional<LoopKind> kind) noexcept {
+  if (kind == LoopKind::select) return;
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);  // best effort: the old limit stays on failure
+  }
+}
+
 /// Runs the server whose listener is L on @p threads loops of kind @p kind (the best selector
 /// backend when empty), following the example-server contract; returns the exit status.
 template <class L>
 int run_server(const char* program, unsigned threads, std::optional<LoopKind> kind) {
+  raise_open_file_limit(kind);
   RunOptions run_options;
   run_options.loop = kind;
   run_options.handle_sigint = false;  // main_task handles SIGINT and SIGTERM itself

@@ -17,7 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-import traceback
+
+from example_support import read_line, run_checks, short
 
 READY = re.compile(r"^listening on (.+):(\d+)$")
 START_TIMEOUT = 10.0  # for the ready line
@@ -30,17 +31,6 @@ processes = []  # every process started, killed at the end
 
 
 # ---- Processes --------------------------------------------------------------------------------
-
-def short(value, limit=100):
-    """repr(@value), cut to about @limit characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} long)"
-
-
-def read_line(stream, timeout):
-    """One line from a pipe, or None after @timeout seconds."""
-    ready, _, _ = select.select([stream], [], [], timeout)
-    return stream.readline() if ready else None
 
 
 def run(argv, timeout=15, stdin_text=None):
@@ -583,34 +573,7 @@ def main():
     parser.add_argument("--client", required=True)
     parser.add_argument("checks", nargs="*", help="names of checks to run (default: all)")
     args = parser.parse_args()
-    failed = []
-    total = time.monotonic()
-    try:
-        for check in CHECKS:
-            if args.checks and check.__name__ not in args.checks:
-                continue
-            start = time.monotonic()
-            try:
-                check()
-                print(f"PASS {check.__name__} ({time.monotonic() - start:.1f} s)", flush=True)
-            except Exception:
-                failed.append(check.__name__)
-                print(f"FAIL {check.__name__}", flush=True)
-                traceback.print_exc(file=sys.stdout)
-    finally:
-        for proc in processes:
-            if proc.poll() is None:
-                proc.kill()
-            try:
-                proc.communicate(timeout=5)
-            except Exception:
-                pass
-    print(f"({time.monotonic() - total:.1f} s)")
-    if failed:
-        print(f"{len(failed)} failed: {', '.join(failed)}")
-        return 1
-    print("all passed")
-    return 0
+    return run_checks(CHECKS, args.checks, processes)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ same). Exits 0 when every check passes, 1 otherwise, naming each failed check.
 import argparse
 import os
 import re
-import select
+import resource
 import shutil
 import signal
 import socket
@@ -22,7 +22,8 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
+
+from example_support import read_line, run_checks
 
 READY = re.compile(r"^listening on (.+):(\d+)$")
 START_TIMEOUT = 10.0  # for the ready line
@@ -39,11 +40,11 @@ api = None  # the --api the Server class passes; None passes none (the default, 
 class Server:
     """An echo_server process that has printed its ready line."""
 
-    def __init__(self, *options):
+    def __init__(self, *options, preexec_fn=None):
         api_option = ["--api", api] if api else []
         self.proc = subprocess.Popen(
             [args.server, "--port", "0", *api_option, *options],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
         line = read_line(self.proc.stdout, START_TIMEOUT)
         match = READY.match(line.rstrip("\n")) if line else None
         if not match:
@@ -75,12 +76,6 @@ class Server:
 
     def __exit__(self, *exc):
         self.kill()
-
-
-def read_line(stream, timeout):
-    """One line from a pipe, or None after @timeout seconds."""
-    ready, _, _ = select.select([stream], [], [], timeout)
-    return stream.readline() if ready else None
 
 
 def run(argv, timeout=30):
@@ -331,6 +326,27 @@ def check_client_connection_refused():
 
 
 # Checks of the programs' options and of echo_client alone: run once.
+def open_file_limits(pid):
+    """(soft, hard) limits on open files of process @pid, from /proc."""
+    with open(f"/proc/{pid}/limits") as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                soft, hard = line.split()[3:5]
+                return int(soft), int(hard)
+    raise AssertionError(f"no open-file limit in /proc/{pid}/limits")
+
+
+def check_open_file_limit_raised():
+    """The server raises its soft open-file limit to the hard one (but not on select)."""
+    soft_hard = (256, min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 4096))
+    def lower():
+        resource.setrlimit(resource.RLIMIT_NOFILE, soft_hard)
+    with Server(preexec_fn=lower) as server:
+        assert open_file_limits(server.proc.pid) == (soft_hard[1], soft_hard[1])
+    with Server("--loop", "select", preexec_fn=lower) as server:
+        assert open_file_limits(server.proc.pid) == soft_hard
+
+
 CHECKS = [
     check_help,
     check_bad_options,
@@ -352,7 +368,18 @@ SERVER_CHECKS = [
     check_each_backend,
     check_in_flight_work_finishes,
     check_idle_connections_closed_after_grace,
+    check_open_file_limit_raised,
 ]
+
+
+def with_api(check, name):
+    """@check run with the server's --api @name."""
+    def run():
+        global api
+        api = name
+        check()
+    run.__name__ = check.__name__
+    return run
 
 
 def main():
@@ -362,29 +389,14 @@ def main():
     parser.add_argument("--client", required=True)
     parser.add_argument("checks", nargs="*", help="names of checks to run (default: all)")
     args = parser.parse_args()
-    global api
-    runs = [(check, None) for check in CHECKS]
-    runs += [(check, name) for name in APIS for check in SERVER_CHECKS]
-    failed = []
-    for check, api in runs:
-        label = f"{check.__name__}:{api}" if api else check.__name__
-        if args.checks and check.__name__ not in args.checks and label not in args.checks:
-            continue
-        start = time.monotonic()
-        try:
-            check()
-            print(f"PASS {label} ({time.monotonic() - start:.1f} s)", flush=True)
-        except Exception:
-            failed.append(label)
-            print(f"FAIL {label}", flush=True)
-            traceback.print_exc(file=sys.stdout)
-    if _certs:
-        shutil.rmtree(os.path.dirname(_certs[0]), ignore_errors=True)
-    if failed:
-        print(f"{len(failed)} failed: {', '.join(failed)}")
-        return 1
-    print("all passed")
-    return 0
+    runs = list(CHECKS)
+    runs += [(f"{check.__name__}:{name}", with_api(check, name))
+             for name in APIS for check in SERVER_CHECKS]
+    try:
+        return run_checks(runs, args.checks)
+    finally:
+        if _certs:
+            shutil.rmtree(os.path.dirname(_certs[0]), ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,9 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
+
+from example_support import run_checks
 
 RUN_TIMEOUT = 30  # seconds for one program run
 MAKE_CERT = Path(__file__).resolve().parents[2] / "scripts" / "make_cert.sh"
@@ -355,29 +356,11 @@ def main():
     parser.add_argument("--crawler", required=True)
     parser.add_argument("checks", nargs="*", help="names of checks to run (default: all)")
     args = parser.parse_args()
-    failed = []
-    total = time.monotonic()
     site = Site()
     try:
-        for check in CHECKS:
-            if args.checks and check.__name__ not in args.checks:
-                continue
-            start = time.monotonic()
-            try:
-                check()
-                print(f"PASS {check.__name__} ({time.monotonic() - start:.1f} s)", flush=True)
-            except Exception:
-                failed.append(check.__name__)
-                print(f"FAIL {check.__name__}", flush=True)
-                traceback.print_exc(file=sys.stdout)
+        return run_checks(CHECKS, args.checks)
     finally:
         site.close()
-    print(f"({time.monotonic() - total:.1f} s)")
-    if failed:
-        print(f"{len(failed)} failed: {', '.join(failed)}")
-        return 1
-    print("all passed")
-    return 0
 
 
 if __name__ == "__main__":

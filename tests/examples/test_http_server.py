@@ -28,7 +28,8 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
+
+from example_support import read_line, run_checks, short
 
 READY = re.compile(r"^listening on (.+):(\d+)$")
 START_TIMEOUT = 10.0  # for the ready line
@@ -48,20 +49,9 @@ temp_dirs = []  # removed at the end
 
 # ---- Helpers ----------------------------------------------------------------------------------
 
-def short(value, limit=100):
-    """repr(@value), cut to about @limit characters."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(value)} long)"
-
 
 def skip(message):
     print(f"  SKIP {message}", flush=True)
-
-
-def read_line(stream, timeout):
-    """One line from a pipe, or None after @timeout seconds."""
-    ready, _, _ = select.select([stream], [], [], timeout)
-    return stream.readline() if ready else None
 
 
 def run(argv, timeout=15, **kwargs):
@@ -1355,40 +1345,11 @@ def main():
     parser.add_argument("--server", required=True)
     parser.add_argument("checks", nargs="*", help="names of checks to run (default: all)")
     args = parser.parse_args()
-    names = [c.__name__ for c in CHECKS]
-    unknown = [name for name in args.checks if name not in names]
-    if unknown:
-        parser.error(f"no such check: {', '.join(unknown)}")
-    failed = []
-    total = time.monotonic()
     try:
-        for check in CHECKS:
-            if args.checks and check.__name__ not in args.checks:
-                continue
-            start = time.monotonic()
-            try:
-                check()
-                print(f"PASS {check.__name__} ({time.monotonic() - start:.1f} s)", flush=True)
-            except Exception:
-                failed.append(check.__name__)
-                print(f"FAIL {check.__name__}", flush=True)
-                traceback.print_exc(file=sys.stdout)
+        return run_checks(CHECKS, args.checks, processes)
     finally:
-        for proc in processes:
-            if proc.poll() is None:
-                proc.kill()
-            try:
-                proc.communicate(timeout=5)
-            except Exception:
-                pass
         for directory in temp_dirs:
             shutil.rmtree(directory, ignore_errors=True)
-    print(f"({time.monotonic() - total:.1f} s)")
-    if failed:
-        print(f"{len(failed)} failed: {', '.join(failed)}")
-        return 1
-    print("all passed")
-    return 0
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
+
+from example_support import run_checks
 
 RUN_TIMEOUT = 60  # seconds for one program run
 LOOPS = ("selector", "proactor", "epoll", "poll", "select")
@@ -557,25 +558,7 @@ def main():
     parser.add_argument("--line-filter", required=True)
     parser.add_argument("checks", nargs="*", help="names of checks to run (default: all)")
     args = parser.parse_args()
-    failed = []
-    total = time.monotonic()
-    for check in CHECKS:
-        if args.checks and check.__name__ not in args.checks:
-            continue
-        start = time.monotonic()
-        try:
-            check()
-            print(f"PASS {check.__name__} ({time.monotonic() - start:.1f} s)", flush=True)
-        except Exception:
-            failed.append(check.__name__)
-            print(f"FAIL {check.__name__}", flush=True)
-            traceback.print_exc(file=sys.stdout)
-    print(f"({time.monotonic() - total:.1f} s)")
-    if failed:
-        print(f"{len(failed)} failed: {', '.join(failed)}")
-        return 1
-    print("all passed")
-    return 0
+    return run_checks(CHECKS, args.checks)
 
 
 if __name__ == "__main__":

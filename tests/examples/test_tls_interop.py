@@ -21,11 +21,11 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from pathlib import Path
 
 # The echo_server process, run() and recv_exactly() of the plain-TCP test; its `args` is ours.
 import test_echo_server as echo_test
+from example_support import run_checks
 from test_echo_server import EXIT_TIMEOUT, recv_exactly, run
 
 MAKE_CERT = Path(__file__).resolve().parents[2] / "scripts" / "make_cert.sh"
@@ -486,25 +486,9 @@ def main():
     if shutil.which("openssl") is None:
         print("the openssl command is missing: run scripts/deps.sh")
         return 1
-    failed = []
     with tempfile.TemporaryDirectory(prefix="strata-tls-") as directory:
         certs = Certs(directory)
-        for check in CHECKS:
-            if args.checks and check.__name__ not in args.checks:
-                continue
-            start = time.monotonic()
-            try:
-                check()
-                print(f"PASS {check.__name__} ({time.monotonic() - start:.1f} s)", flush=True)
-            except Exception:
-                failed.append(check.__name__)
-                print(f"FAIL {check.__name__}", flush=True)
-                traceback.print_exc(file=sys.stdout)
-    if failed:
-        print(f"{len(failed)} failed: {', '.join(failed)}")
-        return 1
-    print("all passed")
-    return 0
+        return run_checks(CHECKS, args.checks)
 
 
 if __name__ == "__main__":
