@@ -1,5 +1,7 @@
 // chat_server: a line-based chat over TCP, written on the streams layer (strata::start_server():
-// one coroutine per client, reading lines with StreamReader and answering with StreamWriter).
+// one coroutine per client, reading with StreamReader and answering with StreamWriter). The
+// protocol itself (framing, commands, replies, the registry of names) is chat_protocol.hpp's,
+// which fuzz/chat_line.cpp fuzzes too.
 //
 //   chat_server --port 7000               one loop, 127.0.0.1:7000
 //   chat_server --port 0 --threads 4      four loops on four threads, one shared registry
@@ -21,8 +23,8 @@
 // `error,bad encoding`; a line longer than the reader's limit (64 KiB) gets `error,line too
 // long` and is skipped up to its end; an unterminated last line (the client left mid-line) is
 // dropped. `register` again renames the client. A recipient that does not read gets its
-// messages buffered up to max_backlog; one more and it is disconnected, so that a sender never
-// waits for a recipient (and memory stays bounded).
+// messages buffered up to 256 KiB (chat::default_max_backlog); one more and it is
+// disconnected, so that a sender never waits for a recipient (and memory stays bounded).
 //
 // With --threads N, N loops each accept on their own socket (SO_REUSEPORT), and the name
 // registry is shared: a message to a client of another loop is handed to that loop with
@@ -38,25 +40,20 @@
 #include <strata/transports/server.hpp>
 #include <strata/transports/tcp.hpp>
 
+#include "chat_protocol.hpp"
 #include "example_options.hpp"
 #include "server_runner.hpp"
 
-#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <unordered_map>
 #include <utility>
 
 using namespace std::chrono_literals;
@@ -64,6 +61,7 @@ using namespace std::chrono_literals;
 namespace {
 
 namespace ex = strata::examples;
+namespace chat = strata::examples::chat;
 
 /// How long connections get to end after SIGINT or SIGTERM closed them, before they are
 /// aborted (a client that does not read its replies would keep its connection forever).
@@ -72,9 +70,8 @@ constexpr strata::Duration grace_period = 5s;
 /// The longest line read; a longer one gets `error,line too long`.
 constexpr std::size_t line_limit = strata::StreamReader::default_limit;
 
-/// How many bytes of messages may wait for a recipient that does not read: past this, the
-/// recipient is disconnected (below the 16 x high-water mark at which StreamWriter warns).
-constexpr std::size_t max_backlog = 256 * 1024;
+/// The one registry of names of every loop; it outlives them all.
+chat::Registry shared_registry;
 
 void print_usage() {
   std::fputs(
@@ -102,7 +99,7 @@ void print_usage() {
 }
 
 struct Options {
-  std::string host = "127.0.0.1";
+  std::string_view host = "127.0.0.1";  // or an argv string: both live as long as the program
   std::uint16_t port = 0;
   std::optional<strata::LoopKind> loop;  // the best available when empty
   unsigned threads = 1;
@@ -140,296 +137,47 @@ std::optional<int> parse_options(int argc, char** argv) {
   return std::nullopt;
 }
 
-// ---- Text -------------------------------------------------------------------------------------
-
-/// Calls @p fn with each code point of @p text; returns false (at once) if @p text is not
-/// well-formed UTF-8: a bad lead or continuation byte, a truncated sequence, an overlong form,
-/// a surrogate, or a code point past U+10FFFF.
-template <class F>
-bool for_each_code_point(std::string_view text, F&& fn) {
-  std::size_t i = 0;
-  while (i < text.size()) {
-    const auto lead = static_cast<unsigned char>(text[i]);
-    std::size_t length = 0;
-    char32_t c = 0;
-    char32_t min = 0;
-    if (lead < 0x80) {
-      length = 1, c = lead;
-    } else if ((lead & 0xE0) == 0xC0) {
-      length = 2, c = lead & 0x1F, min = 0x80;
-    } else if ((lead & 0xF0) == 0xE0) {
-      length = 3, c = lead & 0x0F, min = 0x800;
-    } else if ((lead & 0xF8) == 0xF0) {
-      length = 4, c = lead & 0x07, min = 0x10000;
-    } else {
-      return false;
-    }
-    if (text.size() - i < length) return false;
-    for (std::size_t k = 1; k < length; ++k) {
-      const auto byte = static_cast<unsigned char>(text[i + k]);
-      if ((byte & 0xC0) != 0x80) return false;
-      c = (c << 6) | (byte & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
-    fn(c);
-    i += length;
-  }
-  return true;
-}
-
-bool is_utf8(std::string_view text) {
-  return for_each_code_point(text, [](char32_t) {});
-}
-
-/// Whether @p c is white space (Unicode's White_Space property).
-bool is_space(char32_t c) {
-  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
-}
-
-/// A name may be registered: not empty, no comma, no white space (@p name is UTF-8).
-bool is_good_name(std::string_view name) {
-  bool good = !name.empty();
-  for_each_code_point(name, [&good](char32_t c) {
-    if (c == U',' || is_space(c)) good = false;
-  });
-  return good;
-}
-
-// ---- Clients and the registry -----------------------------------------------------------------
-
-class Registry;
-
-/// One connected client, in the frame of its serve_client() coroutine.
-struct Client {
-  strata::StreamWriter writer;
-  std::uint64_t id = 0;
-  std::string name;  // empty until registered
-};
-
-/// What one loop (one thread) serves: its clients, by id. The runner makes it before its loop
-/// starts and destroys it after the loop has closed, so that callbacks posted to the loop, and
-/// clients destroyed with it, may refer to it. Destroying it frees the names of its clients
-/// (in case the loop ended before its shut_down()).
-struct LoopState {
-  Registry& registry;
-  strata::EventLoop* loop = nullptr;  // set on the loop's thread before any client connects
-  std::unordered_map<std::uint64_t, Client*> clients;  // loop thread only
-  std::uint64_t next_id = 1;                            // loop thread only
-  bool closed = false;  // no more registrations: under the registry's mutex
-
-  LoopState();
-  LoopState(const LoopState&) = delete;
-  LoopState& operator=(const LoopState&) = delete;
-  ~LoopState();
-
-  /// Writes @p line to client @p id of this loop, if it is still there. On the loop's thread.
-  void deliver(std::uint64_t id, std::string_view line) {
-    const auto it = clients.find(id);
-    if (it == clients.end()) return;  // disconnected meanwhile
-    strata::StreamWriter& writer = it->second->writer;
-    try {
-      if (writer.is_closing()) return;
-      strata::Transport& transport = writer.transport();
-      if (transport.get_write_buffer_size() + line.size() > max_backlog) {
-        // It does not read: rather than let its messages pile up (or make senders wait for
-        // it), drop it. Its serve_client() ends and frees its name.
-        transport.abort();
-        return;
-      }
-      writer.write(line);
-    } catch (const std::exception&) {
-      // The connection is gone or half-closed: nobody to deliver to.
-    }
-  }
-};
-
-/// Where a registered name lives: a client of a loop.
-struct Entry {
-  LoopState* loop = nullptr;
-  std::uint64_t client = 0;
-  friend bool operator==(const Entry&, const Entry&) = default;
-};
-
-/// The registered names of every loop. Thread-safe: one mutex guards the map (and each
-/// LoopState's `closed`); an entry exists only while its client is connected, and its loop
-/// removes them all (remove_loop()) before it ends, so that whoever finds an entry under the
-/// mutex may post to its loop.
-class Registry {
- public:
-  enum class Registered { ok, taken, closed };
-
-  /// Registers @p name for @p client of @p loop, freeing the name it had.
-  Registered add(LoopState& loop, Client& client, std::string_view name) {
-    const Entry entry{&loop, client.id};
-    std::lock_guard lock(mutex_);
-    if (loop.closed) return Registered::closed;
-    if (const auto it = names_.find(name); it != names_.end()) {
-      return it->second == entry ? Registered::ok : Registered::taken;
-    }
-    if (!client.name.empty()) names_.erase(client.name);
-    names_.emplace(std::string(name), entry);
-    client.name = std::string(name);
-    return Registered::ok;
-  }
-
-  /// Frees the name of @p client of @p loop, if it has one.
-  void remove(LoopState& loop, const Client& client) {
-    if (client.name.empty()) return;
-    std::lock_guard lock(mutex_);
-    const auto it = names_.find(client.name);
-    if (it != names_.end() && it->second == Entry{&loop, client.id}) names_.erase(it);
-  }
-
-  /// Frees every name of @p loop's clients and refuses new ones: its loop is ending.
-  void remove_loop(LoopState& loop) {
-    std::lock_guard lock(mutex_);
-    loop.closed = true;
-    std::erase_if(names_, [&loop](const auto& item) { return item.second.loop == &loop; });
-  }
-
-  /// The registered names, sorted, comma-separated.
-  std::string list() const {
-    std::lock_guard lock(mutex_);
-    std::string names;
-    for (const auto& [name, entry] : names_) {
-      if (!names.empty()) names += ',';
-      names += name;
-    }
-    return names;
-  }
-
-  /// Sends @p line to the client registered as @p name: written at once when it is a client
-  /// of @p from (the calling loop), else handed to its loop. Returns false when no one has the
-  /// name.
-  bool deliver(std::string_view name, std::string line, LoopState& from) {
-    Entry entry;
-    {
-      std::lock_guard lock(mutex_);
-      const auto it = names_.find(name);
-      if (it == names_.end()) return false;
-      entry = it->second;
-      if (entry.loop != &from) {
-        // Under the mutex: the entry proves its loop still runs.
-        try {
-          entry.loop->loop->call_soon_threadsafe(
-              [state = entry.loop, id = entry.client, line = std::move(line)] {
-                state->deliver(id, line);
-              });
-        } catch (const strata::EventLoopError&) {
-          // Closed (cannot happen while the entry exists): the message is lost with the loop.
-        }
-        return true;
-      }
-    }
-    from.deliver(entry.client, line);
-    return true;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::map<std::string, Entry, std::less<>> names_;
-};
-
-/// The one registry of every loop; it outlives them all.
-Registry shared_registry;
-
-LoopState::LoopState() : registry(shared_registry) {}
-LoopState::~LoopState() { registry.remove_loop(*this); }
-
 // ---- One client -------------------------------------------------------------------------------
 
-/// The reply to one line (without its "\n"), after registering or delivering what it says.
-std::string handle_line(LoopState& state, Client& client, std::string_view line) {
-  if (line.ends_with('\r')) line.remove_suffix(1);
-  if (!is_utf8(line)) return "error,bad encoding";
-  const std::size_t comma = line.find(',');
-  if (comma == std::string_view::npos) return "error,unknown command";
-  const std::string_view verb = line.substr(0, comma);
-  const std::string_view rest = line.substr(comma + 1);
-  if (verb == "register") {
-    if (!is_good_name(rest)) return "error,bad name";
-    switch (state.registry.add(state, client, rest)) {
-      case Registry::Registered::ok:
-        return "ok";
-      case Registry::Registered::taken:
-        return "error,name taken";
-      case Registry::Registered::closed:
-        break;
-    }
-    return "error,shutting down";
-  }
-  if (verb == "list" && rest == "friends") {
-    if (client.name.empty()) return "error,not registered";
-    return state.registry.list();
-  }
-  if (verb == "chat") {
-    const std::size_t comma2 = rest.find(',');
-    if (comma2 == std::string_view::npos) return "error,unknown command";
-    if (client.name.empty()) return "error,not registered";
-    const std::string_view to = rest.substr(0, comma2);
-    const std::string_view text = rest.substr(comma2 + 1);
-    std::string message;
-    message.reserve(client.name.size() + text.size() + 7);
-    message.append("from,").append(client.name).append(",").append(text).append("\n");
-    if (!state.registry.deliver(to, std::move(message), state)) return "error,no such user";
-    return "ok";
-  }
-  return "error,unknown command";
-}
+/// The chat's view of a client's StreamWriter.
+class WriterConnection final : public chat::Connection {
+ public:
+  explicit WriterConnection(strata::StreamWriter writer) : writer_(std::move(writer)) {}
 
-/// Serves one connection, as start_server() calls it: reads lines and sends a reply to each.
-/// Returns at EOF (or when the connection is lost); start_server() then closes it.
+  bool is_closing() const override { return writer_.is_closing(); }
+  std::size_t write_buffer_size() const override {
+    return writer_.transport().get_write_buffer_size();
+  }
+  void write(std::string_view data) override { writer_.write(data); }
+  void abort() override { writer_.transport().abort(); }
+
+ private:
+  strata::StreamWriter writer_;
+};
+
+/// The state of one loop: the chat's, on the one registry of every loop.
+struct LoopState : chat::LoopState {
+  LoopState() : chat::LoopState(shared_registry) {}
+};
+
+/// Serves one connection, as start_server() calls it: reads what the client sends and sends
+/// a reply to each line (chat::Session). Returns at EOF (or when the connection is lost);
+/// start_server() then closes it.
 strata::Coro<void> serve_client(LoopState& state, strata::StreamReader reader,
                                 strata::StreamWriter writer) {
-  Client client{writer, state.next_id++, {}};
-  state.clients.emplace(client.id, &client);
-  struct Leave {  // however the coroutine ends, even destroyed with its loop
-    LoopState& state;
-    Client& client;
-    ~Leave() {
-      state.clients.erase(client.id);
-      state.registry.remove(state, client);
-    }
-  } leave{state, client};
-
+  WriterConnection connection(writer);
+  chat::Session session(state, connection, line_limit);  // leaves however the coroutine ends
   try {
-    bool skipping = false;  // dropping the rest of a line that was too long
     for (;;) {
-      std::string line;
-      std::size_t overrun = 0;
-      bool eof = false;
-      try {
-        strata::detail::ReadOp read = reader.readuntil("\n");
-        std::string got = co_await read;
-        line = std::move(got);
-      } catch (const strata::LimitOverrunError& e) {
-        overrun = std::max<std::size_t>(e.consumed(), 1);
-      } catch (const strata::IncompleteReadError&) {
-        eof = true;  // an unterminated last line (the client left mid-line) is dropped
-      }
-      if (eof) break;
-      if (overrun != 0) {
-        // No "\n" within the limit: drop what is safe to drop, and the rest up to the next
-        // "\n" as it comes. One reply per long line.
-        strata::detail::ReadOp drop = reader.readexactly(overrun);
-        std::string dropped = co_await drop;
-        if (skipping) continue;
-        skipping = true;
-        strata::detail::DrainOp send = writer.send("error,line too long\n");
+      strata::detail::ReadOp read = reader.read(static_cast<std::ptrdiff_t>(line_limit));
+      std::string data = co_await read;
+      // EOF: an unterminated last line (the client left mid-line) is dropped.
+      if (data.empty()) break;
+      session.feed(data);
+      while (std::optional<std::string> reply = session.next_reply()) {
+        strata::detail::DrainOp send = writer.send(*reply);
         co_await send;
-        continue;
       }
-      if (skipping) {  // the end of the long line
-        skipping = false;
-        continue;
-      }
-      line.pop_back();  // the "\n"
-      std::string reply = handle_line(state, client, line);
-      reply += '\n';
-      strata::detail::DrainOp send = writer.send(reply);
-      co_await send;
     }
   } catch (const std::system_error&) {
     // Reset, or lost while a reply waited to be sent: the client is gone.
@@ -475,8 +223,9 @@ class ChatListener {
                                                      strata::StreamWriter writer) {
       return serve_client(*loop_state, std::move(reader), std::move(writer));
     };
-    strata::Coro<std::unique_ptr<strata::Server>> start = strata::start_server(
-        std::move(on_client), options.host, port, std::move(server_options), line_limit);
+    strata::Coro<std::unique_ptr<strata::Server>> start =
+        strata::start_server(std::move(on_client), std::string(options.host), port,
+                             std::move(server_options), line_limit);
     ChatListener listener;
     listener.state_ = &state;
     listener.server_ = co_await start;
@@ -489,7 +238,7 @@ class ChatListener {
   /// The HOST of the ready line: the host as given (an IPv6 address in brackets), or for the
   /// empty host (every interface) the first socket's address.
   std::string host() const {
-    std::string host = options.host;
+    std::string host(options.host);
     if (host.empty()) host = server_->sockets().front().address.host();
     return host.find(':') != std::string::npos ? "[" + host + "]" : host;
   }

@@ -636,6 +636,42 @@ STRATA_LOOP_TEST_CASE("tls: close_notify from the server reaches the client as a
   CHECK(grammar_error(client.events) == "");
 }
 
+// Found by fuzz/tls_records: a protocol that paused reading and then closed (or paused after
+// closing) kept the stream paused, so the peer's close_notify was never read and the close
+// ended in ssl_shutdown_timeout instead of cleanly.
+STRATA_LOOP_TEST_CASE("tls: close() ends cleanly whether reading was paused before or after it",
+                      "[transports][tls]") {
+  for (const bool pause_first : {true, false}) {
+    INFO((pause_first ? "pause_reading, then close" : "close, then pause_reading"));
+    Accepted accepted;
+    Record client;
+    TestLoop loop(TestType::kind);
+    auto body = [&]() -> Coro<void> {
+      auto serving = serve_tls(accepted, test_server_context());  // shutdown timeout: 30 s
+      std::unique_ptr<Server> server = co_await serving;
+      auto connecting = connect_tls(client, port_of(*server), test_client_context());
+      co_await connecting;
+      auto made = accepted.wait_made(1);
+      co_await made;
+      Transport& t = *accepted.records[0]->transport;
+      if (pause_first) t.pause_reading();
+      t.close();
+      if (!pause_first) t.pause_reading();
+      t.resume_reading();  // ignored once closing: the close goes on either way
+      t.pause_reading();
+      auto lost = client.wait_lost();  // the client answers the close_notify with its own
+      co_await lost;
+      auto all_lost = accepted.wait_all_lost();
+      co_await all_lost;
+      server->close();
+    };
+    loop.run(body(), 10s);
+    CHECK(client.lost_ec == std::error_code());
+    CHECK(accepted.records.at(0)->lost_ec == std::error_code());
+    CHECK(grammar_error(accepted.records.at(0)->events) == "");
+  }
+}
+
 STRATA_LOOP_TEST_CASE("tls: a peer's close without close_notify is a truncation, unless allowed",
                       "[transports][tls]") {
   const bool allow = GENERATE(false, true);

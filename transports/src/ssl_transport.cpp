@@ -255,7 +255,7 @@ class TlsConnection final : public BufferedProtocol, public Transport, public Se
 
   // Steps.
   void do_handshake();
-  void handshake_failed(std::exception_ptr error, std::error_code reason);
+  void handshake_failed(const std::exception_ptr& error, std::error_code reason);
   void handshake_succeeded();
   void process_input();
   void process_kept();
@@ -358,9 +358,7 @@ long bio_ctrl(BIO* bio, int cmd, long, void*) {
       return c != nullptr && c->bio_eof() ? 1 : 0;
     case BIO_CTRL_PENDING:
       return c != nullptr ? static_cast<long>(c->bio_pending()) : 0;
-    case BIO_CTRL_WPENDING:
-      return 0;
-    default:
+    default:  // BIO_CTRL_WPENDING among them: nothing waits in the BIO for writing
       return 0;
   }
 }
@@ -630,7 +628,7 @@ void TlsConnection::do_handshake() {
                    make_error_code(ssl_errc::handshake_failed));
 }
 
-void TlsConnection::handshake_failed(std::exception_ptr error, std::error_code reason) {
+void TlsConnection::handshake_failed(const std::exception_ptr& error, std::error_code reason) {
   timer_.cancel();
   const bool timed_out = reason == ssl_errc::handshake_timeout;
   state_ = TlsState::closed;
@@ -936,7 +934,8 @@ void TlsConnection::update_flow() noexcept {
 void TlsConnection::pause_reading() {
   if (app_reading_paused_) return;
   app_reading_paused_ = true;
-  if (stream_ != nullptr) stream_->pause_reading();
+  // Once closing, the stream reads on for the peer's close_notify (send_close_notify()).
+  if (stream_ != nullptr && !closing_) stream_->pause_reading();
 }
 
 void TlsConnection::resume_reading() {
@@ -1002,6 +1001,16 @@ void TlsConnection::send_close_notify() {
     if (self->state_ != TlsState::shutdown) return;
     self->fail(make_error_code(ssl_errc::shutdown_timeout));
   });
+  // The peer's close_notify (or its EOF) ends the shutdown, so read for it whatever the
+  // application asked: its pause_reading() only held back application data, which is dropped
+  // from here on. Ciphertext kept while it was paused may hold that close_notify already.
+  if (app_reading_paused_) stream_->resume_reading();
+  if (kept_size_ != 0) {
+    resume_.cancel();
+    resume_ = loop_->call_soon([self] {
+      if (self->state_ == TlsState::shutdown && self->kept_size_ != 0) self->process_kept();
+    });
+  }
 }
 
 void TlsConnection::abort() { fail(std::make_error_code(std::errc::operation_canceled)); }
