@@ -67,7 +67,10 @@ if(Llhttp_FOUND AND NOT TARGET llhttp::llhttp)
     C_STANDARD 99
     POSITION_INDEPENDENT_CODE OFF
     OUTPUT_NAME strata_llhttp)
-  target_include_directories(strata_llhttp SYSTEM PUBLIC "${Llhttp_INCLUDE_DIR}")
+  # Installed beside Strata's libraries (as strata::llhttp, a link-only dependency of
+  # strata::protocols); its header is not: no public Strata header includes it.
+  set_target_properties(strata_llhttp PROPERTIES EXPORT_NAME llhttp)
+  target_include_directories(strata_llhttp SYSTEM PUBLIC "$<BUILD_INTERFACE:${Llhttp_INCLUDE_DIR}>")
   target_compile_definitions(strata_llhttp PUBLIC LLHTTP_STRICT_MODE=1)
   target_compile_options(strata_llhttp PRIVATE -Wno-error)
 endif()

@@ -3,7 +3,7 @@
 # strata_target_defaults(<target>): warnings as errors on our own code, C++20.
 # strata_add_layer(<name> SOURCES ... LINK ...): a static library strata::<name> whose
 #   include/ is PUBLIC and src/ PRIVATE, linking only the layers given (so a layer's headers
-#   cannot see a layer above it).
+#   cannot see a layer above it). Installed headers all land in <prefix>/include/strata/.
 # strata_check_headers(<target> <include-dir>): compiles one translation unit per public header
 #   against <target> alone, proving each header is self-contained and respects the layering.
 
@@ -19,9 +19,10 @@ function(strata_add_layer name)
   cmake_parse_arguments(ARG "" "" "SOURCES;LINK;PRIVATE_LINK" ${ARGN})
   add_library(strata_${name} STATIC ${ARG_SOURCES})
   add_library(strata::${name} ALIAS strata_${name})
-  set_target_properties(strata_${name} PROPERTIES OUTPUT_NAME strata_${name})
+  # Installed and exported as strata::<name> too (cmake/StrataInstall.cmake).
+  set_target_properties(strata_${name} PROPERTIES OUTPUT_NAME strata_${name} EXPORT_NAME ${name})
   target_include_directories(strata_${name}
-    PUBLIC $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>
+    PUBLIC $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include> $<INSTALL_INTERFACE:include>
     PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
   target_link_libraries(strata_${name} PUBLIC ${ARG_LINK} PRIVATE ${ARG_PRIVATE_LINK})
   strata_target_defaults(strata_${name})

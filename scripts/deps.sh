@@ -5,7 +5,8 @@
 #   also clang with its sanitizer runtimes and libFuzzer
 set -euo pipefail
 
-packages=(g++ cmake ninja-build catch2 libbenchmark-dev python3 libssl-dev openssl node-llhttp curl)
+packages=(g++ cmake ninja-build catch2 libbenchmark-dev python3 libssl-dev openssl node-llhttp curl
+  pkg-config)
 case "${1:-build}" in
   build) ;;
   bench) packages+=(python3-uvloop libasio-dev libuv1-dev strace valgrind nginx wrk) ;;

@@ -34,7 +34,13 @@ for f in "${changed[@]}"; do
       name="$(echo "${f#*/include/}" | tr '/.' '__')"
       tu="$(ls "$build"/*/check_headers/"${name}".cpp 2>/dev/null | head -1 || true)"
       [ -n "$tu" ] && files+=("$tu") ;;
-    *.cpp) files+=("$f") ;;
+    *.cpp)
+      # Only what this build compiles (not, say, tests/consumer/, a project of its own).
+      if grep -qF "\"file\": \"$PWD/$f\"" "$build/compile_commands.json"; then
+        files+=("$f")
+      else
+        echo "tidy: skipping $f (not in $build/compile_commands.json)" >&2
+      fi ;;
   esac
 done
 if [ ${#files[@]} -eq 0 ]; then
