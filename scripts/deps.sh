@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Strata needs, only those that are missing.
-# Usage: scripts/deps.sh [build|bench|tidy|clang|fuzz]
+# Usage: scripts/deps.sh [build|bench|tidy|clang|fuzz|docs]
 #   build: compile and test; bench: also the peers; tidy: also clang-tidy; clang (or fuzz):
-#   also clang with its sanitizer runtimes and libFuzzer
+#   also clang with its sanitizer runtimes and libFuzzer; docs: also doxygen and graphviz
 set -euo pipefail
 
 packages=(g++ cmake ninja-build catch2 libbenchmark-dev python3 libssl-dev openssl node-llhttp curl
@@ -12,7 +12,8 @@ case "${1:-build}" in
   bench) packages+=(python3-uvloop libasio-dev libuv1-dev strace valgrind nginx wrk) ;;
   tidy) packages+=(clang-tidy) ;;
   clang | fuzz) packages+=(clang libclang-rt-14-dev) ;;
-  *) echo "usage: scripts/deps.sh [build|bench|tidy|clang|fuzz]" >&2; exit 2 ;;
+  docs) packages+=(doxygen graphviz) ;;
+  *) echo "usage: scripts/deps.sh [build|bench|tidy|clang|fuzz|docs]" >&2; exit 2 ;;
 esac
 
 missing=()

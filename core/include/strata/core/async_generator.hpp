@@ -28,6 +28,8 @@ namespace strata {
 template <class T>
 class [[nodiscard]] AsyncGenerator {
  public:
+  /// @cond INTERNAL
+  /// The coroutine's promise: used by the compiler, not by callers.
   class promise_type {
    public:
     AsyncGenerator get_return_object() noexcept {
@@ -74,10 +76,17 @@ class [[nodiscard]] AsyncGenerator {
   };
 
   using handle_type = std::coroutine_handle<promise_type>;
+  /// @endcond
 
+  /// An empty generator: done() is true; awaiting next() throws InvalidStateError.
   AsyncGenerator() noexcept = default;
+  /// @cond INTERNAL
+  /// Takes ownership of the coroutine frame @p h (called by promise_type).
   explicit AsyncGenerator(handle_type h) noexcept : h_(h) {}
+  /// @endcond
+  /// Takes over @p other's frame; @p other becomes empty.
   AsyncGenerator(AsyncGenerator&& other) noexcept : h_(std::exchange(other.h_, {})) {}
+  /// Destroys this generator's frame (if any), then takes over @p other's.
   AsyncGenerator& operator=(AsyncGenerator&& other) noexcept {
     if (this != &other) {
       if (h_) h_.destroy();
@@ -85,6 +94,7 @@ class [[nodiscard]] AsyncGenerator {
     }
     return *this;
   }
+  /// Destroys the frame, with the locals of a suspended body.
   ~AsyncGenerator() {
     if (h_) h_.destroy();
   }
@@ -92,6 +102,7 @@ class [[nodiscard]] AsyncGenerator {
   /// The awaiter of next(): yields the next value, or std::nullopt once the body returned.
   class NextAwaiter {
    public:
+    /// @cond INTERNAL
     explicit NextAwaiter(handle_type h) noexcept : h_(h) {}
     bool await_ready() const {
       if (!h_) throw InvalidStateError("next() on an empty AsyncGenerator");
@@ -114,6 +125,7 @@ class [[nodiscard]] AsyncGenerator {
       if (p.finished_) return std::nullopt;
       return std::move(p.value_);
     }
+    /// @endcond
 
    private:
     handle_type h_;
@@ -129,9 +141,13 @@ class [[nodiscard]] AsyncGenerator {
   /// An input iterator for an awaited range-for: `co_await gen.begin()`, `co_await ++it`.
   class iterator {
    public:
+    /// A singular iterator, equal to end().
     iterator() noexcept = default;
+    /// The current value; valid until the iterator is advanced.
     T& operator*() const noexcept { return *gen_->current_; }
+    /// A pointer to the current value; valid until the iterator is advanced.
     T* operator->() const noexcept { return &*gen_->current_; }
+    /// True once the body is done (compares equal to end()).
     bool operator==(std::default_sentinel_t) const noexcept { return !gen_ || !gen_->current_; }
 
     /// Advances; await the result: `co_await ++it`.
@@ -145,6 +161,7 @@ class [[nodiscard]] AsyncGenerator {
 
   /// Starts the iteration; await it: `auto it = co_await gen.begin()`.
   auto begin() { return advance(iterator(this)); }
+  /// The end sentinel: an iterator equals it once the body is done.
   std::default_sentinel_t end() const noexcept { return {}; }
 
  private:

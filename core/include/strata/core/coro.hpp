@@ -118,13 +118,22 @@ class CoroPromise<void> final : public CoroPromiseBase {
 template <class T = void>
 class [[nodiscard]] Coro {
  public:
+  /// @cond INTERNAL
   using promise_type = detail::CoroPromise<T>;
   using handle_type = std::coroutine_handle<promise_type>;
+  /// @endcond
+  /// The type `co_await` on this Coro yields.
   using value_type = T;
 
+  /// An empty Coro: valid() is false; awaiting it throws InvalidStateError.
   Coro() noexcept = default;
+  /// @cond INTERNAL
+  /// Takes ownership of the coroutine frame @p h (called by the promise).
   explicit Coro(handle_type h) noexcept : h_(h) {}
+  /// @endcond
+  /// Takes over @p other's frame; @p other becomes empty.
   Coro(Coro&& other) noexcept : h_(std::exchange(other.h_, {})), awaited_(other.awaited_) {}
+  /// Destroys this Coro's frame (if any), then takes over @p other's.
   Coro& operator=(Coro&& other) noexcept {
     if (this != &other) {
       reset();
@@ -133,11 +142,13 @@ class [[nodiscard]] Coro {
     }
     return *this;
   }
+  /// Destroys the frame: a Coro that never ran just frees it.
   ~Coro() { reset(); }
 
   /// True when the Coro holds a coroutine that has not been awaited yet.
   bool valid() const noexcept { return h_ && !awaited_; }
 
+  /// @cond INTERNAL
   struct Awaiter {
     handle_type h;
     bool await_ready() const noexcept { return false; }
@@ -147,7 +158,11 @@ class [[nodiscard]] Coro {
     }
     T await_resume() { return h.promise().take_result(); }
   };
+  /// @endcond
 
+  /// Runs the body in the awaiting task; the result is its value, or its exception rethrown.
+  /// @throws InvalidStateError  the Coro is empty (moved from or default) or was awaited
+  /// before.
   Awaiter operator co_await() {
     if (!h_) throw InvalidStateError("co_await on an empty Coro (moved from or default)");
     if (awaited_) {

@@ -18,6 +18,7 @@ namespace strata {
 class CancelledError {
  public:
   CancelledError() = default;
+  /// A cancellation carrying @p message (the one given to cancel()).
   explicit CancelledError(std::string message) : message_(std::move(message)) {}
 
   /// The message given to cancel(), or empty.
@@ -38,6 +39,7 @@ class CancelledError {
 /// in main() and exits with status 130 (128 + SIGINT).
 class KeyboardInterrupt {
  public:
+  /// "interrupted by SIGINT".
   const char* what() const noexcept { return "interrupted by SIGINT"; }
 };
 
@@ -80,9 +82,12 @@ class BrokenBarrierError : public std::runtime_error {
 /// (Python's ExceptionGroup). what() lists each one's message.
 class ExceptionGroup : public std::exception {
  public:
+  /// Groups @p exceptions under @p message; what() is built here, once.
   ExceptionGroup(std::string message, std::vector<std::exception_ptr> exceptions);
 
+  /// "<message> (N sub-exceptions)", then one line per exception (describe_exception()).
   const char* what() const noexcept override { return what_.c_str(); }
+  /// The message given to the constructor, without the list.
   const std::string& message() const noexcept { return message_; }
   /// The grouped exceptions, in the order they were raised.
   const std::vector<std::exception_ptr>& exceptions() const noexcept { return exceptions_; }
@@ -105,10 +110,15 @@ enum class errc {
                     ///< loop's exception handler
 };
 
+/// The error category of errc: its name() is "strata". One instance for the program.
 const std::error_category& strata_category() noexcept;
+/// @p e as a std::error_code of strata_category(); lets `std::error_code ec = errc::...`
+/// compile (with the std::is_error_code_enum specialisation below).
 std::error_code make_error_code(errc e) noexcept;
 
 }  // namespace strata
 
+/// @cond INTERNAL
 template <>
 struct std::is_error_code_enum<strata::errc> : std::true_type {};
+/// @endcond

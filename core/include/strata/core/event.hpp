@@ -19,6 +19,7 @@ class Event;
 /// in the Event.
 class [[nodiscard]] EventWait {
  public:
+  /// A wait on @p event, started when awaited; @p event must outlive it.
   explicit EventWait(Event& event) noexcept : event_(&event) {}
   EventWait(const EventWait&) = delete;
   EventWait& operator=(const EventWait&) = delete;

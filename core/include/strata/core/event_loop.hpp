@@ -102,6 +102,7 @@ using ExceptionHandler = std::function<void(class EventLoop&, const ExceptionCon
 /// Futures and tasks must not outlive their loop.
 class EventLoop {
  public:
+  /// A scheduled callback: a move-only `void()` callable, like std::move_only_function.
   using Callback = detail::UniqueFunction<void()>;
 
   EventLoop(const EventLoop&) = delete;
@@ -165,7 +166,9 @@ class EventLoop {
   /// @par Thread safety  Any thread.
   virtual void stop() noexcept = 0;
 
+  /// Whether the loop is running: inside run_forever() or run_until_complete().
   virtual bool is_running() const noexcept = 0;
+  /// Whether close() was called.
   virtual bool is_closed() const noexcept = 0;
 
   /// Closes the loop: drops pending callbacks and timers, destroys pending tasks (logging each
@@ -205,6 +208,7 @@ class EventLoop {
   Future<T> create_future();
 
   /// Wraps @p coro in a Task scheduled to start on the next iteration.
+  /// @param coro  the coroutine; the Task owns it from here.
   /// @param name  for logs and task dumps; "Task-N" when empty.
   template <class T>
   Task<T> create_task(Coro<T> coro, std::string name = {});
@@ -253,9 +257,9 @@ class EventLoop {
 
   // ---- Name resolution (defined in src/resolver.cpp; types in strata/core/resolver.hpp) ----
 
-  /// Resolves @p host and @p port (loop.getaddrinfo): ::getaddrinfo() on the default executor,
+  /// Resolves @p host and @p port (loop.getaddrinfo): %getaddrinfo(3) on the default executor,
   /// or on the spot, without a thread hop, when @p host is a numeric address (or empty) and
-  /// @p port numeric (or empty). The arguments are those of ::getaddrinfo(): AF_*, SOCK_*,
+  /// @p port numeric (or empty). The arguments are those of %getaddrinfo(3): AF_*, SOCK_*,
   /// IPPROTO_* and AI_* flags; 0 for any.
   /// The future fails with std::system_error in strata::resolver_category() (EAI_* codes) when
   /// the name does not resolve.
@@ -279,6 +283,7 @@ class EventLoop {
 
   /// Replaces the exception handler; an empty one restores the default.
   void set_exception_handler(ExceptionHandler handler);
+  /// The handler set by set_exception_handler(); empty when the default is in use.
   const ExceptionHandler& get_exception_handler() const noexcept { return exception_handler_; }
   /// Reports @p context to the exception handler. An exception thrown by the handler itself
   /// is logged, never propagated.
@@ -292,8 +297,12 @@ class EventLoop {
   /// non-threadsafe methods check that they run on the loop's thread. On by default when the
   /// environment variable STRATA_DEBUG is set to a non-empty value other than "0".
   void set_debug(bool enabled) noexcept { debug_ = enabled; }
+  /// Whether debug mode is on (see set_debug()).
   bool get_debug() const noexcept { return debug_; }
+  /// Sets the threshold @p d above which debug mode logs a callback as slow
+  /// (loop.slow_callback_duration).
   void set_slow_callback_duration(Duration d) noexcept { slow_callback_duration_ = d; }
+  /// The slow-callback threshold of debug mode; 100 ms by default.
   Duration slow_callback_duration() const noexcept { return slow_callback_duration_; }
 
   /// The thread that runs (or last ran) the loop; empty before the first run.
@@ -302,11 +311,17 @@ class EventLoop {
  protected:
   EventLoop();
 
+  /// The backend's call_soon(), with the callable already type-erased.
   virtual Handle do_call_soon(Callback&& callback) = 0;
+  /// The backend's call_at() (call_later() passes time() + delay).
   virtual TimerHandle do_call_at(TimePoint when, Callback&& callback) = 0;
+  /// The backend's call_soon_threadsafe(); must be safe to call from any thread.
   virtual Handle do_call_soon_threadsafe(Callback&& callback) = 0;
+  /// The backend's add_reader().
   virtual void do_add_reader(int fd, Callback&& callback) = 0;
+  /// The backend's add_writer().
   virtual void do_add_writer(int fd, Callback&& callback) = 0;
+  /// The backend's add_signal_handler().
   virtual void do_add_signal_handler(int sig, Callback&& callback) = 0;
 
   /// In debug mode, throws EventLoopError when called off the loop's thread while it runs.
@@ -320,9 +335,9 @@ class EventLoop {
   /// ones) and destroys it. A no-op when none was made.
   void close_default_executor() noexcept;
 
-  bool debug_ = false;
-  Duration slow_callback_duration_ = std::chrono::milliseconds(100);
-  std::thread::id thread_id_{};
+  bool debug_ = false;  ///< debug mode; initialised from STRATA_DEBUG
+  Duration slow_callback_duration_ = std::chrono::milliseconds(100);  ///< see set_debug()
+  std::thread::id thread_id_{};  ///< the thread that runs (or last ran) the loop
 
  private:
   friend class detail::TaskCore;

@@ -61,6 +61,8 @@ class Executor {
   virtual void shutdown(bool wait = true, bool cancel_futures = false) = 0;
 
  protected:
+  /// The implementation's submit(), with the callable already type-erased: queues @p job or
+  /// throws as submit() documents.
   virtual void do_submit(Job&& job) = 0;
 };
 
@@ -168,7 +170,10 @@ class ExecutorJob {
 /// into the job; they are called and destroyed on a worker thread, so they must not touch
 /// loop-thread objects (post back with call_soon_threadsafe()).
 ///
+/// @param loop  the loop whose thread completes the Future.
 /// @param executor  where to run; nullptr means loop.default_executor().
+/// @param fn  the callable, moved into the job.
+/// @param args  its arguments, moved into the job and passed to @p fn as lvalues.
 /// @return  a Future<R>, R being what `fn(args...)` returns (void allowed).
 /// @throws ExecutorShutdownError  @p executor was shut down; nothing was scheduled.
 /// @throws EventLoopError  the loop is closed.

@@ -210,8 +210,11 @@ struct FutureAwaiter {
 template <class T = void>
 class Future {
  public:
+  /// The type of the result.
   using value_type = T;
+  /// @cond INTERNAL
   using State = detail::FutureState<T>;
+  /// @endcond
 
   /// An empty Future with no state; valid() is false. Assign to it before use.
   Future() noexcept = default;
@@ -220,8 +223,11 @@ class Future {
   /// Shares an existing state (used by Task and the combinators).
   explicit Future(detail::Ref<State> state) noexcept : state_(std::move(state)) {}
 
+  /// Whether the Future has a state; every other member requires one.
   bool valid() const noexcept { return static_cast<bool>(state_); }
+  /// Whether a result or an exception was set, or the future was cancelled.
   bool done() const noexcept { return state_->done(); }
+  /// Whether the future was cancelled.
   bool cancelled() const noexcept { return state_->cancelled(); }
 
   /// The value (a reference into the shared state for non-void T).
@@ -247,6 +253,8 @@ class Future {
   void set_result(U&& value) {
     state_->set_result(std::forward<U>(value));
   }
+  /// Completes a Future<void> and schedules the done callbacks.
+  /// @throws InvalidStateError  already done.
   void set_result()
     requires std::is_void_v<T>
   {
@@ -285,8 +293,11 @@ class Future {
     return state_->remove_done_callback(id);
   }
 
+  /// The loop the future is bound to (asyncio's Future.get_loop()).
   EventLoop& get_loop() const noexcept { return state_->loop(); }
 
+  /// Suspends the awaiting task until the future is done; the result is its value, or its
+  /// exception (CancelledError if it was cancelled) rethrown.
   detail::FutureAwaiter<T> operator co_await() const noexcept { return {state_.get()}; }
 
   /// @cond INTERNAL
@@ -298,6 +309,7 @@ class Future {
   }
 
  protected:
+  /// The shared state; null only in a default-constructed (or moved-from) Future.
   detail::Ref<State> state_;
 };
 

@@ -16,6 +16,8 @@ namespace strata {
 struct ReturnExceptions {
   explicit ReturnExceptions() = default;
 };
+/// Pass as gather()'s first argument to get every child's Outcome (asyncio's
+/// `gather(..., return_exceptions=True)`).
 inline constexpr ReturnExceptions return_exceptions{};
 
 namespace detail {

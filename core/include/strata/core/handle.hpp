@@ -133,10 +133,13 @@ class Handle {
   /// Adopts one reference to @p impl (the loop's factory functions use this).
   explicit Handle(detail::HandleImpl* impl) noexcept : impl_(impl) {}
 
+  /// Another reference to @p other's callback.
   Handle(const Handle& other) noexcept : impl_(other.impl_) {
     if (impl_) impl_->add_ref();
   }
+  /// Takes over @p other's reference; @p other becomes empty.
   Handle(Handle&& other) noexcept : impl_(std::exchange(other.impl_, nullptr)) {}
+  /// Refers to @p other's callback instead; drops the reference held before.
   Handle& operator=(Handle other) noexcept {
     std::swap(impl_, other.impl_);
     return *this;
@@ -163,7 +166,7 @@ class Handle {
   std::string describe() const { return impl_ ? impl_->describe() : "empty handle"; }
 
  protected:
-  detail::HandleImpl* impl_ = nullptr;
+  detail::HandleImpl* impl_ = nullptr;  ///< one counted reference, or null when empty
 };
 
 /// A Handle for a callback scheduled at a time (asyncio.TimerHandle): from call_later, call_at.
@@ -173,6 +176,7 @@ class Handle {
 class TimerHandle : public Handle {
  public:
   TimerHandle() noexcept = default;
+  /// Adopts one reference to @p impl (the loop's call_at() uses this).
   explicit TimerHandle(detail::TimerHandleImpl* impl) noexcept : Handle(impl) {}
 
   /// When the callback is due, on the loop's clock.

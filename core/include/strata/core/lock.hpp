@@ -24,6 +24,7 @@ class [[nodiscard]] LockGuard {
   LockGuard() noexcept = default;
   /// Takes over ownership of the acquired @p lock.
   explicit LockGuard(Lock& lock) noexcept : lock_(&lock) {}
+  /// Takes over @p other's lock; @p other becomes empty.
   LockGuard(LockGuard&& other) noexcept : lock_(other.lock_) { other.lock_ = nullptr; }
   /// Releases what this guard owned, then takes over @p other's lock.
   LockGuard& operator=(LockGuard&& other) noexcept;
@@ -63,6 +64,7 @@ class [[nodiscard]] LockGuard {
 /// nothing; if the lock had already been chosen for it, the next waiter is woken instead.
 class [[nodiscard]] LockAcquire {
  public:
+  /// An acquisition of @p lock, started when awaited; @p lock must outlive it.
   explicit LockAcquire(Lock& lock) noexcept : lock_(&lock) {}
   LockAcquire(const LockAcquire&) = delete;
   LockAcquire& operator=(const LockAcquire&) = delete;

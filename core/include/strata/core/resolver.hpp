@@ -13,7 +13,7 @@
 /// loop's thread. What needs no lookup completes without the thread hop:
 /// - getaddrinfo() with a numeric @p host (inet_pton() IPv4 or IPv6 text, an IPv6 zone
 ///   allowed) or an empty one, and a numeric (decimal, at most 65535) or empty @p port: the
-///   returned Future is already done. Its results, order and errors are those ::getaddrinfo()
+///   returned Future is already done. Its results, order and errors are those %getaddrinfo(3)
 ///   gives for the same arguments: with @p type and @p protocol 0, one entry per socket type
 ///   (SOCK_STREAM/IPPROTO_TCP, SOCK_DGRAM/IPPROTO_UDP, SOCK_RAW/0, as glibc does); an IPv4
 ///   literal with AF_INET6 fails with EAI_ADDRFAMILY unless AI_V4MAPPED maps it, and an IPv6
@@ -21,10 +21,10 @@
 /// - getaddrinfo() with a host name and AI_NUMERICHOST, which fails at once (EAI_NONAME).
 /// - getnameinfo() with both NI_NUMERICHOST and NI_NUMERICSERV.
 ///
-/// AI_IDN and AI_CANONIDN (which load an IDN library), and flags ::getaddrinfo() does not
+/// AI_IDN and AI_CANONIDN (which load an IDN library), and flags %getaddrinfo(3) does not
 /// know, always take the executor.
 ///
-/// An empty @p host means none (NULL to ::getaddrinfo()): the loopback addresses, or with
+/// An empty @p host means none (NULL to %getaddrinfo(3)): the loopback addresses, or with
 /// AI_PASSIVE the wildcard ones. An empty @p port means none: port 0 in the results. Both
 /// empty fail with EAI_NONAME.
 ///

@@ -192,10 +192,12 @@ class ConcurrentFuture {
   /// An empty handle; valid() is false.
   ConcurrentFuture() noexcept = default;
 
+  /// Whether the handle has a state; every other member requires one.
   bool valid() const noexcept { return static_cast<bool>(state_); }
 
   /// Whether the coroutine finished, failed, or the handle was cancelled.
   bool done() const { return state_->done(); }
+  /// Whether cancel() was called on the handle (or the task ended cancelled).
   bool cancelled() const { return state_->cancelled(); }
 
   /// Blocks until done.

@@ -24,6 +24,7 @@ class [[nodiscard]] SemaphoreGuard {
   SemaphoreGuard() noexcept = default;
   /// Takes over one acquisition of @p sem.
   explicit SemaphoreGuard(Semaphore& sem) noexcept : sem_(&sem) {}
+  /// Takes over @p other's acquisition; @p other becomes empty.
   SemaphoreGuard(SemaphoreGuard&& other) noexcept : sem_(other.sem_) { other.sem_ = nullptr; }
   /// Releases what this guard owned, then takes over @p other's acquisition.
   SemaphoreGuard& operator=(SemaphoreGuard&& other) noexcept;
@@ -61,6 +62,7 @@ class [[nodiscard]] SemaphoreGuard {
 /// a unit already handed to it goes back to the semaphore and on to the next waiter.
 class [[nodiscard]] SemaphoreAcquire {
  public:
+  /// An acquisition of @p sem, started when awaited; @p sem must outlive it.
   explicit SemaphoreAcquire(Semaphore& sem) noexcept : sem_(&sem) {}
   SemaphoreAcquire(const SemaphoreAcquire&) = delete;
   SemaphoreAcquire& operator=(const SemaphoreAcquire&) = delete;

@@ -20,10 +20,16 @@ void yield_task(std::coroutine_handle<> h);
 /// The awaitable that sleep() returns.
 class [[nodiscard]] SleepAwaiter {
  public:
+  /// A sleep of @p delay, started when awaited.
   explicit SleepAwaiter(Duration delay) noexcept : delay_(delay) {}
 
+  /// Always false: even a zero delay suspends, for one loop iteration.
   bool await_ready() const noexcept { return false; }
+  /// Starts the timer (or, for a delay of zero or less, yields one iteration).
+  /// @throws InvalidStateError  not awaited from a task.
   void await_suspend(std::coroutine_handle<> h);
+  /// Removes the timer if still pending.
+  /// @throws CancelledError  the task was cancelled while it slept.
   void await_resume();
 
  private:

@@ -157,16 +157,26 @@ class TaskState final : public FutureState<T>, public TaskCore {
 /// return.
 class TaskRef {
  public:
+  /// An empty reference (no task); only operator bool and == may be used on it.
   TaskRef() noexcept = default;
+  /// @cond INTERNAL
   explicit TaskRef(detail::TaskCore* task) noexcept
       : task_(task), state_(task ? &task->future() : nullptr) {}
+  /// @endcond
 
+  /// Whether it refers to a task.
   explicit operator bool() const noexcept { return task_ != nullptr; }
+  /// As Task::get_name().
   const std::string& get_name() const { return task_->name(); }
+  /// As Future::done().
   bool done() const noexcept { return state_->done(); }
+  /// As Future::cancelled().
   bool cancelled() const noexcept { return state_->cancelled(); }
+  /// As Future::cancel(): requests the task's cancellation; false if it is done.
   bool cancel(std::string message = {}) { return task_->cancel(std::move(message)); }
+  /// As Task::cancelling().
   int cancelling() const noexcept { return task_->cancelling(); }
+  /// As Task::uncancel().
   int uncancel() noexcept { return task_->uncancel(); }
 
   /// @cond INTERNAL
@@ -196,12 +206,20 @@ class TaskRef {
 template <class T = void>
 class Task : public Future<T> {
  public:
+  /// An empty Task with no state; valid() is false.
   Task() noexcept = default;
 
+  /// The name given to create_task() or set_name(); "Task-N" when none was.
   const std::string& get_name() const { return core()->name(); }
+  /// Renames the task (for logs and task dumps).
   void set_name(std::string name) { core()->set_name(std::move(name)); }
+  /// How many cancellation requests are pending: cancel() calls on the pending task, less
+  /// uncancel() calls (asyncio's Task.cancelling()).
   int cancelling() const noexcept { return core()->cancelling(); }
+  /// Takes back one cancellation request and returns how many remain; at 0, a cancel()
+  /// not yet delivered to the coroutine is dropped (asyncio's Task.uncancel()).
   int uncancel() noexcept { return core()->uncancel(); }
+  /// A type-erased reference to this task, as current_task() returns.
   TaskRef ref() const noexcept { return TaskRef(core()); }
 
   /// @cond INTERNAL

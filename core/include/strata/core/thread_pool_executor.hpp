@@ -43,6 +43,8 @@ class ThreadPoolExecutor final : public Executor {
   std::size_t worker_count() const;
 
  protected:
+  /// Queues @p job; starts a worker thread when the queued jobs outnumber the idle workers
+  /// and fewer than max_workers() threads exist.
   void do_submit(Job&& job) override;
 
  private:

@@ -25,8 +25,8 @@ enum class ReturnWhen {
 /// order they were given.
 template <class T>
 struct WaitResult {
-  std::vector<Future<T>> done;
-  std::vector<Future<T>> pending;
+  std::vector<Future<T>> done;     ///< the futures that are done (or cancelled)
+  std::vector<Future<T>> pending;  ///< the futures still pending; wait() does not cancel them
 };
 
 namespace detail {

@@ -106,17 +106,25 @@ class HttpRequestBody {
   /// Produces the next chunk; an empty string ends the body.
   using Producer = std::function<Coro<std::string>()>;
 
-  enum class Kind { none, bytes, stream };
+  /// What the body is.
+  enum class Kind {
+    none,    ///< no body
+    bytes,   ///< bytes in memory, sent with Content-Length
+    stream,  ///< chunks from a generator or producer, sent chunked
+  };
 
   /// No body (no Content-Length is sent, except for POST, PUT and PATCH: `Content-Length: 0`).
   HttpRequestBody() noexcept = default;
   /// These bytes, with their Content-Length.
   HttpRequestBody(std::string bytes) noexcept  // NOLINT: converts
       : kind_(Kind::bytes), bytes_(std::move(bytes)) {}
+  /// A copy of these bytes, with their Content-Length.
   HttpRequestBody(std::string_view bytes)  // NOLINT: converts
       : kind_(Kind::bytes), bytes_(bytes) {}
+  /// A copy of this NUL-terminated string (without the NUL), with its Content-Length.
   HttpRequestBody(const char* bytes)  // NOLINT: converts
       : kind_(Kind::bytes), bytes_(bytes) {}
+  /// A copy of these bytes, with their Content-Length.
   HttpRequestBody(std::span<const std::byte> bytes)  // NOLINT: converts
       : kind_(Kind::bytes), bytes_(reinterpret_cast<const char*>(bytes.data()), bytes.size()) {}
 
@@ -126,6 +134,7 @@ class HttpRequestBody {
   /// @throws std::invalid_argument  @p producer is empty.
   static HttpRequestBody stream(Producer producer);
 
+  /// What the body is.
   Kind kind() const noexcept { return kind_; }
   /// The bytes of a Kind::bytes body (empty otherwise).
   const std::string& bytes() const noexcept { return bytes_; }
@@ -230,7 +239,9 @@ class HttpClientError : public std::runtime_error {
 class HttpClientResponse {
  public:
   HttpClientResponse() = default;
+  /// Takes over the other response; that one is no longer valid().
   HttpClientResponse(HttpClientResponse&&) noexcept;
+  /// Lets go of this response as the destructor does, then takes over the other one.
   HttpClientResponse& operator=(HttpClientResponse&&) noexcept;
   HttpClientResponse(const HttpClientResponse&) = delete;
   HttpClientResponse& operator=(const HttpClientResponse&) = delete;
@@ -247,6 +258,7 @@ class HttpClientResponse {
   std::string_view reason() const noexcept;
   /// The HTTP version of the response: 1 and 0 or 1.
   int version_major() const noexcept;
+  /// The minor HTTP version: 0 or 1.
   int version_minor() const noexcept;
   /// The header fields, in order, duplicates kept: views into storage this response owns,
   /// valid while this response (or one it was moved into) exists.
@@ -354,6 +366,7 @@ class HttpClient {
   ///
   /// @param method  the method token, as sent ("GET", "POST", ...).
   /// @param url  an absolute http:// or https:// URL (see HttpUrl::parse()).
+  /// @param options  the header fields, body and redirect rules of this request.
   /// @throws std::invalid_argument  at the call: a bad URL (HttpUrl::parse()), an empty or
   /// malformed method, a header field with a malformed name or a CR, LF or NUL in its value,
   /// a Content-Length or Transfer-Encoding field, or max_redirects < 0.
@@ -379,12 +392,14 @@ class HttpClient {
 
   /// request("GET", url, options).
   Coro<HttpClientResponse> get(std::string url, HttpRequestOptions options);
+  /// request("GET", url).
   Coro<HttpClientResponse> get(std::string url);
 
   /// request("POST", url, options) with @p body as the body and, unless @p content_type is
   /// empty, `Content-Type: content_type` (replacing one in options.headers).
   Coro<HttpClientResponse> post(std::string url, HttpRequestBody body, std::string content_type,
                                 HttpRequestOptions options);
+  /// post() with default HttpRequestOptions.
   Coro<HttpClientResponse> post(std::string url, HttpRequestBody body, std::string content_type);
 
   /// Closes the idle pooled connections and refuses new requests (InvalidStateError).
@@ -402,6 +417,7 @@ class HttpClient {
   /// Connections open now (in use, idle or being closed), over every host.
   std::size_t open_connections() const noexcept;
 
+  /// The options given at construction.
   const HttpClientOptions& options() const noexcept;
 
  private:

@@ -31,14 +31,14 @@ struct HttpParserLimits {
 /// One header (or trailer) field line: its name as received, and its value without the
 /// surrounding whitespace. Both view the parser's buffers (see HttpRequest for how long).
 struct HttpHeader {
-  std::string_view name;
-  std::string_view value;
+  std::string_view name;   ///< the field name, in the case received
+  std::string_view value;  ///< the field value, without leading or trailing whitespace
 };
 
 /// One header field, owned: what a response (HttpResponse) or a client's request carries.
 struct HttpField {
-  std::string name;
-  std::string value;
+  std::string name;   ///< the field name, e.g. "Cache-Control"
+  std::string value;  ///< the field value, sent as is
 };
 
 /// The field lines of a request head or trailer section, in the order received, duplicates
@@ -48,14 +48,18 @@ struct HttpField {
 class HttpHeaders {
  public:
   HttpHeaders() = default;
+  /// A view of @p fields; they must outlive it.
   explicit HttpHeaders(std::span<const HttpHeader> fields) noexcept : fields_(fields) {}
 
   /// Number of field lines.
   std::size_t size() const noexcept { return fields_.size(); }
+  /// Whether there is no field line.
   bool empty() const noexcept { return fields_.empty(); }
   /// The @p i-th field line, in received order; @p i must be below size().
   const HttpHeader& operator[](std::size_t i) const noexcept { return fields_[i]; }
+  /// The first field line, for a range-for over HttpHeader.
   auto begin() const noexcept { return fields_.begin(); }
+  /// Past the last field line.
   auto end() const noexcept { return fields_.end(); }
 
   /// The value of the first field named @p name (any case), or nullopt.
@@ -93,6 +97,7 @@ class HttpRequest {
   }
   /// HTTP version: 1 and 0 or 1 (other versions are refused with 505).
   int version_major() const noexcept { return version_major_; }
+  /// The minor version: 0 or 1.
   int version_minor() const noexcept { return version_minor_; }
 
   /// The header fields, in order, duplicates kept.
@@ -231,8 +236,11 @@ class HttpRequestParser {
   /// did not keep the connection alive, become closed. No-op in any other state.
   void resume();
 
+  /// Where the parser is.
   State state() const noexcept { return state_; }
+  /// Whether a complete request waits for resume(): state() is State::complete.
   bool is_paused() const noexcept { return state_ == State::complete; }
+  /// Whether the parser failed: state() is State::failed.
   bool has_failed() const noexcept { return state_ == State::failed; }
   /// The status to answer the failure with (400, 413, 414, 431, 500, 501, 505), else 0.
   int error_status() const noexcept { return error_status_; }
@@ -241,6 +249,7 @@ class HttpRequestParser {
 
   /// The request being parsed or just completed (valid from headers_received until resume()).
   const HttpRequest& request() const noexcept { return request_; }
+  /// The limits given at construction.
   const HttpParserLimits& limits() const noexcept { return limits_; }
   /// Requests completed so far on this parser.
   std::uint64_t requests_completed() const noexcept { return requests_completed_; }

@@ -43,9 +43,13 @@ class HttpFileBody {
   /// Takes ownership of @p fd, an open regular file; sends @p length bytes from @p offset.
   HttpFileBody(int fd, std::uint64_t offset, std::uint64_t length);
 
+  /// The file descriptor, still owned by the body; -1 when empty.
   int fd() const noexcept { return fd_ ? fd_->fd : -1; }
+  /// Where in the file the body starts.
   std::uint64_t offset() const noexcept { return offset_; }
+  /// How many bytes the body has.
   std::uint64_t length() const noexcept { return length_; }
+  /// Whether it holds a file (false when default-constructed).
   explicit operator bool() const noexcept { return fd_ != nullptr; }
 
  private:
@@ -87,7 +91,7 @@ class HttpBodyWriter {
 /// stream) and `Connection` itself; a handler must not set them. A response to HEAD, and any
 /// 1xx, 204 or 304, is sent without its body (HEAD keeps the body's Content-Length).
 struct HttpResponse {
-  int status = 200;
+  int status = 200;  ///< the status code; the reason phrase is http_reason_phrase(status)
   /// The Content-Type; empty: none.
   std::string content_type;
   /// Further fields, in order (Location, Allow, Last-Modified, Cache-Control...).
@@ -128,6 +132,7 @@ class HttpServerRequest {
   HttpServerRequest(const HttpServerRequest&) = delete;
   HttpServerRequest& operator=(const HttpServerRequest&) = delete;
 
+  /// The method, as received (e.g. "GET").
   std::string_view method() const noexcept { return method_; }
   /// The request target (not percent-decoded) in origin-form, "/path?query": as received,
   /// except that an absolute-form target ("http://host/path?query", RFC 9112 §3.2.2) loses its
@@ -140,9 +145,13 @@ class HttpServerRequest {
     return query_at_ < target_.size() ? std::string_view(target_).substr(query_at_ + 1)
                                       : std::string_view{};
   }
+  /// The major HTTP version: 1.
   int version_major() const noexcept { return version_major_; }
+  /// The minor HTTP version: 0 or 1.
   int version_minor() const noexcept { return version_minor_; }
+  /// The header fields, in order, duplicates kept.
   const HttpHeaders& headers() const noexcept { return headers_; }
+  /// The trailer fields of a chunked body; empty otherwise.
   const HttpHeaders& trailers() const noexcept { return trailers_; }
   /// The body, decoded from the chunked coding if it was used.
   std::string_view body() const noexcept { return body_; }
@@ -195,9 +204,11 @@ class HttpRouter {
   /// Adds a handler for @p method on every path that starts with @p prefix ("/static/").
   /// @throws std::invalid_argument  as route().
   HttpRouter& route_prefix(std::string_view method, std::string prefix, HttpHandler handler);
+  /// route("GET", @p path, @p handler); the route serves HEAD too.
   HttpRouter& get(std::string path, HttpHandler handler) {
     return route("GET", std::move(path), std::move(handler));
   }
+  /// route("POST", @p path, @p handler).
   HttpRouter& post(std::string path, HttpHandler handler) {
     return route("POST", std::move(path), std::move(handler));
   }
@@ -258,6 +269,8 @@ struct HttpServerSettings {
 /// for the Server's wait_closed() before destroying it.
 class HttpServer {
  public:
+  /// A server that answers with @p router under @p settings; both are kept as given.
+  /// @throws std::invalid_argument  @p settings.max_pipelined is 0.
   explicit HttpServer(HttpRouter router, HttpServerSettings settings = {});
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
@@ -273,11 +286,14 @@ class HttpServer {
   /// Graceful shutdown: idle connections close now; a connection with a request in progress
   /// answers it (with `Connection: close`) and then closes. Stop the listening Server first.
   void shutdown();
+  /// Whether shutdown() was called.
   bool is_shutting_down() const noexcept { return shutting_down_; }
   /// Connections open now.
   std::size_t connection_count() const noexcept { return connections_.size(); }
 
+  /// The router given at construction.
   const HttpRouter& router() const noexcept { return router_; }
+  /// The settings given at construction.
   const HttpServerSettings& settings() const noexcept { return settings_; }
 
  private:

@@ -55,17 +55,19 @@ std::string_view content_type_for(std::string_view path) noexcept;
 
 /// What a `Range` header field asks of a representation of a known size (RFC 9110 §14).
 struct ByteRange {
+  /// How to answer.
   enum class Kind {
     whole,          ///< no usable range: send the whole representation, 200
     partial,        ///< one satisfiable range: 206, `Content-Range: bytes first-last/size`
     unsatisfiable,  ///< 416, `Content-Range: bytes */size`
   };
-  Kind kind = Kind::whole;
+  Kind kind = Kind::whole;  ///< how to answer; first and last matter only for partial
   std::uint64_t first = 0;  ///< partial: offset of the first byte
   std::uint64_t last = 0;   ///< partial: offset of the last byte (inclusive), below size
 
   /// partial: the number of bytes, last - first + 1.
   std::uint64_t length() const noexcept { return last - first + 1; }
+  /// Member-wise equality.
   bool operator==(const ByteRange&) const = default;
 };
 
@@ -135,6 +137,7 @@ struct StaticFilesOptions {
 ///
 /// @param root  the directory to serve; it is opened here, once (a later rename of the
 ///   directory does not change what is served).
+/// @param options  the index file name and whether symbolic links are followed.
 /// @throws std::system_error  @p root cannot be opened as a directory (the error, and
 ///   "static_files: open ROOT").
 /// @par Thread safety  The handler may be copied (copies share the root's descriptor, closed

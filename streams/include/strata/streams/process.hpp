@@ -96,6 +96,10 @@ class Process {
 /// Starts @p program with @p args (as subprocess_exec()) and returns its Process, on the
 /// running loop (asyncio.create_subprocess_exec).
 ///
+/// @param program  the program to run; searched in PATH when it has no '/'.
+/// @param args  its arguments, without argv[0].
+/// @param options  the standard streams, environment and working directory; see
+/// SubprocessOptions (Stdio::pipe() for the streams to talk over).
 /// @param limit  the buffer limit of the stdout and stderr readers (see StreamReader).
 /// @throws as subprocess_exec(); std::invalid_argument when @p limit is 0.
 Coro<Process> create_subprocess_exec(std::string program, std::vector<std::string> args,

@@ -26,7 +26,9 @@ class Transport;
 /// partial() holds the bytes that were read (and are no longer in the reader).
 class IncompleteReadError : public std::runtime_error {
  public:
+  /// The bytes read before EOF, @p partial, and the count wanted, @p expected.
   IncompleteReadError(std::string partial, std::optional<std::size_t> expected);
+  /// The bytes read before EOF (removed from the reader).
   const std::string& partial() const noexcept { return *partial_; }
   /// The bytes readexactly() wanted; std::nullopt for readuntil().
   std::optional<std::size_t> expected() const noexcept { return expected_; }
@@ -40,8 +42,11 @@ class IncompleteReadError : public std::runtime_error {
 /// data stays in the reader; consumed() says how much of it may be read safely.
 class LimitOverrunError : public std::runtime_error {
  public:
+  /// An overrun described by @p message; @p consumed bytes may be read safely.
   LimitOverrunError(const std::string& message, std::size_t consumed)
       : std::runtime_error(message), consumed_(consumed) {}
+  /// The buffered bytes before the separator (or before where one could still begin):
+  /// reading that many leaves any separator whole.
   std::size_t consumed() const noexcept { return consumed_; }
 
  private:
@@ -73,6 +78,7 @@ class ReadOp;
 /// @par Thread safety  Loop thread only.
 class StreamReader {
  public:
+  /// The default limit(): 64 KiB, as asyncio's.
   static constexpr std::size_t default_limit = 64 * 1024;
 
   /// A reader with no transport, fed by feed_data() and feed_eof().
@@ -109,6 +115,7 @@ class StreamReader {
   bool at_eof() const noexcept;
   /// Bytes buffered and not yet read.
   std::size_t buffered() const noexcept;
+  /// The buffer limit: the longest line or readuntil() match, and the flow-control unit.
   std::size_t limit() const noexcept;
 
   // ---- Feeding ----------------------------------------------------------------------------
@@ -116,6 +123,7 @@ class StreamReader {
   /// Appends @p data and wakes a waiting read that it completes.
   /// @throws InvalidStateError  after feed_eof().
   void feed_data(std::span<const std::byte> data);
+  /// feed_data() of the bytes of @p data.
   void feed_data(std::string_view data);
   /// Marks the end of the stream; a waiting read completes (with what there is).
   void feed_eof();

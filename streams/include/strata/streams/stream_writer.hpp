@@ -42,6 +42,7 @@ class StreamWriter {
   /// Queues @p data (see Transport::write()).
   /// @throws InvalidStateError  after write_eof().
   void write(std::span<const std::byte> data);
+  /// write() of the bytes of @p data.
   void write(std::string_view data);
   /// write() of several buffers at once (one system call when nothing is queued).
   void writelines(std::span<const std::span<const std::byte>> buffers);
@@ -58,15 +59,18 @@ class StreamWriter {
   /// write(@p data), then drain() only if the buffer is above the high-water mark: the one
   /// call a loop that produces data needs, and the cure for the forgotten drain().
   detail::DrainOp send(std::span<const std::byte> data);
+  /// send() of the bytes of @p data.
   detail::DrainOp send(std::string_view data);
 
   /// Closes the sending side once the buffer is sent (Transport::write_eof()); a no-op once
   /// the connection is gone.
   /// @throws InvalidStateError  !can_write_eof() (a TLS connection).
   void write_eof();
+  /// Whether write_eof() is supported: false for TLS, and once the connection is gone.
   bool can_write_eof() const noexcept;
   /// Closes the connection once the buffer is sent. Idempotent.
   void close();
+  /// Whether the connection is closing or gone (close(), the peer's end, an error).
   bool is_closing() const noexcept;
   /// Waits until the connection is closed (connection_lost()); returns at once if it is.
   /// @throws std::system_error  the connection ended with an error (e.g. reset by the peer).
@@ -75,6 +79,7 @@ class StreamWriter {
   /// Transport::get_extra_info() of the connection ("peername", "sockname", "socket", and
   /// the TLS keys); empty once the connection is gone.
   std::any get_extra_info(std::string_view name) const;
+  /// get_extra_info(@p name) as a T; std::nullopt when absent or of another type.
   template <class T>
   std::optional<T> get_extra_info_as(std::string_view name) const {
     std::any value = get_extra_info(name);

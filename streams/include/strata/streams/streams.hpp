@@ -21,8 +21,8 @@ namespace strata {
 
 /// A connection's two streams: `auto [reader, writer] = co_await open_connection(...)`.
 struct Streams {
-  StreamReader reader;
-  StreamWriter writer;
+  StreamReader reader;  ///< the incoming bytes
+  StreamWriter writer;  ///< the outgoing bytes, and the connection's close
 };
 
 /// What start_server() calls for each connection (asyncio's client_connected_cb): a

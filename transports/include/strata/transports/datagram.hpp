@@ -48,12 +48,13 @@ struct DatagramAddress {
   /// must be AF_UNIX (a bare string is never taken for a host name). A leading '\0' names an
   /// abstract address. SocketAddress::unix_path() needs no family.
   DatagramAddress(std::string path) : kind(Kind::unix_path), host(std::move(path)) {}
+  /// As DatagramAddress(std::string): a string literal is a Unix-domain path.
   DatagramAddress(const char* path) : DatagramAddress(std::string(path)) {}
   /// An address used as is (IPv4, IPv6 or Unix-domain); its family must agree with
   /// DatagramOptions::family unless that is 0.
-  DatagramAddress(SocketAddress address) : kind(Kind::address), address(std::move(address)) {}
+  DatagramAddress(SocketAddress address) : kind(Kind::address), address(address) {}
 
-  Kind kind;
+  Kind kind;                ///< which of the members below is meant
   std::string host;         ///< the host (host_port) or the path (unix_path)
   std::uint16_t port = 0;   ///< the port (host_port), in host byte order
   SocketAddress address;    ///< the address (address)

@@ -56,6 +56,8 @@ enum class ssl_errc {
 
 /// The category of ssl_errc: name "strata.ssl".
 const std::error_category& ssl_category() noexcept;
+/// @p e as a std::error_code of ssl_category(); lets `std::error_code ec = ssl_errc::...`
+/// compile (with the std::is_error_code_enum specialisation below).
 inline std::error_code make_error_code(ssl_errc e) noexcept {
   return {static_cast<int>(e), ssl_category()};
 }
@@ -65,8 +67,10 @@ inline std::error_code make_error_code(ssl_errc e) noexcept {
 /// std::system_error's, it does not repeat code().message()).
 class SslError : public std::system_error {
  public:
+  /// An error of code @p code whose what() is @p what.
   SslError(ssl_errc code, const std::string& what)
       : std::system_error(make_error_code(code)), what_(what) {}
+  /// The text given to the constructor.
   const char* what() const noexcept override { return what_.what(); }
 
  private:
@@ -77,6 +81,7 @@ class SslError : public std::system_error {
 /// is ssl_errc::certificate_verify_failed, what() is "certificate verify failed: <reason>".
 class SslCertVerificationError : public SslError {
  public:
+  /// A verification failure with OpenSSL's @p verify_code and its text @p verify_message.
   SslCertVerificationError(long verify_code, std::string verify_message);
   /// OpenSSL's X509_V_ERR_* code, e.g. 62 (X509_V_ERR_HOSTNAME_MISMATCH).
   long verify_code() const noexcept { return verify_code_; }
@@ -94,12 +99,12 @@ class SslCertVerificationError : public SslError {
 struct SslCertificate {
   /// RFC 2253 distinguished names, e.g. "CN=localhost,O=Strata tests".
   std::string subject;
-  std::string issuer;
+  std::string issuer;  ///< the issuer's distinguished name, in the same form
   /// subjectAltName entries as "DNS:example.com", "IP Address:127.0.0.1".
   std::vector<std::string> subject_alt_names;
   /// Validity, as OpenSSL prints it: "Dec  4 16:00:00 2026 GMT".
   std::string not_before;
-  std::string not_after;
+  std::string not_after;  ///< the end of the validity period, in the same form
   /// The serial number in upper-case hex.
   std::string serial_number;
   /// The whole certificate, DER-encoded.
@@ -110,7 +115,7 @@ struct SslCertificate {
 struct SslCipher {
   std::string name;      ///< OpenSSL's name, e.g. "TLS_AES_256_GCM_SHA384"
   std::string protocol;  ///< "TLSv1.2" or "TLSv1.3"
-  int secret_bits = 0;
+  int secret_bits = 0;   ///< the bits of the symmetric key, e.g. 256
 };
 
 // ---- SslContext -------------------------------------------------------------------------
@@ -185,24 +190,32 @@ class SslContext {
 
   /// The oldest and newest versions allowed; default TLS 1.2 and TLS 1.3.
   /// @throws std::invalid_argument  minimum > maximum.
+  /// @throws SslError  OpenSSL refused the version.
   void set_minimum_version(TlsVersion version);
+  /// The newest version allowed.
+  /// @throws std::invalid_argument  maximum < minimum.  @throws SslError  OpenSSL refused it.
   void set_maximum_version(TlsVersion version);
+  /// The oldest version allowed.
   TlsVersion minimum_version() const noexcept;
+  /// The newest version allowed.
   TlsVersion maximum_version() const noexcept;
 
   /// How the peer's certificate is checked.
   /// @throws std::invalid_argument  VerifyMode::none while check_hostname() is on (as Python).
   void set_verify_mode(VerifyMode mode);
+  /// How the peer's certificate is checked.
   VerifyMode verify_mode() const noexcept;
   /// Whether a client checks that the server's certificate names server_hostname. Turning it
   /// on sets verify_mode required if it was none (as Python does).
   void set_check_hostname(bool check);
+  /// Whether a client checks the server's certificate against server_hostname.
   bool check_hostname() const noexcept;
 
   /// Whether a peer's close without close_notify is reported as a plain EOF (eof_received(),
   /// then a clean connection_lost()) instead of ssl_errc::truncated: for peers known not to
   /// send close_notify (OpenSSL's SSL_OP_IGNORE_UNEXPECTED_EOF). Off by default.
   void set_allow_truncation(bool allow);
+  /// Whether a close without close_notify counts as a plain EOF (see set_allow_truncation()).
   bool allow_truncation() const noexcept;
 
   /// Server side: called during the handshake with the host name the client asked for
@@ -210,6 +223,9 @@ class SslContext {
   /// with its certificate, or std::nullopt to keep this one. An exception aborts the
   /// handshake with an unrecognized_name alert. Python's SSLContext.sni_callback.
   using SniCallback = std::function<std::optional<SslContext>(std::string_view server_name)>;
+  /// Installs @p callback as the SniCallback (server side); an empty one removes it. It runs
+  /// on the loop thread, inside the handshake; an exception it throws is reported to the
+  /// loop's exception handler (logged when no loop runs).
   void set_sni_callback(SniCallback callback);
 
   /// The OpenSSL SSL_CTX, for settings Strata does not wrap; still owned by the context.
@@ -232,8 +248,10 @@ class SslContext {
 /// options, and what start_tls() takes. Made implicitly from an SslContext, so that
 /// `options.ssl = context;` turns TLS on with the defaults.
 struct SslOptions {
+  /// TLS with @p context and the default options (implicit, so that a context converts).
   SslOptions(SslContext context) : context(std::move(context)) {}  // NOLINT: converts
 
+  /// The context: certificates, verification, versions. Shared, not copied.
   SslContext context;
   /// Client side: the name to send in SNI and to check the certificate against (when the
   /// context's check_hostname is on). create_connection() defaults it to its host;
@@ -257,6 +275,9 @@ struct SslOptions {
 /// handshake reaches the old protocol. The old protocol, if it is not kept, is destroyed in a
 /// later iteration.
 ///
+/// @param transport  the connected transport to upgrade; it must outlive the TLS transport.
+/// @param ssl  the context and options (server_hostname for a client).
+/// @param server_side  true to handshake as the server, false as the client.
 /// @param protocol  the protocol of the TLS transport (a Protocol or BufferedProtocol); null
 /// keeps @p transport's current protocol, which then receives connection_made() again, with
 /// the TLS transport.
@@ -271,5 +292,7 @@ Coro<Transport*> start_tls(Transport& transport, SslOptions ssl, bool server_sid
 
 }  // namespace strata
 
+/// @cond INTERNAL
 template <>
 struct std::is_error_code_enum<strata::ssl_errc> : std::true_type {};
+/// @endcond

@@ -51,11 +51,13 @@ class SubprocessTransport;
 
 /// What a child process's protocol hears (asyncio.SubprocessProtocol).
 ///
-/// @par Grammar  `connection_made (pipe_data_received | pipe_connection_lost | process_exited
-/// | pause_writing | resume_writing)* connection_lost`. pipe_connection_lost comes once for
-/// each piped stream; process_exited once; connection_lost last, once the process has exited
-/// and every pipe is closed. pause_writing()/resume_writing() are the stdin pipe's flow
-/// control.
+/// @par Grammar
+/// `connection_made (pipe_data_received | pipe_connection_lost | process_exited)* connection_lost`
+///
+/// pipe_connection_lost comes once for each piped stream; process_exited once;
+/// connection_lost last, once the process has exited and every pipe is closed.
+/// pause_writing() and resume_writing() (the stdin pipe's flow control) may come between
+/// connection_made and connection_lost.
 ///
 /// @par Lifetime  The transport owns its protocol, as for the other transports.
 class SubprocessProtocol : public BaseProtocol {
@@ -83,6 +85,7 @@ class SubprocessProtocol : public BaseProtocol {
 /// How one of the child's standard streams is set up (asyncio's stdin=, stdout=, stderr=).
 class Stdio {
  public:
+  /// Which setup: the factory functions below make each.
   enum class Kind {
     inherit,    ///< the child shares this process's descriptor (subprocess's None)
     pipe,       ///< a pipe to this process, served by a pipe transport (PIPE)
@@ -103,6 +106,7 @@ class Stdio {
   /// child's stream. @p fd stays this process's and open.
   static constexpr Stdio from_fd(int fd) noexcept { return Stdio(Kind::fd, fd); }
 
+  /// Which setup this is.
   constexpr Kind kind() const noexcept { return kind_; }
   /// The descriptor of from_fd(); -1 otherwise.
   constexpr int fd() const noexcept { return fd_; }

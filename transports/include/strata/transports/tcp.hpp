@@ -33,8 +33,8 @@ struct LocalAddress {
 
   /// When not empty, bound as is, and host and port are ignored.
   SocketAddress address;
-  std::string host;
-  std::uint16_t port = 0;
+  std::string host;        ///< a host name or numeric address to resolve (when address is empty)
+  std::uint16_t port = 0;  ///< the port to bind with host; 0 for an ephemeral one
 };
 
 /// How create_connection() resolves, binds and connects.
@@ -111,6 +111,7 @@ Coro<std::unique_ptr<Server>> create_server(AnyProtocolFactory factory,
 /// @param factory  a ProtocolFactory, called once, after the socket connected.
 /// @param host  a host name or numeric address.
 /// @param port  a port number or service name ("80", "http").
+/// @param options  resolution, binding, timeout and TLS; see ConnectOptions.
 /// @return the transport and the protocol; see Connection for how long they stay valid.
 /// @throws std::system_error  the lookup failed (strata::resolver_category()); or every
 /// address failed, naming it: "connect 127.0.0.1:1: Connection refused". Several addresses

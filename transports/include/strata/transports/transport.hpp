@@ -81,6 +81,7 @@ class Transport : public BaseTransport {
   /// @param data  bytes to send; an empty span is a no-op.
   /// @throws InvalidStateError  write_eof() was called earlier, or this is a read pipe.
   virtual void write(std::span<const std::byte> data) = 0;
+  /// write() of the bytes of @p data.
   void write(std::string_view data) { write(std::as_bytes(std::span(data.data(), data.size()))); }
 
   /// write() of several buffers at once, in one scatter-gather system call when the buffer
@@ -147,6 +148,7 @@ class DatagramTransport : public BaseTransport {
   /// @throws std::invalid_argument  the endpoint is connected and @p addr is another address,
   /// or it is not connected and @p addr is empty.
   virtual void sendto(std::span<const std::byte> data, const SocketAddress& addr = {}) = 0;
+  /// sendto() of the bytes of @p data.
   void sendto(std::string_view data, const SocketAddress& addr = {}) {
     sendto(std::as_bytes(std::span(data.data(), data.size())), addr);
   }
@@ -157,11 +159,13 @@ class DatagramTransport : public BaseTransport {
   /// As Transport::set_write_buffer_limits().
   virtual void set_write_buffer_limits(std::optional<std::size_t> high = std::nullopt,
                                        std::optional<std::size_t> low = std::nullopt) = 0;
+  /// The current {low, high} water marks, as Transport::get_write_buffer_limits().
   virtual std::pair<std::size_t, std::size_t> get_write_buffer_limits() const noexcept = 0;
 
   /// Hands the endpoint to @p protocol; as Transport::set_protocol().
   /// @throws std::invalid_argument  @p protocol is null.
   virtual void set_protocol(std::unique_ptr<DatagramProtocol> protocol) = 0;
+  /// The protocol the endpoint serves now.
   virtual DatagramProtocol& get_protocol() const noexcept = 0;
 
  protected:

@@ -55,7 +55,9 @@ Coro<std::unique_ptr<Server>> create_unix_server(AnyProtocolFactory factory, std
 /// Connects to the Unix-domain stream socket at @p path, with a protocol from @p factory, on the
 /// running loop (asyncio's loop.create_unix_connection).
 ///
+/// @param factory  a ProtocolFactory, called once, after the socket connected.
 /// @param path  a file system path, or '\0' followed by a name in Linux's abstract namespace.
+/// @param options  timeout and TLS; see UnixConnectOptions.
 /// @return the transport and the protocol; see Connection for how long they stay valid.
 /// @throws std::system_error  connect() failed, naming the path: "connect /run/app.sock: No
 /// such file or directory", or Connection refused (nobody listens), or Resource temporarily
