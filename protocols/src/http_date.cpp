@@ -4,8 +4,8 @@
 
 #include <array>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 namespace strata {
 namespace {
@@ -191,9 +191,10 @@ std::optional<std::time_t> parse_http_date(std::string_view text) noexcept {
   c.literal(" GMT");
   if (!c.ok() || !c.at_end()) return std::nullopt;
   // RFC 9110: a two-digit year more than 50 years in the future is in the past century.
-  char now_text[http_date_length];
-  format_http_date(std::time(nullptr), now_text);
-  const unsigned this_year = static_cast<unsigned>(std::atoi(now_text + 12));
+  const std::time_t now = std::time(nullptr);
+  std::tm now_utc{};
+  ::gmtime_r(&now, &now_utc);
+  const auto this_year = static_cast<unsigned>(now_utc.tm_year + 1900);
   unsigned year = (this_year / 100) * 100 + yy;
   if (year > this_year + 50) year -= 100;
   return make_time(year, month, day, seconds);
