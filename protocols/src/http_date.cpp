@@ -2,9 +2,9 @@
 // formats of RFC 9110 §5.6.7.
 #include "strata/protocols/http_date.hpp"
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
-#include <cstring>
 #include <ctime>
 
 namespace strata {
@@ -120,11 +120,11 @@ std::string_view format_http_date(std::time_t t, char* out) noexcept {
   const auto year = static_cast<unsigned>(static_cast<std::int64_t>(yoe) + era * 400 + (month <= 2));
   const auto weekday = static_cast<unsigned>(((days % 7) + 11) % 7);  // 1970-01-01 was a Thursday
 
-  std::memcpy(out, day_names[weekday], 3);
-  std::memcpy(out + 3, ", ", 2);
+  std::copy_n(day_names[weekday], 3, out);
+  std::copy_n(", ", 2, out + 3);
   put2(out + 5, day);
   out[7] = ' ';
-  std::memcpy(out + 8, month_names[month - 1], 3);
+  std::copy_n(month_names[month - 1], 3, out + 8);
   out[11] = ' ';
   put2(out + 12, (year / 100) % 100);
   put2(out + 14, year % 100);
@@ -134,7 +134,7 @@ std::string_view format_http_date(std::time_t t, char* out) noexcept {
   put2(out + 20, static_cast<unsigned>(secs / 60 % 60));
   out[22] = ':';
   put2(out + 23, static_cast<unsigned>(secs % 60));
-  std::memcpy(out + 25, " GMT", 4);
+  std::copy_n(" GMT", 4, out + 25);
   return {out, http_date_length};
 }
 
