@@ -1,6 +1,6 @@
 # `cmake --install`: the static libraries, the headers under include/strata/, a CMake package
 # (find_package(Strata) -> strata::strata and strata::core, ::transports, ::protocols,
-# ::streams) and a pkg-config file (strata.pc).
+# ::streams, and the test kit strata::testing) and a pkg-config file (strata.pc).
 #
 # The libraries are static, so what they link goes with them: Threads and OpenSSL are found
 # again by StrataConfig.cmake, and llhttp (built from Debian's generated C, private to
@@ -11,11 +11,12 @@ include(CMakePackageConfigHelpers)
 
 set(STRATA_INSTALL_CMAKEDIR ${CMAKE_INSTALL_LIBDIR}/cmake/Strata)
 
-install(TARGETS strata_core strata_transports strata_protocols strata_streams strata_llhttp strata
+install(TARGETS strata_core strata_transports strata_protocols strata_streams strata_testing
+  strata_llhttp strata
   EXPORT StrataTargets
   ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
   INCLUDES DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
-foreach(layer IN ITEMS core transports protocols streams)
+foreach(layer IN ITEMS core transports protocols streams testing)
   install(DIRECTORY ${PROJECT_SOURCE_DIR}/${layer}/include/strata
     DESTINATION ${CMAKE_INSTALL_INCLUDEDIR} FILES_MATCHING PATTERN "*.hpp")
 endforeach()

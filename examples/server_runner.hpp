@@ -1,6 +1,7 @@
 // server_runner.hpp: the part of the example-server contract that every server shares, for
-// any listener: N loops on N threads sharing one port (SO_REUSEPORT), the ready line, and the
-// graceful shutdown on SIGINT or SIGTERM.
+// any listener: N loops on N threads sharing one port (SO_REUSEPORT), the ready line, the
+// graceful shutdown on SIGINT or SIGTERM, and the reports on SIGUSR1 (every loop's pending
+// tasks with their await chains) and SIGUSR2 (every loop's metrics), written to stderr.
 //
 // A server describes one loop's listener as a type L (movable) with
 //   static Coro<L> open_first(bool reuse_port)   the first loop's, on the port of the options
@@ -18,6 +19,7 @@
 //   static Coro<L> open(L::State& state, std::uint16_t port, bool reuse_port)
 #pragma once
 
+#include <strata/core/diagnostics.hpp>
 #include <strata/core/errors.hpp>
 #include <strata/core/event.hpp>
 #include <strata/core/event_loop.hpp>
@@ -139,22 +141,46 @@ Coro<int> main_task(LoopState<L>& state, const char* program, unsigned threads,
                     std::optional<LoopKind> kind) {
   EventLoop& loop = get_running_loop();
   Event stop;
+  std::vector<std::unique_ptr<WorkerLoop>> workers;
+  // SIGUSR1 and SIGUSR2: each loop reports on its own thread, the workers once they are ready
+  // (until the shutdown begins, when the handlers go).
+  auto on_report = [&workers](bool tasks) {
+    auto report = [tasks](std::size_t index) {
+      EventLoop& l = get_running_loop();
+      if (tasks) {
+        dump_tasks(l);
+        return;
+      }
+      std::string text = "Strata: metrics of loop " + std::to_string(index) + " (" +
+                         std::string(l.backend_name()) + ")\n" + l.metrics().format();
+      std::fwrite(text.data(), 1, text.size(), stderr);
+    };
+    report(0);
+    for (std::size_t i = 0; i < workers.size(); ++i) {
+      WorkerLoop& w = *workers[i];
+      if (w.ready.valid() && w.ready.done() && w.stop != nullptr) {
+        w.loop->call_soon_threadsafe([report, i] { report(i + 1); });
+      }
+    }
+  };
+  const int signals[] = {SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
+  auto remove_handlers = [&loop, &signals] {
+    for (int sig : signals) loop.remove_signal_handler(sig);
+  };
   // The first SIGINT or SIGTERM starts the graceful shutdown and restores the default
   // dispositions, so that a second one ends the process at once.
-  auto on_signal = [&loop, &stop] {
+  auto on_signal = [&stop, &remove_handlers] {
     stop.set();
-    loop.remove_signal_handler(SIGINT);
-    loop.remove_signal_handler(SIGTERM);
+    remove_handlers();
   };
   loop.add_signal_handler(SIGINT, on_signal);
   loop.add_signal_handler(SIGTERM, on_signal);
+  loop.add_signal_handler(SIGUSR1, [&on_report] { on_report(true); });
+  loop.add_signal_handler(SIGUSR2, [&on_report] { on_report(false); });
   struct RemoveHandlers {  // they refer to this frame
-    EventLoop& loop;
-    ~RemoveHandlers() {
-      loop.remove_signal_handler(SIGINT);
-      loop.remove_signal_handler(SIGTERM);
-    }
-  } remove_handlers{loop};
+    decltype(remove_handlers)& remove;
+    ~RemoveHandlers() { remove(); }
+  } remove_handlers_at_exit{remove_handlers};
 
   std::string error;
   std::optional<L> listener;
@@ -171,7 +197,6 @@ Coro<int> main_task(LoopState<L>& state, const char* program, unsigned threads,
   const std::uint16_t port = listener->port();
 
   // The other loops bind the same port number, now known, with SO_REUSEPORT.
-  std::vector<std::unique_ptr<WorkerLoop>> workers;
   for (unsigned i = 1; i < threads; ++i) {
     auto worker = std::make_unique<WorkerLoop>();
     worker->ready = loop.create_future<void>();

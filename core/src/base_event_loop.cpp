@@ -1,8 +1,11 @@
 #include "base_event_loop.hpp"
 
+#include <stdexcept>
 #include <string>
 
 #include "strata/core/errors.hpp"
+#include "strata/core/future.hpp"
+#include "strata/core/task.hpp"
 #include "strata/core/log.hpp"
 #include "task_registry.hpp"
 
@@ -97,40 +100,115 @@ void BaseEventLoop::run_forever() {
   }
 }
 
-void BaseEventLoop::run_once() {
-  // Phase 1: wait for I/O, no longer than until the next timer. While callbacks are queued,
-  // the loop does not wait, and looks at I/O only every io_poll_interval iterations (Tokio's
-  // event_interval): a task yielding with sleep(0) then costs no system call, and I/O still
-  // gets its turn within a bounded number of iterations.
-  if (ready_.empty()) {
-    std::optional<Duration> timeout;
-    if (stopping_.load(std::memory_order_relaxed) || inbox_pending_.load(std::memory_order_relaxed)) {
-      timeout = Duration::zero();
-    } else if (auto next = timers_.next_deadline()) {
-      timeout = std::max(*next - time(), Duration::zero());
+void BaseEventLoop::poll_io() {
+  // While callbacks are queued, the loop does not wait, and looks at I/O only every
+  // io_poll_interval iterations (Tokio's event_interval): a task yielding with sleep(0) then
+  // costs no system call, and I/O still gets its turn within a bounded number of iterations.
+  if (!ready_.empty()) {
+    if (++iterations_without_io_ >= io_poll_interval) {
+      wait_for_events(Duration::zero());
+      iterations_without_io_ = 0;
     }
-    wait_for_events(timeout);
-    iterations_without_io_ = 0;
-  } else if (++iterations_without_io_ >= io_poll_interval) {
-    wait_for_events(Duration::zero());
-    iterations_without_io_ = 0;
+    return;
   }
+  iterations_without_io_ = 0;
+  std::optional<Duration> timeout;
+  if (stopping_.load(std::memory_order_relaxed) || inbox_pending_.load(std::memory_order_relaxed)) {
+    timeout = Duration::zero();
+  } else if (auto next = timers_.next_deadline()) {
+    timeout = std::max(*next - time(), Duration::zero());
+  }
+  if (virtual_time_ && timeout && *timeout > Duration::zero()) {
+    // Virtual time never sleeps for a timer: when a look at I/O finds nothing to do, the
+    // clock jumps to the next deadline.
+    wait_for_events(Duration::zero());
+    if (ready_.empty() && !inbox_pending_.load(std::memory_order_relaxed)) virtual_now_ += *timeout;
+    return;
+  }
+  wait_for_events(timeout);
+}
+
+void BaseEventLoop::run_once() {
+  // Phase 1: wait for I/O, no longer than until the next timer.
+  poll_io();
   take_threadsafe();
 
-  // Phase 2: due timers join the ready queue.
-  if (!timers_.empty()) {
-    const TimePoint now = time();
-    while (TimerHandleImpl* t = timers_.pop_due(now)) ready_.push_back(t);
+  // Phase 2: due timers join the ready queue; how late each one is feeds the lag histogram.
+  const TimePoint real_start = Clock::now();
+  iteration_time_ = virtual_time_ ? virtual_now_ : real_start;
+  while (TimerHandleImpl* t = timers_.pop_due(iteration_time_)) {
+    stats_.timer_fired(iteration_time_ - t->when());
+    ready_.push_back(t);
   }
 
   // Phase 3: run what was ready when this phase began; what those callbacks schedule runs on
-  // the next iteration, after a fresh look at I/O.
-  for (std::size_t n = ready_.size(); n > 0; --n) {
+  // the next iteration, after a fresh look at I/O. With the stall detector on, one clock read
+  // after each callback measures it (its start is the previous one's end).
+  std::size_t n = ready_.size();
+  ++stats_.iterations;
+  stats_.callbacks += n;
+  if (n > stats_.ready_max) stats_.ready_max = n;
+  const Duration threshold = stall_threshold_;
+  TimePoint start = real_start;
+  for (; n > 0; --n) {
     HandleImpl* h = ready_.pop_front();
-    if (!h->cancelled()) run_handle(h);
+    if (!h->cancelled()) {
+      run_handle(h);
+      if (threshold > Duration::zero()) {
+        const TimePoint end = Clock::now();
+        if (end - start >= threshold) stalled(*h, end - start);
+        start = end;
+        if (stepped_task_ != nullptr) std::exchange(stepped_task_, nullptr)->release();
+      }
+    }
     h->drop_threadsafe_callback();
     h->release();
   }
+  if (stepped_task_ != nullptr) std::exchange(stepped_task_, nullptr)->release();
+}
+
+void BaseEventLoop::stalled(HandleImpl& handle, Duration held) noexcept {
+  try {
+    StallReport report;
+    report.held = held;
+    report.callback = handle.describe();
+    if (stepped_task_ != nullptr) {
+      TaskCore* task = stepped_task_->as_task();
+      report.task = task->name();
+      report.resumed_from = format_await_site(stepped_from_);
+      if (!stepped_task_->done()) report.now_awaiting = format_await_chain(*task, "    ");
+    }
+    report_stall(report);
+  } catch (...) {
+    log(LogLevel::error, "the stall detector could not describe a stall");
+  }
+}
+
+LoopMetrics BaseEventLoop::metrics() const {
+  LoopMetrics m = EventLoop::metrics();
+  m.ready_now = ready_.size();
+  m.timers_pending = timers_.live_size();
+  return m;
+}
+
+void BaseEventLoop::enable_virtual_time() noexcept {
+  if (virtual_time_) return;
+  virtual_now_ = Clock::now();
+  virtual_time_ = true;
+}
+
+void enable_virtual_time(EventLoop& loop) {
+  auto* base = dynamic_cast<BaseEventLoop*>(&loop);
+  if (base == nullptr) throw std::invalid_argument("virtual time needs one of Strata's loops");
+  base->enable_virtual_time();
+}
+
+void advance_virtual_time(EventLoop& loop, Duration d) {
+  auto* base = dynamic_cast<BaseEventLoop*>(&loop);
+  if (base == nullptr || !base->uses_virtual_time()) {
+    throw std::invalid_argument("advance_virtual_time(): the loop is not on virtual time");
+  }
+  base->advance_virtual_time(d);
 }
 
 void BaseEventLoop::run_handle(HandleImpl* h) {

@@ -18,7 +18,7 @@ namespace strata::detail {
 
 class BaseEventLoop : public EventLoop, public TimerOwner {
  public:
-  TimePoint time() const override { return Clock::now(); }
+  TimePoint time() const override { return virtual_time_ ? virtual_now_ : Clock::now(); }
   void run_forever() override;
   void stop() noexcept override;
   bool is_running() const noexcept override { return running_; }
@@ -31,6 +31,16 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
 
   /// Pending timers, for tests and metrics.
   std::size_t timer_count() const noexcept { return timers_.live_size(); }
+
+  LoopMetrics metrics() const override;
+
+  /// Switches the loop to virtual time (for tests): time() starts at the clock's present and
+  /// moves only when the loop would otherwise wait for a timer, straight to that timer's
+  /// deadline, after a look at I/O that finds nothing ready (see strata::testing).
+  void enable_virtual_time() noexcept;
+  /// Moves virtual time forward by @p d; timers now due run on the next iteration.
+  void advance_virtual_time(Duration d) noexcept { virtual_now_ += d; }
+  bool uses_virtual_time() const noexcept { return virtual_time_; }
 
  protected:
   BaseEventLoop() = default;
@@ -61,7 +71,11 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
 
  private:
   void run_once();
+  /// Phase 1 of run_once(): waits for I/O, or on virtual time jumps to the next timer.
+  void poll_io();
   void run_handle(HandleImpl* handle);
+  /// The stall detector: @p handle ran for @p held, more than the threshold.
+  void stalled(HandleImpl& handle, Duration held) noexcept;
   void take_threadsafe();
   /// Releases what the ready queue holds, destroying thread-safe callbacks on this thread.
   void drop_ready() noexcept;
@@ -85,6 +99,9 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
   std::map<int, std::shared_ptr<Callback>> signal_handlers_;
   int signal_read_fd_ = -1;
   int signal_write_fd_ = -1;
+
+  bool virtual_time_ = false;
+  TimePoint virtual_now_{};
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> closed_{false};

@@ -2,6 +2,7 @@
 
 #include <cxxabi.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 #include <stdexcept>
@@ -18,9 +19,96 @@ bool debug_from_environment() {
   const char* v = std::getenv("STRATA_DEBUG");
   return v != nullptr && *v != '\0' && std::string_view(v) != "0";
 }
+
+/// STRATA_STALL_MS in milliseconds, when set to a number; 100 ms otherwise.
+Duration stall_threshold_from_environment() {
+  Duration fallback = std::chrono::milliseconds(100);
+  const char* v = std::getenv("STRATA_STALL_MS");
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  long ms = std::strtol(v, &end, 10);
+  if (*end != '\0' || ms < 0) {
+    log(LogLevel::warning, std::string("STRATA_STALL_MS=") + v +
+                               " is not a number of milliseconds; the stall threshold stays 100 ms");
+    return fallback;
+  }
+  return std::chrono::milliseconds(ms);
+}
+
+std::string seconds_text(Duration d) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3f s", std::chrono::duration<double>(d).count());
+  return text;
+}
 }  // namespace
 
-EventLoop::EventLoop() : debug_(debug_from_environment()) {}
+EventLoop::EventLoop()
+    : debug_(debug_from_environment()), stall_threshold_(stall_threshold_from_environment()) {}
+
+void EventLoop::report_stall(const StallReport& report) noexcept {
+  ++stats_.stalls;
+  try {
+    if (stall_handler_) {
+      stall_handler_(report);
+    } else {
+      log(LogLevel::warning, report.format());
+    }
+  } catch (...) {
+    try {
+      log(LogLevel::error, "Unhandled error in the stall handler: " +
+                               describe_exception(std::current_exception()));
+    } catch (...) {
+    }
+  }
+}
+
+LoopMetrics EventLoop::metrics() const {
+  LoopMetrics m;
+  m.iterations = stats_.iterations;
+  m.callbacks = stats_.callbacks;
+  m.ready_max = stats_.ready_max;
+  m.lag_histogram = stats_.lag_histogram;
+  m.lag_max = stats_.lag_max;
+  m.stalls = stats_.stalls;
+  m.tasks_alive = stats_.tasks_alive;
+  for (const detail::LoopResource* r = resources_; r != nullptr; r = r->next_) {
+    ++m.transports_open;
+    m.write_buffered += r->write_buffered();
+  }
+  m.bytes_read = stats_.bytes_read;
+  m.bytes_written = stats_.bytes_written;
+  return m;
+}
+
+std::string LoopMetrics::format() const {
+  std::ostringstream out;
+  out << "iterations " << iterations << "\ncallbacks " << callbacks << "\nready now "
+      << ready_now << "\nready max " << ready_max << "\ntimers pending " << timers_pending
+      << "\nloop lag:";
+  for (std::size_t i = 0; i < lag_histogram.size(); ++i) {
+    if (i < lag_bounds.size()) {
+      out << " <" << seconds_text(lag_bounds[i]);
+    } else {
+      out << " >=" << seconds_text(lag_bounds.back());
+    }
+    out << ": " << lag_histogram[i] << (i + 1 < lag_histogram.size() ? "," : "");
+  }
+  out << "\nloop lag max " << seconds_text(lag_max) << "\nstalls " << stalls << "\ntasks alive "
+      << tasks_alive << "\ntransports open " << transports_open << "\nwrite buffered "
+      << write_buffered << " bytes\nbytes read " << bytes_read << "\nbytes written "
+      << bytes_written << "\n";
+  return out.str();
+}
+
+std::string StallReport::format() const {
+  std::string text = "Stall: " + callback + " held the loop for " + seconds_text(held);
+  if (!task.empty()) {
+    if (!resumed_from.empty()) text += "\n  it resumed from " + resumed_from;
+    text += now_awaiting.empty() ? "\n  the step ended the task"
+                                 : "\n  it now awaits:\n" + now_awaiting;
+  }
+  return text;
+}
 
 EventLoop::~EventLoop() = default;
 

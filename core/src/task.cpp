@@ -73,12 +73,14 @@ TaskCore* TaskCore::first(const EventLoop& loop) noexcept { return loop.tasks_; 
 
 void TaskCore::link() noexcept {
   EventLoop& loop = self_->loop();
+  ++loop.stats_.tasks_alive;
   next_ = loop.tasks_;
   if (next_) next_->prev_ = this;
   loop.tasks_ = this;
 }
 
 void TaskCore::unlink() noexcept {
+  --self_->loop().stats_.tasks_alive;
   if (prev_) {
     prev_->next_ = next_;
   } else {
@@ -122,6 +124,14 @@ void TaskCore::step() {
     must_cancel_ = false;
     deliver_cancel_ = true;
   }
+  EventLoop& loop = self_->loop();
+  if (loop.stall_threshold_ > Duration::zero()) {
+    // For the stall detector: which task this callback stepped, and where it resumed.
+    self_->add_ref();
+    if (loop.stepped_task_ != nullptr) loop.stepped_task_->release();
+    loop.stepped_task_ = self_;
+    loop.stepped_from_ = suspended_at_;
+  }
   TaskCore* previous = std::exchange(current_task_, this);
   stepping_ = true;
   std::exchange(resume_point_, {}).resume();
@@ -136,6 +146,13 @@ void TaskCore::wakeup() {
   step();
 }
 
+void TaskCore::record_suspension() noexcept {
+  const AwaitFrame* leaf = root_frame_;
+  while (leaf->child) leaf = leaf->child;
+  suspended_at_ = leaf->site;
+  suspended_since_ = self_->loop().iteration_time();
+}
+
 void TaskCore::await_future(FutureStateBase& f, std::coroutine_handle<> h) {
   if (&f == self_) throw InvalidStateError("Task '" + name() + "' cannot await on itself");
   if (&f.loop() != &self_->loop()) {
@@ -144,6 +161,7 @@ void TaskCore::await_future(FutureStateBase& f, std::coroutine_handle<> h) {
   waiter_callback_ = f.add_done_callback(TaskWakeup{Ref<FutureStateBase>(self_), this});
   waiter_ = Ref<FutureStateBase>(&f);
   resume_point_ = h;
+  record_suspension();
   // A cancel() made while this task was running (it cancelled itself) found nothing to cancel
   // and no step to deliver it: hand it to the future just awaited (asyncio's __step does so).
   if (must_cancel_ && f.cancel(cancel_message_)) must_cancel_ = false;
@@ -152,6 +170,7 @@ void TaskCore::await_future(FutureStateBase& f, std::coroutine_handle<> h) {
 void TaskCore::yield(std::coroutine_handle<> h) {
   schedule_step();
   resume_point_ = h;
+  record_suspension();
 }
 
 void TaskCore::deliver_pending_cancel() {

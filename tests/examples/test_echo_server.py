@@ -14,6 +14,7 @@ import argparse
 import os
 import re
 import resource
+import select
 import shutil
 import signal
 import socket
@@ -326,6 +327,46 @@ def check_client_connection_refused():
 
 
 # Checks of the programs' options and of echo_client alone: run once.
+def read_stderr_until(proc, done, timeout=10.0):
+    """Reads @proc's stderr (raw, not through its buffered file object) until done(text)."""
+    fd = proc.stderr.fileno()
+    text = ""
+    deadline = time.monotonic() + timeout
+    while not done(text):
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out; stderr so far: {text!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"stderr closed; so far: {text!r}"
+            text += chunk.decode()
+    return text
+
+
+def check_report_signals():
+    """SIGUSR1 writes every loop's pending tasks with their await chains, SIGUSR2 every loop's
+    metrics, to stderr; the server goes on serving."""
+    with Server("--threads", "2") as server:
+        with connect(server) as sock:
+            sock.sendall(b"ping")
+            assert recv_exactly(sock, 4) == b"ping"
+            server.proc.send_signal(signal.SIGUSR1)
+            dumps = read_stderr_until(server.proc, lambda t: t.count(" loop\n") >= 2)
+            assert dumps.count("Strata: ") == 2, dumps
+            assert re.search(r"pending tasks? on the \w+ loop", dumps), dumps
+            # The main loop's task waits for the shutdown signal.
+            assert "awaiting Event::wait" in dumps, dumps
+            server.proc.send_signal(signal.SIGUSR2)
+            metrics = read_stderr_until(server.proc, lambda t: t.count("bytes written") >= 2)
+            assert "Strata: metrics of loop 0" in metrics and "metrics of loop 1" in metrics
+            read = sum(int(n) for n in re.findall(r"^bytes read (\d+)$", metrics, re.M))
+            assert read >= 4, metrics
+            sock.sendall(b"pong")
+            assert recv_exactly(sock, 4) == b"pong"
+        status, _, _, err = server.stop(signal.SIGINT)
+        assert status == 0, f"exit status {status}, stderr {err!r}"
+
+
 def open_file_limits(pid):
     """(soft, hard) limits on open files of process @pid, from /proc."""
     with open(f"/proc/{pid}/limits") as f:
@@ -369,6 +410,7 @@ SERVER_CHECKS = [
     check_in_flight_work_finishes,
     check_idle_connections_closed_after_grace,
     check_open_file_limit_raised,
+    check_report_signals,
 ]
 
 

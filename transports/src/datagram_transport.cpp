@@ -180,6 +180,7 @@ class SelectorDatagramTransport final : public DatagramTransport, public LoopRes
 
   // ---- LoopResource --------------------------------------------------------------------
 
+  std::size_t write_buffered() const noexcept override { return buffer_size_; }
   void loop_closing() noexcept override {
     if (state_ != State::lost) {
       stop_reading();
@@ -219,6 +220,7 @@ class SelectorDatagramTransport final : public DatagramTransport, public LoopRes
       n = to.empty() ? ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL)
                      : ::sendto(fd_, data.data(), data.size(), MSG_NOSIGNAL, to.data(), to.size());
     } while (n < 0 && errno == EINTR);
+    if (n > 0) loop_.stats().bytes_written += static_cast<std::size_t>(n);
     return n;
   }
 
@@ -279,6 +281,7 @@ class SelectorDatagramTransport final : public DatagramTransport, public LoopRes
         return;
       }
       from.set_size(len);
+      loop_.stats().bytes_read += static_cast<std::size_t>(n);
       try {
         protocol_->datagram_received(std::span<const std::byte>(buffer, std::size_t(n)), from);
       } catch (...) {

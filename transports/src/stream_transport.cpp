@@ -322,6 +322,7 @@ class StreamTransport final : public Transport, public LoopResource, public Send
 
   // ---- LoopResource ----
   void loop_closing() noexcept override;
+  std::size_t write_buffered() const noexcept override { return buffer_.size(); }
 
   // ---- SendfileHost ----
   void attach_sendfile(SendfileJob& job) override;
@@ -371,7 +372,9 @@ class StreamTransport final : public Transport, public LoopResource, public Send
   [[noreturn, gnu::cold]] void throw_cannot_write(const char* method) const;
   /// send(MSG_NOSIGNAL) on a socket, write() with SIGPIPE suppressed on a pipe.
   ssize_t raw_send(const std::byte* data, std::size_t size) noexcept {
-    return is_socket_ ? sys_send(fd_, data, size) : pipe_write(data, size);
+    const ssize_t n = is_socket_ ? sys_send(fd_, data, size) : pipe_write(data, size);
+    if (n > 0) loop_->stats().bytes_written += static_cast<std::size_t>(n);
+    return n;
   }
   ssize_t pipe_write(const std::byte* data, std::size_t size) noexcept;
   /// write() past its guard: sends what the kernel takes now, buffers the rest.
@@ -688,6 +691,7 @@ void StreamTransport::read_plain() noexcept {
                                : ::read(fd_, buf, read_buffer_size);
   if (n > 0) [[likely]] {
     STRATA_ASSERT(state_ == ProtocolState::connected);
+    loop_->stats().bytes_read += static_cast<std::size_t>(n);
     try {
       plain_->data_received(std::span<const std::byte>(buf, static_cast<std::size_t>(n)));
     } catch (...) {
@@ -720,6 +724,7 @@ void StreamTransport::read_buffered() noexcept {
                                : ::read(fd_, buf.data(), buf.size());
   if (n > 0) [[likely]] {
     STRATA_ASSERT(state_ == ProtocolState::connected);
+    loop_->stats().bytes_read += static_cast<std::size_t>(n);
     try {
       buffered_->buffer_updated(static_cast<std::size_t>(n));
     } catch (...) {
@@ -814,7 +819,10 @@ std::size_t StreamTransport::send_vector(const iovec* iov, std::size_t count,
     n = ::writev(fd_, iov, static_cast<int>(count));
     guard.after_write(n < 0 && errno == EPIPE);
   }
-  if (n >= 0) return static_cast<std::size_t>(n);
+  if (n >= 0) {
+    loop_->stats().bytes_written += static_cast<std::size_t>(n);
+    return static_cast<std::size_t>(n);
+  }
   if (!is_transient(errno)) ec = errno_code(errno);
   return 0;
 }
@@ -1099,6 +1107,7 @@ void StreamTransport::sendfile_step() noexcept {
       guard.after_write(n < 0 && errno == EPIPE);
     }
     if (n > 0) {
+      loop_->stats().bytes_written += static_cast<std::size_t>(n);
       job.offset += static_cast<std::uint64_t>(n);
       job.sent += static_cast<std::uint64_t>(n);
       job.remaining -= static_cast<std::uint64_t>(n);

@@ -66,6 +66,12 @@ class [[nodiscard]] AsyncGenerator {
     void return_void() const noexcept {}
     void unhandled_exception() noexcept { exception_ = std::current_exception(); }
 
+    /// As CoroPromiseBase::await_transform: records each co_await for task dumps.
+    template <class A>
+    auto await_transform(A&& awaitable, detail::AwaitSite at = detail::AwaitSite::current()) {
+      return detail::record_await(frame_, static_cast<A&&>(awaitable), at);
+    }
+
    private:
     friend class AsyncGenerator;
     std::coroutine_handle<> consumer_;  // first: InitialAwaiter relies on it
@@ -73,6 +79,7 @@ class [[nodiscard]] AsyncGenerator {
     std::exception_ptr exception_;
     bool finished_ = false;
     bool active_ = false;  // a next() is in progress
+    detail::AwaitFrame frame_;
   };
 
   using handle_type = std::coroutine_handle<promise_type>;
@@ -125,6 +132,8 @@ class [[nodiscard]] AsyncGenerator {
       if (p.finished_) return std::nullopt;
       return std::move(p.value_);
     }
+    /// The body runs in the awaiting task: a task dump follows the chain into it.
+    detail::AwaitFrame* await_frame() const noexcept { return h_ ? &h_.promise().frame_ : nullptr; }
     /// @endcond
 
    private:
@@ -176,6 +185,7 @@ class [[nodiscard]] AsyncGenerator {
       it.gen_->current_ = next.await_resume();
       return it;
     }
+    detail::AwaitFrame* await_frame() const noexcept { return next.await_frame(); }
   };
   AdvanceAwaiter advance(iterator it) { return AdvanceAwaiter{NextAwaiter(h_), it}; }
 

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "strata/core/detail/await_frame.hpp"
 #include "strata/core/detail/small_alloc.hpp"
 #include "strata/core/errors.hpp"
 
@@ -63,8 +64,20 @@ class CoroPromiseBase : public SmallObject {
 
   void unhandled_exception() noexcept { exception_ = std::current_exception(); }
 
-  std::coroutine_handle<> continuation_;
+  /// Every co_await in a Strata coroutine passes here: records what is awaited and where
+  /// (for task dumps and stall reports; a few stores), then awaits @p awaitable unchanged.
+  template <class A>
+  auto await_transform(A&& awaitable, AwaitSite at = AwaitSite::current()) {
+    return record_await(frame_, static_cast<A&&>(awaitable), at);
+  }
+
+  /// What this coroutine awaits now, and where (valid while it is suspended).
+  const AwaitFrame* await_frame() const noexcept { return &frame_; }
+  AwaitFrame* await_frame() noexcept { return &frame_; }
+
+  std::coroutine_handle<> continuation_;  // first: InitialAwaiter relies on it
   std::exception_ptr exception_;
+  AwaitFrame frame_;
 };
 
 template <class T>
@@ -174,6 +187,8 @@ class [[nodiscard]] Coro {
   }
 
   /// @cond INTERNAL
+  /// The coroutine's await record: a task dump follows it into this Coro's body.
+  detail::AwaitFrame* await_frame() const noexcept { return h_ ? h_.promise().await_frame() : nullptr; }
   /// Gives up ownership of the frame (a Task takes it over).
   handle_type release() noexcept { return std::exchange(h_, {}); }
   /// @endcond

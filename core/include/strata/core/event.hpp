@@ -19,6 +19,8 @@ class Event;
 /// in the Event.
 class [[nodiscard]] EventWait {
  public:
+  /// What a task dump calls this await.
+  static constexpr const char* await_name = "Event::wait";
   /// A wait on @p event, started when awaited; @p event must outlive it.
   explicit EventWait(Event& event) noexcept : event_(&event) {}
   EventWait(const EventWait&) = delete;

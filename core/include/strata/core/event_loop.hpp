@@ -14,7 +14,9 @@
 #include <vector>
 
 #include "strata/core/clock.hpp"
+#include "strata/core/detail/await_frame.hpp"
 #include "strata/core/handle.hpp"
+#include "strata/core/loop_metrics.hpp"
 
 namespace strata {
 
@@ -33,6 +35,8 @@ struct NameInfo;      // strata/core/resolver.hpp
 
 namespace detail {
 class TaskCore;
+class FutureStateBase;
+class BaseEventLoop;
 
 /// Something a higher layer keeps open on a loop (a transport, a server) that must be released
 /// when the loop closes: close() calls loop_closing() on each one still attached, first thing,
@@ -42,6 +46,8 @@ class LoopResource {
  public:
   /// The loop is closing: release everything now (abort, report, detach, free).
   virtual void loop_closing() noexcept = 0;
+  /// Bytes held for writing and not yet sent, for LoopMetrics::write_buffered.
+  virtual std::size_t write_buffered() const noexcept { return 0; }
 
  protected:
   LoopResource() = default;
@@ -308,6 +314,34 @@ class EventLoop {
   /// The thread that runs (or last ran) the loop; empty before the first run.
   std::thread::id thread_id() const noexcept { return thread_id_; }
 
+  // ---- Observability ---------------------------------------------------------------------
+
+  /// Sets the stall threshold @p d: a callback or task step that holds the loop longer is
+  /// reported once, when it returns, to the stall handler, with its name and, for a task,
+  /// where it resumed and what it awaits now (see StallReport). Zero turns the detector off.
+  /// 100 ms by default, or the environment variable STRATA_STALL_MS (milliseconds; 0: off).
+  /// The detector reads the clock once per callback; debug mode's slow-callback log is
+  /// separate and stays on top of it.
+  void set_stall_threshold(Duration d) noexcept { stall_threshold_ = d; }
+  /// The stall threshold (zero: the detector is off).
+  Duration stall_threshold() const noexcept { return stall_threshold_; }
+  /// Replaces what receives stall reports; an empty handler restores the default, which logs
+  /// StallReport::format() at warning level.
+  void set_stall_handler(StallHandler handler) { stall_handler_ = std::move(handler); }
+
+  /// A snapshot of the loop's counters: iterations, callbacks, queue depths, loop lag, tasks,
+  /// transports and their bytes. Cheap; loop thread only.
+  virtual LoopMetrics metrics() const;
+
+  /// The loop's time() when it began running this iteration's callbacks: what task dumps
+  /// measure suspensions against, at no cost of a clock read.
+  TimePoint iteration_time() const noexcept { return iteration_time_; }
+
+  /// @cond INTERNAL
+  /// The counters that the transports keep up to date (bytes, buffers, open transports).
+  detail::LoopStats& stats() noexcept { return stats_; }
+  /// @endcond
+
  protected:
   EventLoop();
 
@@ -335,18 +369,39 @@ class EventLoop {
   /// ones) and destroys it. A no-op when none was made.
   void close_default_executor() noexcept;
 
+  /// Hands @p report to the stall handler (or logs it), counting it.
+  void report_stall(const StallReport& report) noexcept;
+
   bool debug_ = false;  ///< debug mode; initialised from STRATA_DEBUG
   Duration slow_callback_duration_ = std::chrono::milliseconds(100);  ///< see set_debug()
   std::thread::id thread_id_{};  ///< the thread that runs (or last ran) the loop
+  Duration stall_threshold_ = std::chrono::milliseconds(100);  ///< see set_stall_threshold()
+  TimePoint iteration_time_{};  ///< see iteration_time()
+  detail::LoopStats stats_;     ///< see metrics()
+  /// The task that the current callback stepped (a counted reference), for a stall report.
+  /// Set by TaskCore::step() while the detector is on.
+  detail::FutureStateBase* stepped_task_ = nullptr;
+  detail::AwaitSite stepped_from_;  ///< the co_await that stepped_task_ resumed from
 
  private:
   friend class detail::TaskCore;
+
+  StallHandler stall_handler_;
 
   ExceptionHandler exception_handler_;
   detail::TaskCore* tasks_ = nullptr;  ///< intrusive list of this loop's live tasks
   detail::LoopResource* resources_ = nullptr;  ///< intrusive list of attached resources
   std::unique_ptr<Executor, detail::ExecutorDeleter> default_executor_;
 };
+
+namespace detail {
+/// For strata::testing: switches @p loop, before it first runs, to virtual time (see
+/// strata::testing::VirtualTimeLoop). @throws std::invalid_argument  not a Strata loop.
+void enable_virtual_time(EventLoop& loop);
+/// For strata::testing: moves @p loop's virtual time forward by @p d.
+/// @throws std::invalid_argument  the loop is not on virtual time.
+void advance_virtual_time(EventLoop& loop, Duration d);
+}  // namespace detail
 
 /// Makes a new loop of the given kind (asyncio.new_event_loop()).
 /// @throws std::system_error  the backend could not be created (e.g. out of descriptors).

@@ -64,6 +64,8 @@ class [[nodiscard]] LockGuard {
 /// nothing; if the lock had already been chosen for it, the next waiter is woken instead.
 class [[nodiscard]] LockAcquire {
  public:
+  /// What a task dump calls this await.
+  static constexpr const char* await_name = "Lock::acquire";
   /// An acquisition of @p lock, started when awaited; @p lock must outlive it.
   explicit LockAcquire(Lock& lock) noexcept : lock_(&lock) {}
   LockAcquire(const LockAcquire&) = delete;

@@ -238,6 +238,8 @@ class BasicQueue {
   /// asyncio's except branches do.
   class WaitAwaiter {
    public:
+    /// What a task dump calls this await.
+    static constexpr const char* await_name = "queue wait";
     WaitAwaiter(BasicQueue& queue, Role role, Future<void> waiter) noexcept
         : queue_(&queue), role_(role), waiter_(std::move(waiter)), inner_{waiter_.state()} {}
     WaitAwaiter(const WaitAwaiter&) = delete;

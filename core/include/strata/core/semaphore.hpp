@@ -62,6 +62,8 @@ class [[nodiscard]] SemaphoreGuard {
 /// a unit already handed to it goes back to the semaphore and on to the next waiter.
 class [[nodiscard]] SemaphoreAcquire {
  public:
+  /// What a task dump calls this await.
+  static constexpr const char* await_name = "Semaphore::acquire";
   /// An acquisition of @p sem, started when awaited; @p sem must outlive it.
   explicit SemaphoreAcquire(Semaphore& sem) noexcept : sem_(&sem) {}
   SemaphoreAcquire(const SemaphoreAcquire&) = delete;

@@ -20,6 +20,8 @@ void yield_task(std::coroutine_handle<> h);
 /// The awaitable that sleep() returns.
 class [[nodiscard]] SleepAwaiter {
  public:
+  /// What a task dump calls this await.
+  static constexpr const char* await_name = "sleep";
   /// A sleep of @p delay, started when awaited.
   explicit SleepAwaiter(Duration delay) noexcept : delay_(delay) {}
 

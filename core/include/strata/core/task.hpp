@@ -55,12 +55,25 @@ class TaskCore {
   static TaskCore* first(const EventLoop& loop) noexcept;
   TaskCore* next_live() const noexcept { return next_; }
 
+  // For task dumps and stall reports (src/diagnostics.cpp).
+  /// The await record of the task's root coroutine: the head of its await chain.
+  const AwaitFrame* root_frame() const noexcept { return root_frame_; }
+  /// The future the task is suspended on, or nullptr (scheduled, running or not started).
+  FutureStateBase* waiting_on() const noexcept { return waiter_.get(); }
+  /// Whether the coroutine has started.
+  bool started() const noexcept { return started_; }
+  /// The innermost co_await of the task's last suspension, and the loop's time then.
+  const AwaitSite& suspended_at() const noexcept { return suspended_at_; }
+  TimePoint suspended_since() const noexcept { return suspended_since_; }
+
  protected:
   ~TaskCore();
   /// The root coroutine returned or threw: store its outcome in the future.
   virtual void finish_from_coroutine() = 0;
   virtual void destroy_coroutine() noexcept = 0;
   void schedule_step();
+  /// Called once by the task state: the root coroutine's await record.
+  void set_root_frame(const AwaitFrame* frame) noexcept { root_frame_ = frame; }
   /// Takes a cancel request that no co_await received (the coroutine returned first).
   bool take_pending_cancel(std::string& message) noexcept {
     if (!must_cancel_) return false;
@@ -74,8 +87,13 @@ class TaskCore {
  private:
   void link() noexcept;
   void unlink() noexcept;
+  /// Notes where and when the task suspends: the leaf of its await chain.
+  void record_suspension() noexcept;
 
   FutureStateBase* self_;
+  const AwaitFrame* root_frame_ = nullptr;
+  AwaitSite suspended_at_;
+  TimePoint suspended_since_{};
   mutable std::string name_;
   std::uint64_t id_;
   Ref<FutureStateBase> waiter_;   // the future being awaited (asyncio's _fut_waiter)
@@ -97,6 +115,7 @@ class TaskState final : public FutureState<T>, public TaskCore {
   TaskState(EventLoop& loop, Coro<T>&& coro, std::string&& name)
       : FutureState<T>(loop), TaskCore(*this, std::move(name)), coro_(coro.release()) {
     resume_point_ = coro_;
+    set_root_frame(coro_.promise().await_frame());
   }
   ~TaskState() override {
     if (coro_) coro_.destroy();

@@ -154,6 +154,8 @@ class [[nodiscard]] ReadOp {
   ReadOp(std::shared_ptr<ReaderState> state, Kind kind, std::ptrdiff_t n,
          std::vector<std::string> separators) noexcept;
   using await_result_type = std::string;  // for timeout(), wait_for(), gather()...
+  /// What a task dump calls this await.
+  static constexpr const char* await_name = "StreamReader read";
 
   ReadOp(const ReadOp&) = delete;
   ReadOp& operator=(const ReadOp&) = delete;

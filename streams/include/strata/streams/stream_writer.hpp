@@ -110,6 +110,8 @@ namespace detail {
 class [[nodiscard]] DrainOp {
  public:
   using await_result_type = void;  // for timeout(), wait_for(), gather()...
+  /// What a task dump calls this await.
+  static constexpr const char* await_name = "StreamWriter drain";
 
   explicit DrainOp(std::shared_ptr<StreamConnection> connection) noexcept
       : connection_(std::move(connection)) {}

@@ -1,0 +1,122 @@
+#pragma once
+/// @file
+/// Catch2 (v2) helpers: TestLoop runs a coroutine test body with a deadline and checks that
+/// nothing is left pending; STRATA_LOOP_TEST_CASE runs a test once per loop backend.
+/// Header-only: include it after your Catch2 setup, in a test linked to strata::core.
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <strata/core/diagnostics.hpp>
+#include <strata/core/event_loop.hpp>
+#include <strata/core/task.hpp>
+#include <strata/testing/virtual_time.hpp>
+
+namespace strata::testing {
+
+/// Tag types for STRATA_LOOP_TEST_CASE: TestType::kind is the backend.
+struct EpollLoop {
+  static constexpr LoopKind kind = LoopKind::epoll;  ///< the backend
+};
+/// Tag type: the poll backend.
+struct PollLoop {
+  static constexpr LoopKind kind = LoopKind::poll;  ///< the backend
+};
+/// Tag type: the select backend.
+struct SelectLoop {
+  static constexpr LoopKind kind = LoopKind::select;  ///< the backend
+};
+
+/// Which clock a TestLoop runs on.
+enum class TestClock {
+  real,     ///< the real clock: deadlines in real time
+  virtual_  ///< virtual time (new_virtual_time_loop()): timeouts take no real time
+};
+
+/// A fresh loop of one backend for one test: it records what reaches its exception handler,
+/// runs coroutines with a deadline (a hung test fails with a dump of its pending tasks and
+/// their await chains instead of hanging), and on destruction closes the loop and fails the
+/// test if a task was left pending.
+class TestLoop {
+ public:
+  /// A loop of backend @p kind on @p clock.
+  explicit TestLoop(LoopKind kind, TestClock clock = TestClock::real)
+      : loop_(clock == TestClock::virtual_ ? new_virtual_time_loop(kind) : new_event_loop(kind)),
+        clock_(clock) {
+    loop_->set_exception_handler(
+        [this](EventLoop&, const ExceptionContext& context) { errors_.push_back(context); });
+  }
+  TestLoop(const TestLoop&) = delete;
+  TestLoop& operator=(const TestLoop&) = delete;
+  ~TestLoop() {
+    std::vector<std::string> pending;
+    for (TaskRef& t : all_tasks(*loop_)) pending.push_back(t.get_name());
+    if (!loop_->is_running()) loop_->close();
+    if (!pending.empty()) {
+      std::string names;
+      for (auto& n : pending) names += " " + n;
+      FAIL_CHECK("tasks left pending at teardown:" << names);
+    }
+  }
+
+  /// The loop.
+  EventLoop& operator*() const noexcept { return *loop_; }
+  /// The loop's members.
+  EventLoop* operator->() const noexcept { return loop_.get(); }
+  /// The loop.
+  EventLoop& get() const noexcept { return *loop_; }
+  /// Whether the loop runs on virtual time.
+  bool virtual_time() const noexcept { return clock_ == TestClock::virtual_; }
+
+  /// What the loop's exception handler received so far.
+  const std::vector<ExceptionContext>& errors() const noexcept { return errors_; }
+
+  /// The default deadline of run(): 10 s of real time, or an hour of virtual time (where a
+  /// deadlocked test reaches it at once, and a long timeout costs nothing).
+  Duration default_deadline() const noexcept {
+    return virtual_time() ? Duration(std::chrono::hours(1)) : Duration(std::chrono::seconds(10));
+  }
+
+  /// Runs @p coro as a task named "test-main" until it is done, and returns its result. If
+  /// @p deadline passes first (on the loop's clock; zero: default_deadline()), the test fails
+  /// with the pending tasks and their await chains, and every task is cancelled.
+  template <class T>
+  T run(Coro<T> coro, Duration deadline = Duration::zero()) {
+    Task<T> task = loop_->create_task(std::move(coro), "test-main");
+    arm_deadline(deadline == Duration::zero() ? default_deadline() : deadline);
+    struct Disarm {
+      TestLoop* self;
+      ~Disarm() { self->deadline_.cancel(); }
+    } disarm{this};
+    return loop_->run_until_complete(Future<T>(task));
+  }
+
+  /// Virtual time only: runs the loop until its clock has moved forward by @p d (see
+  /// strata::testing::advance()).
+  void advance(Duration d) { testing::advance(*loop_, d); }
+
+ private:
+  void arm_deadline(Duration deadline) {
+    deadline_ = loop_->call_later(deadline, [this] {
+      FAIL_CHECK("test deadline passed; pending tasks:\n" << format_tasks(*loop_));
+      for (TaskRef& t : all_tasks(*loop_)) t.cancel("test deadline");
+    });
+  }
+
+  std::unique_ptr<EventLoop> loop_;
+  TestClock clock_;
+  std::vector<ExceptionContext> errors_;
+  TimerHandle deadline_;
+};
+
+}  // namespace strata::testing
+
+/// A Catch2 test case that runs once per selector backend; TestType::kind is its LoopKind.
+/// Lists as "<name> - EpollLoop", "<name> - PollLoop", "<name> - SelectLoop".
+#define STRATA_LOOP_TEST_CASE(name, tags)                                                   \
+  TEMPLATE_TEST_CASE(name, tags, ::strata::testing::EpollLoop, ::strata::testing::PollLoop, \
+                     ::strata::testing::SelectLoop)
