@@ -24,7 +24,7 @@ if [ ! -f "$build/compile_commands.json" ]; then
 fi
 
 mapfile -t changed < <( { git diff --name-only --diff-filter=d "$base" HEAD; git diff --name-only --diff-filter=d HEAD; } |
-  sort -u | grep -E '^(core|transports|protocols|streams|examples|tests|bench)/.*\.(cpp|hpp)$' || true)
+  sort -u | grep -E '^(core|transports|protocols|streams|examples|tests|bench|docs)/.*\.(cpp|hpp)$' || true)
 files=()
 for f in "${changed[@]}"; do
   [ -f "$f" ] || continue
