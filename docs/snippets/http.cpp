@@ -52,7 +52,7 @@ strata::Coro<void> countdown(int from, strata::HttpBodyWriter& body) {
 }
 // [/snippet:countdown]
 
-strata::HttpRouter make_router(std::string root) {
+strata::HttpRouter make_router(const std::string& root) {
   // [snippet:routes]
   strata::HttpRouter router;
   router.get("/hello", [](strata::HttpServerRequest& req) -> strata::Coro<strata::HttpResponse> {
