@@ -264,7 +264,7 @@ strata::Coro<void> shutdown_demo() {
   busy.writer.write("job\n");
   busy.writer.write_eof();
 
-  auto stopping = shut_down(*server, 300ms);
+  auto stopping = shut_down(*server, 1s);  // the job takes 50 ms: ample
   co_await stopping;
 
   auto busy_rest = busy.reader.read();
