@@ -44,6 +44,7 @@
 #include <utility>
 #include <vector>
 
+#include "cancel_test.hpp"
 #include "loop_test.hpp"
 
 using namespace std::chrono_literals;
@@ -57,88 +58,11 @@ using strata::Queue;
 using strata::Semaphore;
 using strata::SemaphoreGuard;
 using strata::Task;
+using strata::testing::name_of;
+using strata::testing::suspended_in;
 using strata::testing::TestLoop;
 
 namespace {
-
-/// The name of the exception @p e holds, for comparing outcomes as strings.
-std::string name_of(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const strata::CancelledError&) {
-    return "CancelledError";
-  } catch (const strata::TimeoutError&) {
-    return "TimeoutError";
-  } catch (const std::exception& x) {
-    return std::string("exception: ") + x.what();
-  } catch (...) {
-    return "unknown exception";
-  }
-}
-
-/// What awaiting an awaitable of type A yields.
-template <class A>
-struct result_of_await {
-  using type = decltype(std::declval<A&>().await_resume());
-};
-template <class T>
-struct result_of_await<Coro<T>> {
-  using type = T;
-};
-template <class T>
-struct result_of_await<Future<T>> {
-  using type = T;
-};
-
-/// "ok", followed by the value when it prints.
-template <class T>
-std::string show(const T& value) {
-  if constexpr (std::is_arithmetic_v<T>) {
-    return "ok " + std::to_string(value);
-  } else if constexpr (std::is_convertible_v<const T&, std::string>) {
-    return "ok " + std::string(value);
-  } else {
-    return "ok";
-  }
-}
-
-/// Sets @p ready, then awaits what @p make returns, and returns how that ended: "ok", "ok
-/// <value>", or the name of the exception (CancelledError...). Once the test has seen @p ready
-/// set, this task is suspended in that await (or done with it): set() wakes the test's task
-/// only on a later iteration, and this one runs on to its await first.
-///
-/// A value the await returns (a LockGuard, a SemaphoreGuard) is destroyed before this returns.
-template <class F>
-Coro<std::string> await_after(std::shared_ptr<Event> ready, F make) {
-  ready->set();
-  auto op = make();
-  using R = typename result_of_await<decltype(op)>::type;
-  std::string out;
-  try {
-    if constexpr (std::is_void_v<R>) {
-      co_await op;
-      out = "ok";
-    } else {
-      auto value = co_await op;
-      out = show(value);
-    }
-  } catch (...) {
-    out = name_of(std::current_exception());
-  }
-  co_return out;
-}
-
-/// Starts a task that awaits what @p make returns, and returns it once it is suspended there.
-template <class F>
-Coro<Task<std::string>> suspended_in(F make, std::string name) {
-  auto ready = std::make_shared<Event>();
-  Task<std::string> task =
-      strata::create_task(await_after(ready, std::move(make)), std::move(name));
-  auto started = ready->wait();
-  co_await started;
-  REQUIRE_FALSE(task.done());
-  co_return task;
-}
 
 /// Yields one loop iteration (an ordering step, not a timed wait).
 Coro<void> next_iteration() { co_await strata::sleep(0s); }
