@@ -39,6 +39,7 @@
 #include <strata/transports/subprocess.hpp>
 #include <strata/transports/transport.hpp>
 
+#include "../transports/net_test_support.hpp"
 #include "../transports/stream_test_support.hpp"
 #include "../transports/tls_test_support.hpp"
 #include "cancel_test.hpp"
@@ -57,6 +58,7 @@ using strata::Task;
 using strata::detail::ReadOp;
 using strata::testing::count_open_fds;
 using strata::testing::first_mismatch;
+using strata::testing::name_of;
 using strata::testing::next_iteration;
 using strata::testing::pattern;
 using strata::testing::suspended_in;
@@ -515,6 +517,9 @@ STRATA_LOOP_TEST_CASE(
     std::string outcome = co_await upgrader;
     CHECK(outcome == "CancelledError");
     CHECK(c.writer.is_closing());
+    auto reading = strata::testing::exception_of(c.reader.read(100));
+    std::exception_ptr error = co_await reading;
+    CHECK(name_of(error).find("Connection lost") != std::string::npos);
     peer.go.set();
     auto finished = peer.finished.wait();
     co_await finished;  // the server side ends: EOF or reset
