@@ -23,10 +23,10 @@ namespace strata {
 /// its frame: the locals of a suspended body are destroyed, nothing leaks.
 ///
 /// @par Thread safety  Loop thread only.
-/// @par Cancellation  A cancelled next() is exactly as cancel-safe as the co_await the body is
-/// suspended in, which the cancel reaches. If the body lets CancelledError escape, the
-/// generator ends: that next() throws it, and later ones return std::nullopt; a value the body
-/// was producing is lost with its unwinding. (A body may catch it, clean up and rethrow.)
+/// @par Cancellation  As cancel-safe as the body: a cancelled next() reaches the co_await the
+/// body is suspended in. If the body lets CancelledError escape, the generator ends: that
+/// next() throws it, and later ones return std::nullopt; a value the body was producing is
+/// lost with its unwinding. (A body may catch it, clean up and rethrow.)
 template <class T>
 class [[nodiscard]] AsyncGenerator {
  public:
@@ -135,7 +135,7 @@ class [[nodiscard]] AsyncGenerator {
 
   /// Runs the body to its next co_yield: the value, or std::nullopt when the body is done.
   /// @throws InvalidStateError  another next() on this generator is still pending.
-  /// @par Cancellation  See the class: the body's own cancel-safety; a CancelledError that
+  /// @par Cancellation  As cancel-safe as the body (see the class); a CancelledError that
   /// escapes the body ends the generator.
   NextAwaiter next() noexcept { return NextAwaiter(h_); }
 
