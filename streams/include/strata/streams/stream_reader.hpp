@@ -71,18 +71,17 @@ class ReadOp;
 /// taken before it resumes). A read cancelled while it waits consumes nothing: the next read
 /// gets the data. Reads are awaitables that strata::timeout(), wait_for() and gather() accept.
 ///
+/// Flow control: when more than 2 x limit() bytes are buffered, the transport stops reading
+/// (pause_reading()); once reads bring the buffer down to limit() it reads again. A reader that
+/// does not keep up stops the socket; it does not grow memory.
+///
+/// @par Thread safety  Loop thread only.
 /// @par Cancellation  Every read is cancel-safe: a read cancelled while it waits (with
 /// Task::cancel(), or by timeout() or wait_for()) throws CancelledError and consumes nothing,
 /// not even the partial bytes it was waiting on (those read(-1) had collected go back to the
 /// front of the buffer); the next read gets them all, in order. A read whose data arrived in
 /// the loop iteration it is cancelled (woken, not yet resumed) leaves that data too. Only
 /// lines() loses more: its generator ends (the bytes stay).
-///
-/// Flow control: when more than 2 x limit() bytes are buffered, the transport stops reading
-/// (pause_reading()); once reads bring the buffer down to limit() it reads again. A reader that
-/// does not keep up stops the socket; it does not grow memory.
-///
-/// @par Thread safety  Loop thread only.
 class StreamReader {
  public:
   /// The default limit(): 64 KiB, as asyncio's.
