@@ -33,8 +33,10 @@ struct AsCompletedState {
 /// @throws TimeoutError  (from next()) when @p timeout passes before all are done; the
 /// futures themselves are not cancelled.
 /// @par Cancellation  Not cancel-safe: a next() cancelled with its task throws
-/// CancelledError, which ends the generator's body, so later next() calls return std::nullopt.
-/// The futures are not cancelled; use wait() to keep waiting for them.
+/// CancelledError, which ends the generator's body, so later next() calls return std::nullopt
+/// (asyncio 3.13's iterator survives a cancelled __anext__; an AsyncGenerator cannot). The
+/// futures are neither cancelled nor changed, the finished ones keep their results: use wait()
+/// or a new as_completed() over those not yet seen to go on.
 template <class T>
 AsyncGenerator<Future<T>> as_completed(std::vector<Future<T>> futures,
                                        std::optional<Duration> timeout = std::nullopt) {

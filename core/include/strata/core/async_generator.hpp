@@ -23,8 +23,10 @@ namespace strata {
 /// its frame: the locals of a suspended body are destroyed, nothing leaks.
 ///
 /// @par Thread safety  Loop thread only.
-/// @par Cancellation  Not cancel-safe across a yield: a value being produced when the
-/// consumer is cancelled is lost with the body's unwinding.
+/// @par Cancellation  As cancel-safe as the body: a cancelled next() reaches the co_await the
+/// body is suspended in. If the body lets CancelledError escape, the generator ends: that
+/// next() throws it, and later ones return std::nullopt; a value the body was producing is
+/// lost with its unwinding. (A body may catch it, clean up and rethrow.)
 template <class T>
 class [[nodiscard]] AsyncGenerator {
  public:
@@ -142,6 +144,8 @@ class [[nodiscard]] AsyncGenerator {
 
   /// Runs the body to its next co_yield: the value, or std::nullopt when the body is done.
   /// @throws InvalidStateError  another next() on this generator is still pending.
+  /// @par Cancellation  As cancel-safe as the body (see the class); a CancelledError that
+  /// escapes the body ends the generator.
   NextAwaiter next() noexcept { return NextAwaiter(h_); }
 
   /// True once the body has returned or thrown.

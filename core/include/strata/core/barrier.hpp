@@ -34,6 +34,9 @@ class Barrier {
   /// while this task waited.
   /// @par Thread safety  Loop thread only.
   /// @par Cancellation  Cancel-safe: a cancelled waiter leaves the cycle and counts no more.
+  /// Cancelled in the loop iteration the barrier passes (after it was released, before it
+  /// resumed), it throws CancelledError; the pass stands for the others, and the barrier is
+  /// ready for the next cycle.
   Coro<std::int64_t> wait();
 
   /// Returns the barrier to its empty state; tasks waiting in it get BrokenBarrierError.

@@ -56,10 +56,11 @@ class Condition {
   /// @throws InvalidStateError  the lock is not held (thrown at the co_await; nothing changes).
   /// @throws CancelledError  the task was cancelled; the lock is re-acquired first.
   /// @par Thread safety  Loop thread only.
-  /// @par Cancellation  The lock is held again when CancelledError leaves (asyncio's rule: a
-  /// cancel during the re-acquire is remembered, the re-acquire retried, and the most recent
-  /// CancelledError rethrown). A notification this waiter received is passed on to the next
-  /// waiter (as Python 3.13 does; 3.12 could lose it).
+  /// @par Cancellation  Cancel-safe: the lock is held again when CancelledError leaves
+  /// (asyncio's rule: a cancel during the re-acquire is remembered, the re-acquire retried, and
+  /// the most recent CancelledError rethrown). A notification this waiter received, also one
+  /// that came in the loop iteration of the cancel, is passed on to the next waiter (as Python
+  /// 3.13 does; 3.12 could lose it).
   Coro<void> wait();
 
   /// Waits until @p predicate() is true: evaluates it, then wait()s and re-evaluates until it

@@ -123,6 +123,9 @@ class CoroPromise<void> final : public CoroPromiseBase {
 /// @throws InvalidStateError  when awaited a second time: a Coro runs once. To share a
 /// result, wrap the Coro in a Task, which is a Future.
 /// @par Thread safety  Loop thread only.
+/// @par Cancellation  As cancel-safe as its body: awaiting a Coro runs the body in the
+/// awaiting task, so a cancel reaches the co_await the body is suspended in (each Strata
+/// coroutine documents its own).
 /// @par GCC before 13  A Strata coroutine that declares no variable and has a co_await in the
 /// condition of an if, while, for, do-while or switch statement (`while (co_await q.get() >= 0)
 /// ++n;`) is miscompiled (GCC bug 106188); creating it logs the reason and aborts. Declaring

@@ -16,7 +16,8 @@ class Event;
 ///
 /// @par Thread safety  Loop thread only.
 /// @par Cancellation  Cancel-safe: a cancelled wait throws CancelledError and leaves no trace
-/// in the Event.
+/// in the Event. A wait woken by set() and cancelled before it resumes throws CancelledError
+/// too; the event stays set, and the other waiters were woken all the same.
 class [[nodiscard]] EventWait {
  public:
   /// What a task dump calls this await.

@@ -269,11 +269,14 @@ class EventLoop {
   /// IPPROTO_* and AI_* flags; 0 for any.
   /// The future fails with std::system_error in strata::resolver_category() (EAI_* codes) when
   /// the name does not resolve.
+  /// @par Cancellation  Cancel-safe: cancelling the Future (or a task awaiting it) drops the
+  /// result; a lookup already running on the executor runs to its end (see resolver.hpp).
   Future<std::vector<AddrInfo>> getaddrinfo(std::string host, std::string port, int family = 0,
                                             int type = 0, int protocol = 0, int flags = 0);
 
   /// The host and service names of @p address (loop.getnameinfo), on the default executor;
   /// @p flags are NI_* flags. Fails as getaddrinfo() does.
+  /// @par Cancellation  As getaddrinfo().
   Future<NameInfo> getnameinfo(const SocketAddress& address, int flags = 0);
 
   // ---- Resources of higher layers ------------------------------------------------------

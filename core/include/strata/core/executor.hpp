@@ -179,8 +179,9 @@ class ExecutorJob {
 /// @throws EventLoopError  the loop is closed.
 /// @par Thread safety  Loop thread only. The Future completes on the loop's thread, through
 /// call_soon_threadsafe(), never inside this call.
-/// @par Cancellation  Cancelling the Future does not stop `fn` (a thread cannot be
-/// interrupted); its result or exception is then dropped without report. If the executor
+/// @par Cancellation  Cancel-safe for the loop, not for `fn`'s work: cancelling the Future (or
+/// a task awaiting it) does not stop `fn` (a thread cannot be interrupted); its result or
+/// exception is then dropped without report. If the executor
 /// drops the job unstarted (shutdown with cancel_futures), the Future is cancelled.
 /// @par Lifetime  With your own executor, let its jobs finish (shut it down with wait) before
 /// destroying the loop: a job posts its outcome to the loop. The default executor is shut

@@ -204,8 +204,11 @@ struct FutureAwaiter {
 /// CancelledError. Done callbacks run through call_soon, never inside set_result().
 ///
 /// @par Thread safety  Loop thread only.
-/// @par Cancellation  cancel() makes every awaiter throw CancelledError. A task awaiting
-/// the future that is itself cancelled cancels the future (asyncio's semantics).
+/// @par Cancellation  cancel() makes every awaiter throw CancelledError. Awaiting is not
+/// cancel-safe for the future: a task cancelled while it awaits the future cancels the future
+/// (asyncio's semantics), so its value is lost to every holder. A future that became done
+/// before the cancelled task resumed keeps its value for its other holders (the await throws
+/// CancelledError all the same). Await shield(future) to keep the future out of it.
 /// @par Lifetime  Must not outlive its loop.
 template <class T = void>
 class Future {
@@ -298,6 +301,8 @@ class Future {
 
   /// Suspends the awaiting task until the future is done; the result is its value, or its
   /// exception (CancelledError if it was cancelled) rethrown.
+  /// @par Cancellation  Not cancel-safe: cancelling the awaiting task cancels the future (see
+  /// the class).
   detail::FutureAwaiter<T> operator co_await() const noexcept { return {state_.get()}; }
 
   /// @cond INTERNAL

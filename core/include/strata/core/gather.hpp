@@ -177,8 +177,11 @@ auto gather_range(std::vector<A> aws) {
 /// fails, the Future fails with that exception at once and the others keep running; if one
 /// is cancelled, the Future ends cancelled. With no arguments the Future is done at once.
 ///
-/// @par Cancellation  Cancelling the returned Future, or a task awaiting it, cancels every
-/// child that is not done; the Future then ends cancelled once they have finished.
+/// @par Cancellation  Not cancel-safe: cancelling the returned Future, or a task awaiting it,
+/// cancels every child that is not done, and the Future ends cancelled once they have
+/// finished; the results of the children done already are lost with it. A child given as a
+/// Task or a Future keeps its own result; one given as a Coro (or another awaitable) runs in a
+/// Task that nobody else holds, so its result is gone.
 /// @throws EventLoopError  no loop is running on this thread.
 template <Awaitable... As>
 auto gather(As&&... aws) {

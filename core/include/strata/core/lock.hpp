@@ -61,7 +61,8 @@ class [[nodiscard]] LockGuard {
 ///
 /// @par Thread safety  Loop thread only.
 /// @par Cancellation  Cancel-safe: a cancelled acquire throws CancelledError and holds
-/// nothing; if the lock had already been chosen for it, the next waiter is woken instead.
+/// nothing. If the lock had already been handed to it (release() and the cancel in the same
+/// loop iteration), the next waiter is woken instead, or the lock is left free.
 class [[nodiscard]] LockAcquire {
  public:
   /// What a task dump calls this await.

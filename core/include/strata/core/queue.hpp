@@ -116,9 +116,11 @@ class BasicQueue {
   /// @throws QueueShutDown  the queue is shut down, before or while waiting; the item is
   /// dropped.
   /// @par Thread safety  Loop thread only.
-  /// @par Cancellation  Cancel-safe: a cancelled put() has not put its item (it is dropped with
-  /// the coroutine) and takes no slot; if a get had already woken it for a free slot, the next
-  /// waiting putter is woken in its place, so no slot is lost.
+  /// @par Cancellation  Cancel-safe for the queue: a cancelled put() has not put its item and
+  /// takes no slot; if a get had already woken it for a free slot (the get and the cancel in
+  /// the same loop iteration), the next waiting putter is woken in its place, or the slot
+  /// stays free. The item itself, moved into the coroutine at the call, is destroyed with it:
+  /// put a copy, or keep what you need to put it again (asyncio's caller keeps a reference).
   /// @par Lifetime  The queue must outlive the coroutine.
   Coro<void> put(T item) {
     while (full()) {
@@ -159,8 +161,9 @@ class BasicQueue {
   /// shutdown(false) the remaining items are still handed out first).
   /// @par Thread safety  Loop thread only.
   /// @par Cancellation  Cancel-safe: no item is lost. A cancelled get() has taken no item;
-  /// if a put had already woken it for an item, the next waiting getter is woken in its place
-  /// (asyncio's _wakeup_next in get()'s except branch), and the item stays in the queue.
+  /// if a put had already woken it for an item (the put and the cancel in the same loop
+  /// iteration), the next waiting getter is woken in its place (asyncio's _wakeup_next in
+  /// get()'s except branch), and the item stays in the queue.
   /// @par Lifetime  The queue must outlive the coroutine.
   Coro<T> get() {
     while (empty()) {
@@ -200,7 +203,8 @@ class BasicQueue {
   /// A joiner once woken returns even if another item was put in between (asyncio's
   /// Event.wait()).
   /// @par Thread safety  Loop thread only.
-  /// @par Cancellation  Cancel-safe: a cancelled join() changes nothing in the queue.
+  /// @par Cancellation  Cancel-safe: a cancelled join() changes nothing in the queue; the
+  /// other joiners are woken by task_done() all the same.
   /// @par Lifetime  The queue must outlive the coroutine.
   Coro<void> join() {
     if (unfinished_ > 0) co_await wait_turn(Role::joiner);
@@ -370,7 +374,8 @@ class BasicQueue {
 /// @tparam T  the item type; movable.
 /// @par Thread safety  Loop thread only: not thread-safe, as asyncio's queues are not.
 /// @par Cancellation  get(), put() and join() are cancel-safe: a cancelled get() takes no
-/// item and a cancelled put() puts none, and neither makes another waiter miss a wake-up.
+/// item and a cancelled put() puts none (its item is destroyed with it), and neither makes
+/// another waiter miss a wake-up.
 /// @par Lifetime  Must outlive every put(), get() and join() coroutine made from it.
 template <class T>
 class Queue : public detail::BasicQueue<T, detail::FifoStore<T>> {

@@ -59,7 +59,8 @@ class [[nodiscard]] SemaphoreGuard {
 ///
 /// @par Thread safety  Loop thread only.
 /// @par Cancellation  Cancel-safe: a cancelled acquire throws CancelledError and holds nothing;
-/// a unit already handed to it goes back to the semaphore and on to the next waiter.
+/// a unit already handed to it (release() and the cancel in the same loop iteration) goes back
+/// to the semaphore and on to the next waiter, so value() is as if it had never waited.
 class [[nodiscard]] SemaphoreAcquire {
  public:
   /// What a task dump calls this await.

@@ -13,6 +13,10 @@ namespace strata {
 /// already, its own Future is returned.
 ///
 /// @throws EventLoopError  @p aw is a Coro and no loop is running on this thread.
+/// @par Cancellation  Cancel-safe for @p aw: cancelling the returned Future, or a task awaiting
+/// it, cancels only that Future: @p aw runs on, and its outcome stays in its own Task or
+/// Future. For a Coro (or another awaitable), that Task is not yours: its result is lost, and
+/// an exception it ends with is not reported. Keep a Task to shield when its result matters.
 template <Awaitable A>
 Future<await_result_t<A>> shield(A aw) {
   using T = await_result_t<A>;

@@ -88,8 +88,10 @@ class TaskGroup {
 /// clang has no such problem.
 /// @throws ExceptionGroup  one or more tasks (or the body) failed; holds every failure.
 /// @throws CancelledError  the awaiting task was cancelled from outside.
-/// @par Cancellation  Cancelling the awaiting task cancels the body and every task of the
-/// group, waits for them all, then throws CancelledError.
+/// @par Cancellation  Not cancel-safe: cancelling the awaiting task cancels the body and every
+/// task of the group, waits for them all to finish (nothing outlives the scope), then throws
+/// CancelledError; what the body would have returned is lost, the tasks' results stay in
+/// their Task handles.
 template <class Body>
 auto task_group(Body body) {
   using C = std::invoke_result_t<Body&, TaskGroup&>;

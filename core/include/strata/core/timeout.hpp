@@ -47,8 +47,14 @@ class TimeoutScope {
 /// elsewhere stays a CancelledError. No deadline when @p when is empty.
 ///
 /// @throws TimeoutError  the deadline passed first.
-/// @par Cancellation  An awaited Task or Future is cancelled with the awaiting task, as
-/// asyncio does.
+/// @par Cancellation  As cancel-safe as @p aw, on timeout as on a cancel from outside: either
+/// cancels @p aw (a Coro's current co_await throws CancelledError; an awaited Task or Future
+/// is cancelled, as asyncio does). So a Queue::get() or a StreamReader read that times out
+/// takes nothing, while a Coro that collects (HttpClientResponse::text()) loses what it had.
+/// If the deadline passes after @p aw's result became ready but before the task resumed to
+/// take it (one loop iteration), the deadline wins: TimeoutError. A cancel-safe @p aw then
+/// gives the result back: the queue item stays queued, the bytes stay in the reader, a Task
+/// or Future keeps its value.
 template <Awaitable A>
 Coro<await_result_t<A>> timeout_at(std::optional<TimePoint> when, A aw) {
   detail::TimeoutScope scope(when);
@@ -73,6 +79,7 @@ Coro<await_result_t<A>> timeout_at(std::optional<TimePoint> when, A aw) {
 
 /// Awaits @p aw, cancelling it if @p delay passes first (asyncio.timeout). No deadline when
 /// @p delay is empty. @throws TimeoutError  the delay passed first.
+/// @par Cancellation  As timeout_at(): as cancel-safe as @p aw.
 template <Awaitable A>
 Coro<await_result_t<A>> timeout(std::optional<Duration> delay, A aw) {
   std::optional<TimePoint> when;
@@ -86,6 +93,10 @@ Coro<await_result_t<A>> timeout(std::optional<Duration> delay, A aw) {
 /// done already.
 ///
 /// @throws TimeoutError  the delay passed first.
+/// @par Cancellation  As timeout_at(): as cancel-safe as @p aw, and a cancel from outside
+/// stays a CancelledError. With a delay of zero or less, an @p aw not done already is
+/// cancelled (a Coro is wrapped in a Task that never starts, so it consumes nothing) and
+/// waited for, then TimeoutError is thrown even if it completed meanwhile.
 template <Awaitable A>
 Coro<await_result_t<A>> wait_for(A aw, std::optional<Duration> delay) {
   using T = await_result_t<A>;

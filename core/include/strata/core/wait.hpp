@@ -46,7 +46,8 @@ struct WaitState {
 /// the pending ones are just reported as pending.
 ///
 /// @throws std::invalid_argument  @p futures is empty.
-/// @par Cancellation  Cancel-safe: cancelling the waiting task leaves the futures untouched.
+/// @par Cancellation  Cancel-safe: cancelling the waiting task leaves the futures untouched
+/// and running; only the wait is undone.
 template <class T>
 Coro<WaitResult<T>> wait(std::vector<Future<T>> futures, ReturnWhen when = ReturnWhen::all_completed,
                          std::optional<Duration> timeout = std::nullopt) {

@@ -286,15 +286,19 @@ class HttpClientResponse {
   /// @throws TimeoutError  HttpClientOptions::total_timeout passed; the connection is closed.
   /// @throws InvalidStateError  another read of this response is in progress.
   /// @par Cancellation  Cancel-safe: a cancelled read takes nothing; the bytes stay for the
-  /// next read.
+  /// next read, also those that arrived in the loop iteration of the cancel. The connection
+  /// and the total_timeout deadline are unchanged.
   Coro<std::string> read_chunk();
 
   /// The rest of the body, as bytes in a string (no charset decoding).
   /// @throws HttpClientError, TimeoutError, InvalidStateError  as read_chunk(); also
   /// HttpClientError when it grows over HttpClientOptions::max_body_bytes.
-  /// @par Cancellation  The bytes read so far are lost: cancel only to give up on the body.
+  /// @par Cancellation  Not cancel-safe: the bytes collected so far are lost (a later read
+  /// goes on after them, so the body is cut); the response and its connection stay as they
+  /// were. Cancel only to give up on the body, then close() the response.
   Coro<std::string> text();
   /// The rest of the body, as bytes; as text().
+  /// @par Cancellation  As text(): not cancel-safe, the bytes collected so far are lost.
   Coro<std::vector<std::byte>> body();
 
   /// Whether the whole body has been received and read (read_chunk() would return empty).
@@ -384,22 +388,28 @@ class HttpClient {
   /// connection is closed, not pooled.
   /// @throws InvalidStateError  the client is bound to another loop (see Thread safety).
   /// @throws  what the body's generator or producer throws.
-  /// @par Cancellation  The connection in use is closed, the pool slot given back; nothing
-  /// else remains.
+  /// @par Cancellation  Cancel-safe for the client, not for the exchange: the connection in
+  /// use (if any) is closed, not pooled, since the server may be halfway through this
+  /// request; the pool slot is given back, so waiting requests go on.
   Coro<HttpClientResponse> request(std::string method, std::string url, HttpRequestOptions options);
   /// request() with default HttpRequestOptions.
+  /// @par Cancellation  As request().
   Coro<HttpClientResponse> request(std::string method, std::string url);
 
   /// request("GET", url, options).
+  /// @par Cancellation  As request().
   Coro<HttpClientResponse> get(std::string url, HttpRequestOptions options);
   /// request("GET", url).
+  /// @par Cancellation  As request().
   Coro<HttpClientResponse> get(std::string url);
 
   /// request("POST", url, options) with @p body as the body and, unless @p content_type is
   /// empty, `Content-Type: content_type` (replacing one in options.headers).
+  /// @par Cancellation  As request().
   Coro<HttpClientResponse> post(std::string url, HttpRequestBody body, std::string content_type,
                                 HttpRequestOptions options);
   /// post() with default HttpRequestOptions.
+  /// @par Cancellation  As request().
   Coro<HttpClientResponse> post(std::string url, HttpRequestBody body, std::string content_type);
 
   /// Closes the idle pooled connections and refuses new requests (InvalidStateError).
@@ -409,7 +419,7 @@ class HttpClient {
   bool is_closed() const noexcept;
   /// Waits until every connection this client opened has ended (call close() first, and
   /// finish or drop the responses still reading, or this waits for them).
-  /// @par Cancellation  Cancel-safe.
+  /// @par Cancellation  Cancel-safe: only the wait is undone.
   Coro<void> wait_closed();
 
   /// Idle connections in the pools, over every host.

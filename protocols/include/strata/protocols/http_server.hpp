@@ -72,6 +72,10 @@ class HttpBodyWriter {
   /// connection's writing is paused (its buffer is above the high-water mark: the client
   /// reads slowly), so that a stream never grows memory.
   /// @throws std::system_error  the connection was lost (std::errc::connection_aborted).
+  /// @par Cancellation  Cancel-safe: the chunk is handed to the connection before the wait, so
+  /// a write() cancelled while it waits has still queued @p data; only the wait is undone. Do
+  /// not write it again. (A stream that then ends with the CancelledError aborts the
+  /// connection, as any exception does, and what was queued goes with it.)
   Coro<void> write(std::string data);
 
   /// @cond INTERNAL

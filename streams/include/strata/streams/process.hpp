@@ -58,8 +58,8 @@ class Process {
   /// Waits for the child to exit and returns its returncode(); at once if it has exited.
   /// Waits for the exit only, not for the pipes: a grandchild that keeps the child's stdout
   /// open does not hold it up (asyncio 3.12 waits for the pipes too).
-  /// Cancelling the awaiting task cancels the wait only; the child runs on and is still
-  /// reaped when it exits.
+  /// @par Cancellation  Cancel-safe: cancelling the awaiting task cancels the wait only; the
+  /// child runs on, is still reaped when it exits, and a later wait() returns its status.
   Coro<int> wait();
 
   /// Sends @p input to stdin (then closes it), reads stdout and stderr to their end, waits
@@ -69,8 +69,12 @@ class Process {
   /// ignored).
   /// @throws InvalidStateError  @p input is not empty and stdin is not a pipe (at the call).
   /// @throws std::system_error  reading a pipe failed (the other pipes' work is stopped first).
-  /// @par Cancellation  Stops the writing and the reading (what was read is lost; stdin is
-  /// closed or closing) and ends once they have stopped; the child runs on.
+  /// @par Cancellation  Not cancel-safe. The writing and the reading are cancelled, and
+  /// CancelledError leaves once they have stopped; the child runs on (wait() or kill() it).
+  /// What a pipe still open had given stays in its reader (stdout, stderr) for a later read;
+  /// the whole output of a pipe that had reached its end is lost. Of the input, the pieces
+  /// handed to the pipe (64 KiB each) are sent and the rest dropped; stdin is closed if all
+  /// of it had been handed over, else it stays open (close it yourself).
   Coro<ProcessOutput> communicate(std::string input);
   /// communicate() with no input: stdin, if piped, is closed.
   Coro<ProcessOutput> communicate();
@@ -102,6 +106,8 @@ class Process {
 /// SubprocessOptions (Stdio::pipe() for the streams to talk over).
 /// @param limit  the buffer limit of the stdout and stderr readers (see StreamReader).
 /// @throws as subprocess_exec(); std::invalid_argument when @p limit is 0.
+/// @par Cancellation  Cancel-safe: no child is left behind; one started already is killed
+/// (as subprocess_exec()).
 Coro<Process> create_subprocess_exec(std::string program, std::vector<std::string> args,
                                      SubprocessOptions options,
                                      std::size_t limit = StreamReader::default_limit);
@@ -111,6 +117,7 @@ Coro<Process> create_subprocess_exec(std::string program, std::vector<std::strin
 /// Runs @p cmd with `/bin/sh -c` (as subprocess_shell()) and returns its Process
 /// (asyncio.create_subprocess_shell).
 /// @throws as subprocess_shell(); std::invalid_argument when @p limit is 0.
+/// @par Cancellation  As create_subprocess_exec(): no child is left behind.
 Coro<Process> create_subprocess_shell(std::string cmd, SubprocessOptions options,
                                       std::size_t limit = StreamReader::default_limit);
 /// create_subprocess_shell() with every stream inherited.

@@ -76,6 +76,12 @@ class ReadOp;
 /// does not keep up stops the socket; it does not grow memory.
 ///
 /// @par Thread safety  Loop thread only.
+/// @par Cancellation  Every read is cancel-safe: a read cancelled while it waits (with
+/// Task::cancel(), or by timeout() or wait_for()) throws CancelledError and consumes nothing,
+/// not even the partial bytes it was waiting on (those read(-1) had collected go back to the
+/// front of the buffer); the next read gets them all, in order. A read whose data arrived in
+/// the loop iteration it is cancelled (woken, not yet resumed) leaves that data too. Only
+/// lines() loses more: its generator ends (the bytes stay).
 class StreamReader {
  public:
   /// The default limit(): 64 KiB, as asyncio's.
@@ -90,25 +96,36 @@ class StreamReader {
   /// Up to @p n bytes: what is buffered, or, with nothing buffered, the next data to arrive;
   /// "" at EOF. @p n = -1 reads until EOF and returns everything; @p n = 0 returns "" at once.
   /// @throws  the exception set by set_exception() (the connection's error).
+  /// @par Cancellation  Cancel-safe: consumes nothing (read(-1) gives back what it had
+  /// collected); see the class.
   detail::ReadOp read(std::ptrdiff_t n = -1);
   /// One line, ending in "\n"; at EOF the last, unterminated bytes (or "").
   /// @throws std::length_error  the line is longer than limit(): the line (or what was
   /// buffered of it) is dropped, as asyncio's readline() does (it raises ValueError).
+  /// @par Cancellation  Cancel-safe: the partial line stays in the buffer.
   detail::ReadOp readline();
   /// Exactly @p n bytes.
   /// @throws IncompleteReadError  EOF came first; partial() holds what was there.
+  /// @par Cancellation  Cancel-safe: a cancelled readexactly consumes nothing; the bytes
+  /// already buffered stay for the next read.
   detail::ReadOp readexactly(std::size_t n);
   /// The bytes up to and including @p separator.
   /// @throws IncompleteReadError  EOF came first (partial(): everything that was buffered).
   /// @throws LimitOverrunError  no separator within limit() bytes; the data stays.
   /// @throws std::invalid_argument  an empty separator.
+  /// @par Cancellation  Cancel-safe: the bytes before the separator (or part of one) stay.
   detail::ReadOp readuntil(std::string separator = "\n");
   /// The bytes up to and including the first match of any of @p separators: the match that
   /// ends first wins, and of matches that end at the same place the shortest (asyncio 3.13).
   /// @throws as readuntil(separator); std::invalid_argument for no or an empty separator.
+  /// @par Cancellation  As readuntil(separator): cancel-safe.
   detail::ReadOp readuntil(std::vector<std::string> separators);
 
   /// The lines until EOF, as readline() reads them (asyncio's `async for line in reader`).
+  /// @par Cancellation  Cancel-safe for the data, not for the iteration: a cancelled next()
+  /// consumes nothing (the partial line stays in the reader), but the CancelledError ends the
+  /// generator, so later next() calls return std::nullopt, where asyncio's `async for` would go
+  /// on. Read on with readline() or a new lines().
   AsyncGenerator<std::string> lines();
 
   /// Whether the buffer is empty and EOF was fed.

@@ -55,9 +55,15 @@ class StreamWriter {
   /// lost before this drain() (std::errc::connection_reset, asyncio's "Connection lost"). A
   /// drain already waiting when the connection ends cleanly returns normally, as asyncio's.
   /// @throws  the reader's exception, as asyncio does.
+  /// @par Cancellation  Cancel-safe: only the wait is undone; the buffered bytes are still
+  /// sent, and the connection is unchanged. Several tasks may wait in drain(); cancelling one
+  /// does not affect the others.
   detail::DrainOp drain();
   /// write(@p data), then drain() only if the buffer is above the high-water mark: the one
   /// call a loop that produces data needs, and the cure for the forgotten drain().
+  /// @par Cancellation  Cancel-safe: @p data is written when send() is called (even if the
+  /// result is never awaited), so a cancelled send() has still queued all of it, and it is
+  /// sent; only the drain is undone. Do not send it again.
   detail::DrainOp send(std::span<const std::byte> data);
   /// send() of the bytes of @p data.
   detail::DrainOp send(std::string_view data);
@@ -74,6 +80,7 @@ class StreamWriter {
   bool is_closing() const noexcept;
   /// Waits until the connection is closed (connection_lost()); returns at once if it is.
   /// @throws std::system_error  the connection ended with an error (e.g. reset by the peer).
+  /// @par Cancellation  Cancel-safe: only the wait is undone; the connection is unchanged.
   Coro<void> wait_closed();
 
   /// Transport::get_extra_info() of the connection ("peername", "sockname", "socket", and
@@ -91,6 +98,9 @@ class StreamWriter {
   /// writer then carry plaintext over TLS. Data already buffered in the reader was received
   /// before the upgrade and stays readable.
   /// @throws as strata::start_tls().
+  /// @par Cancellation  Not cancel-safe: cancelled while it drains the writer first, it
+  /// changes nothing; cancelled during the handshake, the connection is aborted (as
+  /// strata::start_tls()): the reader ends with the connection's error.
   Coro<void> start_tls(SslOptions ssl, bool server_side = false);
 
   /// The transport; valid while the connection is open (until connection_lost()).

@@ -34,6 +34,9 @@ using ClientConnected = std::function<Coro<void>(StreamReader reader, StreamWrit
 /// Opens a TCP connection (create_connection() with @p options, including `ssl`) and
 /// returns its streams, the reader with @p limit (asyncio.open_connection()).
 /// @throws as create_connection().
+/// @par Cancellation  Cancel-safe: nothing stays open. The sockets tried are closed; a
+/// connection made already is closed (aborted, during a TLS handshake); the server sees at
+/// most a connection that ends at once.
 Coro<Streams> open_connection(std::string host, std::uint16_t port, ConnectOptions options = {},
                               std::size_t limit = StreamReader::default_limit);
 
@@ -41,15 +44,18 @@ Coro<Streams> open_connection(std::string host, std::uint16_t port, ConnectOptio
 /// (asyncio.start_server()). Server::close() then wait_closed() is a graceful shutdown: no
 /// new connection is accepted and the running handlers finish, with what they wrote sent.
 /// @throws as create_server().
+/// @par Cancellation  Cancel-safe: the sockets bound so far are closed; no server is left.
 Coro<std::unique_ptr<Server>> start_server(ClientConnected on_client, std::string host,
                                            std::uint16_t port, ServerOptions options = {},
                                            std::size_t limit = StreamReader::default_limit);
 
 /// open_connection() over a Unix socket (asyncio.open_unix_connection()).
+/// @par Cancellation  As open_connection(): nothing stays open.
 Coro<Streams> open_unix_connection(std::string path, UnixConnectOptions options = {},
                                    std::size_t limit = StreamReader::default_limit);
 
 /// start_server() on a Unix socket (asyncio.start_unix_server()).
+/// @par Cancellation  As start_server(): nothing stays open.
 Coro<std::unique_ptr<Server>> start_unix_server(ClientConnected on_client, std::string path,
                                                 UnixServerOptions options = {},
                                                 std::size_t limit = StreamReader::default_limit);

@@ -38,8 +38,9 @@ Coro<Transport*> connect_accepted_socket(std::unique_ptr<BaseProtocol> protocol,
 /// @throws std::system_error  fcntl() failed on @p fd.
 /// @throws what the factory or connection_made() threw (the transport is then aborted).
 /// @par Thread safety  Loop thread only (needs a running loop).
-/// @par Cancellation  Cancelled while waiting for connection_made(), the transport is closed;
-/// the protocol still sees connection_made() then connection_lost().
+/// @par Cancellation  Not cancel-safe for @p fd: cancelled while waiting for
+/// connection_made(), the transport is closed, and @p fd with it; the protocol still sees
+/// connection_made() then connection_lost().
 template <ProtocolFactory F>
 Coro<Connection<factory_protocol_t<F>>> connect_accepted_socket(F factory, int fd) {
   using P = factory_protocol_t<F>;

@@ -182,9 +182,9 @@ Coro<DatagramTransport*> open_datagram_endpoint(AnyDatagramProtocolFactory facto
 /// @throws EventLoopError  no loop is running on this thread.
 ///
 /// @par Thread safety  Loop thread only.
-/// @par Cancellation  Cancelling while the name resolves leaves nothing open. Cancelling once
-/// the transport exists closes it: the protocol still sees connection_made(), then
-/// connection_lost().
+/// @par Cancellation  Cancel-safe: nothing is left open. Cancelling while the name resolves
+/// leaves nothing open. Cancelling once the transport exists closes it: the protocol still
+/// sees connection_made(), then connection_lost().
 template <DatagramProtocolFactory Factory>
 Coro<DatagramConnection<datagram_factory_protocol_t<Factory>>> create_datagram_endpoint(
     Factory factory, DatagramOptions options) {

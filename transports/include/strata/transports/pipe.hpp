@@ -53,8 +53,9 @@ Coro<Transport*> connect_pipe(std::unique_ptr<BaseProtocol> protocol, int fd, bo
 /// @throws std::system_error  fstat() or fcntl() failed on @p fd (e.g. bad_file_descriptor).
 /// @throws what the factory or connection_made() threw (the transport is then aborted).
 /// @par Thread safety  Loop thread only (needs a running loop).
-/// @par Cancellation  Cancelled while waiting for connection_made(), the transport is closed;
-/// the protocol still sees connection_made() then connection_lost().
+/// @par Cancellation  Not cancel-safe for @p fd: cancelled while waiting for
+/// connection_made(), the transport is closed, and @p fd with it; the protocol still sees
+/// connection_made() then connection_lost().
 template <ProtocolFactory F>
 Coro<Connection<factory_protocol_t<F>>> connect_read_pipe(F factory, int fd) {
   using P = factory_protocol_t<F>;
@@ -81,7 +82,7 @@ Coro<Connection<factory_protocol_t<F>>> connect_read_pipe(F factory, int fd) {
 /// @param fd  a pipe, FIFO, character device or stream socket.
 /// @throws as connect_read_pipe().
 /// @par Thread safety  Loop thread only (needs a running loop).
-/// @par Cancellation  As connect_read_pipe().
+/// @par Cancellation  As connect_read_pipe(): not cancel-safe for @p fd, which is closed.
 template <ProtocolFactory F>
 Coro<Connection<factory_protocol_t<F>>> connect_write_pipe(F factory, int fd) {
   using P = factory_protocol_t<F>;

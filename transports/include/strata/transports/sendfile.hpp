@@ -82,11 +82,12 @@ namespace strata {
 /// @throws InvalidStateError  the transport is closing, cannot write (a read pipe, after
 /// write_eof()), or already runs a sendfile(). Nothing is sent.
 /// @par Thread safety  Loop thread only.
-/// @par Cancellation  Sending stops at once: no byte of the file is handed on after the cancel
-/// (those already handed to the kernel, or on the fallback to the write buffer, still go out).
-/// When the cancelled task resumes (the next iteration), the transport can be written again,
-/// reading is resumed as above, and CancelledError propagates. The connection stays open, its
-/// stream cut at an arbitrary point of the file: usually the caller closes it.
+/// @par Cancellation  Not cancel-safe for the stream. Sending stops at once: no byte of the
+/// file is handed on after the cancel (those already handed to the kernel, or on the fallback
+/// to the write buffer, still go out). When the cancelled task resumes (the next iteration),
+/// the transport can be written again, reading is resumed as above, and CancelledError
+/// propagates. The connection stays open, its stream cut at an arbitrary point of the file:
+/// usually the caller closes it.
 Coro<std::uint64_t> sendfile(Transport& transport, int file_fd, std::uint64_t offset,
                              std::uint64_t count);
 

@@ -73,6 +73,7 @@ class Server {
   /// connect() is refused.
   /// @throws InvalidStateError  the server is closed (checked at the call).
   /// @throws std::system_error  listen() failed, naming the address ("listen 127.0.0.1:8080").
+  /// @par Cancellation  Cancel-safe: it never suspends, so a cancel cannot land inside it.
   Coro<void> start_serving();
 
   /// Starts serving if needed, then waits until the server is closed (asyncio's
@@ -83,8 +84,9 @@ class Server {
   /// `co_await server->serve_forever()` and carry on with a graceful shutdown.
   /// @throws InvalidStateError  the server is closed, or serve_forever() already runs on it
   /// (checked at the call).
-  /// @par Cancellation  Cancelling the waiting task closes the server, waits for its
-  /// connections to end (wait_closed()), then throws CancelledError, as asyncio does.
+  /// @par Cancellation  Not cancel-safe, by design: cancelling the waiting task closes the
+  /// server, waits for its connections to end (wait_closed()), then throws CancelledError, as
+  /// asyncio does.
   Coro<void> serve_forever();
 
   /// Stops listening: removes the listening sockets from the loop and closes them (and, for a
@@ -94,7 +96,8 @@ class Server {
 
   /// Returns once the server is closed and every connection it accepted has ended
   /// (asyncio 3.12.1's wait_closed()), at once if that is so already.
-  /// @par Cancellation  Cancel-safe: nothing but the wait is undone.
+  /// @par Cancellation  Cancel-safe: nothing but the wait is undone; the server and its
+  /// connections are unchanged.
   Coro<void> wait_closed();
 
   /// Closes every connection the server accepted that is still open (Transport::close(): the

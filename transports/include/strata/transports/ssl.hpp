@@ -286,7 +286,8 @@ struct SslOptions {
 /// @throws TimeoutError  the handshake took longer than ssl.ssl_handshake_timeout.
 /// @throws std::invalid_argument  a client without server_hostname while check_hostname is
 /// on; @p transport is closing.
-/// @par Cancellation  @p transport is aborted.
+/// @par Cancellation  Not cancel-safe: @p transport is aborted (a kept protocol hears
+/// connection_lost() with an error), as when the handshake fails.
 Coro<Transport*> start_tls(Transport& transport, SslOptions ssl, bool server_side,
                            std::unique_ptr<BaseProtocol> protocol = nullptr);
 

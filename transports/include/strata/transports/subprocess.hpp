@@ -224,8 +224,9 @@ Coro<SubprocessTransport*> spawn_subprocess(std::unique_ptr<SubprocessProtocol> 
 /// descriptor is negative, or the factory returned null.
 /// @throws what the factory or connection_made() threw (the child is then killed and reaped).
 /// @par Thread safety  Loop thread only (needs a running loop).
-/// @par Cancellation  Cancelled while waiting for connection_made(), the transport is closed
-/// (the child killed); the protocol still hears connection_made() and connection_lost().
+/// @par Cancellation  Cancel-safe: no child is left behind. Cancelled while waiting for
+/// connection_made(), the transport is closed (the child killed and reaped); the protocol
+/// still hears connection_made() and connection_lost().
 template <SubprocessProtocolFactory F>
 Coro<SubprocessConnection<typename std::invoke_result_t<F&>::element_type>> subprocess_exec(
     F factory, std::string program, std::vector<std::string> args, SubprocessOptions options) {
@@ -245,6 +246,7 @@ Coro<SubprocessConnection<typename std::invoke_result_t<F&>::element_type>> subp
 }
 
 /// subprocess_exec() with the default options (every stream inherited).
+/// @par Cancellation  As subprocess_exec(): no child is left behind.
 template <SubprocessProtocolFactory F>
 Coro<SubprocessConnection<typename std::invoke_result_t<F&>::element_type>> subprocess_exec(
     F factory, std::string program, std::vector<std::string> args) {
@@ -256,6 +258,7 @@ Coro<SubprocessConnection<typename std::invoke_result_t<F&>::element_type>> subp
 /// what comes from outside: the shell interprets @p cmd whole. A command that the shell cannot
 /// find still starts (the shell does) and exits with 127.
 /// @throws as subprocess_exec(); std::invalid_argument when @p cmd is empty.
+/// @par Cancellation  As subprocess_exec(): no child is left behind.
 template <SubprocessProtocolFactory F>
 Coro<SubprocessConnection<typename std::invoke_result_t<F&>::element_type>> subprocess_shell(
     F factory, std::string cmd, SubprocessOptions options) {
@@ -272,6 +275,7 @@ Coro<SubprocessConnection<typename std::invoke_result_t<F&>::element_type>> subp
 }
 
 /// subprocess_shell() with the default options (every stream inherited).
+/// @par Cancellation  As subprocess_exec(): no child is left behind.
 template <SubprocessProtocolFactory F>
 Coro<SubprocessConnection<typename std::invoke_result_t<F&>::element_type>> subprocess_shell(
     F factory, std::string cmd) {

@@ -138,6 +138,7 @@ Coro<Connection<factory_protocol_t<F>>> create_connection(F factory, std::string
 }
 
 /// create_connection() with a numeric port.
+/// @par Cancellation  As create_connection(): cancel-safe.
 template <ProtocolFactory F>
 Coro<Connection<factory_protocol_t<F>>> create_connection(F factory, std::string host,
                                                           std::uint16_t port,
@@ -165,7 +166,8 @@ Coro<Connection<factory_protocol_t<F>>> create_connection(F factory, std::string
 /// @throws EventLoopError  no loop is running on this thread (at the call).
 /// @throws std::invalid_argument  a negative backlog or accept_retry_delay (at the call).
 /// @par Thread safety  Loop thread only.
-/// @par Cancellation  Closes the sockets bound so far.
+/// @par Cancellation  Cancel-safe: it suspends only while the hosts resolve, before any
+/// socket exists; nothing is left open and no server made.
 template <ProtocolFactory F>
 Coro<std::unique_ptr<Server>> create_server(F factory, std::vector<std::string> hosts,
                                             std::uint16_t port, ServerOptions options = {}) {
@@ -174,6 +176,7 @@ Coro<std::unique_ptr<Server>> create_server(F factory, std::vector<std::string> 
 }
 
 /// create_server() on the addresses of one host (empty: every interface).
+/// @par Cancellation  As create_server(): cancel-safe.
 template <ProtocolFactory F>
 Coro<std::unique_ptr<Server>> create_server(F factory, std::string host, std::uint16_t port,
                                             ServerOptions options = {}) {

@@ -92,6 +92,7 @@ Coro<Connection<factory_protocol_t<F>>> create_unix_connection(F factory, std::s
 /// @throws EventLoopError  no loop is running on this thread (at the call).
 /// @par Thread safety  Loop thread only. The stale-file check and the removal are synchronous
 /// file-system calls, as in asyncio.
+/// @par Cancellation  Cancel-safe: it never suspends, so a cancel cannot land inside it.
 template <ProtocolFactory F>
 Coro<std::unique_ptr<Server>> create_unix_server(F factory, std::string path,
                                                  UnixServerOptions options = {}) {
