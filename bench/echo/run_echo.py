@@ -339,8 +339,8 @@ def idle_memory(servers, a, results):
             line = idle.stdout.readline().strip() if r else ""
             if not line.startswith("ready"):
                 raise RuntimeError(f"echo_load --idle did not get ready ({line!r})")
-            end = time.monotonic() + 60
-            while srv.fd_count() < base_fds + a.idle and time.monotonic() < end:
+            deadline = time.monotonic() + 60
+            while srv.fd_count() < base_fds + a.idle and time.monotonic() < deadline:
                 time.sleep(0.1)
             accepted = srv.fd_count() - base_fds
             time.sleep(0.5)
