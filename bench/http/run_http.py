@@ -224,14 +224,14 @@ class Running:
         repeated every 5 s: a server whose handler only sets a flag can miss one that lands
         just before it blocks in epoll_wait, a window that valgrind widens. SIGKILL to the
         whole group after `grace` s."""
-        end = time.monotonic() + grace
-        while self.proc.poll() is None and time.monotonic() < end:
+        deadline = time.monotonic() + grace
+        while self.proc.poll() is None and time.monotonic() < deadline:
             try:
                 os.kill(self.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
             try:
-                self.proc.wait(max(0.1, min(5.0, end - time.monotonic())))
+                self.proc.wait(max(0.1, min(5.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
                 pass
         rc = end(self.proc, signal.SIGKILL, 5.0)
