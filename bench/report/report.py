@@ -874,7 +874,7 @@ def render(a, run):
         elif st and st.get("exit") not in (0, None):
             p(f"**`{st.get('command')}` exited with status {st.get('exit')}** (see "
               f"`logs/{b.key}.log`).\n")
-        p(text or "No results: the runner wrote no JSON (see its log).\n")
+        p(text or "No results: the runner left no readable JSON (see its log).\n")
         p(f"The runner's own report, with its targets and notes: [`logs/{b.key}.md`]"
           f"(logs/{b.key}.md).\n")
         failures += [f"{b.key}: {n}" for n in notes]
