@@ -1201,7 +1201,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: (end_all(), sys.exit(143)))
     signal.signal(signal.SIGINT, lambda *_: (end_all(), sys.exit(130)))
     results = {
-        "present": [], "labels": LABELS, "loops": loops, "load": {}, "strace": {}, "callgrind": {}, "threads2": {},
+        "present": [], "labels": LABELS, "labels_crawl": LABELS_CRAWL, "loops": loops,
+        "load": {}, "strace": {}, "callgrind": {}, "threads2": {},
         "crawler": {}, "failures": [], "strata_note": a.strata_note,
         "loadavg_start": ", ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}",

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_processes import end, end_all, spawn  # noqa: E402  (bench/ on the path first)
+from bench_processes import end, spawn  # noqa: E402  (bench/ on the path first)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,6 +37,20 @@ LOOPS = ("epoll", "poll", "select")
 
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
+
+
+_runner = []  # the runner being run, if any
+
+
+def stop_runner(status):
+    """A signal handler: SIGTERM to the runner's session first, so that it stops its driver and
+    the driver its servers (in sessions of their own, which a SIGKILL to the runner would
+    leave running); SIGKILL after 30 s."""
+    def handler(*_):
+        for p in list(_runner):
+            end(p, signal.SIGTERM, 30.0)
+        sys.exit(status)
+    return handler
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +186,7 @@ def run_bench(bench, a, env):
     with open(logs / f"{bench.key}.md", "w") as out, open(logs / f"{bench.key}.log", "w") as err:
         p = spawn(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
                   stderr=subprocess.PIPE, text=True, bufsize=1)
+        _runner.append(p)
 
         def pump():
             for line in p.stderr:
@@ -190,6 +205,7 @@ def run_bench(bench, a, env):
             rc = end(p, signal.SIGTERM, 30.0)
         reader.join(10)
         end(p)
+        _runner.remove(p)
     status["exit"] = rc
     status["elapsed_s"] = round(time.monotonic() - t0, 1)
     raw = Path(a.out) / "raw"
@@ -272,9 +288,12 @@ def read_json(raw, name):
 # ---------------------------------------------------------------------------------------------
 # charts (gnuplot)
 
-# Strata first and drawn thick; peers thinner and dashed. Colours cycle in this order.
-COLOURS = ["#1f5fbf", "#d9480f", "#2b8a3e", "#7048e8", "#c2255c", "#0c8599", "#e67700",
-           "#5c940d", "#862e9c", "#495057", "#a61e4d", "#364fc7", "#087f5b", "#9c36b5"]
+# Strata's series are thick, one colour per loop (protocol solid with circles, streams dash-dot
+# with triangles); the peers' are thin and dashed, in colours of their own. Bars cycle COLOURS.
+STRATA_COLOURS = ["#0b5ed7", "#e8590c", "#2f9e44", "#c2255c"]
+PEER_COLOURS = ["#000000", "#7048e8", "#0c8599", "#a61e4d", "#b08900", "#862e9c", "#868e96",
+                "#f06595", "#15aabf", "#5f3dc4"]
+COLOURS = STRATA_COLOURS + PEER_COLOURS
 
 
 def gnuplot_terminal():
@@ -331,7 +350,9 @@ class Charts:
         return png.name
 
     def lines_by_size(self, name, title, ylabel, sizes, series):
-        """series: [(label, strata?, {size: value})]; x: message size (log scale)."""
+        """series: [(label, style, {size: value})] with style (kind, n): kind "strata",
+        "strata_streams" (n: the loop's index) or "peer" (n: the peer's index); x: message size
+        (log scale)."""
         series = [s for s in series if any(v is not None for v in s[2].values())]
         if not series or not sizes:
             return None
@@ -341,10 +362,14 @@ class Charts:
                 "-" if values.get(size) is None else f"{values[size]:.6g}"
                 for _, _, values in series))
         plots = []
-        for i, (label, strata, _) in enumerate(series):
-            style = (f"lw 3 dt 1 pt 7 ps 1.2" if strata else f"lw 1.5 dt 2 pt 6 ps 1")
+        for i, (label, (kind, n), _) in enumerate(series):
+            if kind == "peer":
+                style = f"lw 1.5 dt 2 pt 6 ps 1 lc rgb '{PEER_COLOURS[n % len(PEER_COLOURS)]}'"
+            else:
+                style = ("lw 3 dt 1 pt 7 ps 1.2" if kind == "strata" else "lw 3 dt 4 pt 9 ps 1.4")
+                style += f" lc rgb '{STRATA_COLOURS[n % len(STRATA_COLOURS)]}'"
             plots.append(f"'{name}.dat' using 1:{i + 2} with linespoints {style} "
-                         f"lc rgb '{COLOURS[i % len(COLOURS)]}' title {gp_quote(label)}")
+                         f"title {gp_quote(label)}")
         xtics = ", ".join(f"{gp_quote(size_label(s))} {s}" for s in sizes)
         script = (f"set title {gp_quote(title + chr(10) + self.subtitle)} noenhanced\n"
                   f"set xlabel 'message size (log scale)'\nset ylabel {gp_quote(ylabel)}\n"
@@ -461,9 +486,19 @@ def micro_section(raw, prefix, rows, loops, what):
     text += table(header, body)
     load = ctx.get("load_avg")
     if isinstance(load, list):
-        text += (f"\nGoogle Benchmark saw load average {' '.join(f'{x:.2f}' for x in load)} at "
-                 f"its start; Python {peers['asyncio'].get('python', '?')}.\n")
+        text += (f"\nGoogle Benchmark saw load average "
+                 f"{load_text([f'{x:.2f}' for x in load])} at its start; Python "
+                 f"{peers['asyncio'].get('python', '?')}.\n")
     return text, []
+
+
+def echo_style(key, keys, loops):
+    """The chart style of an echo server: (kind, index), see Charts.lines_by_size."""
+    if not key.startswith("strata"):
+        return "peer", [k for k in keys if not k.startswith("strata")].index(key)
+    kind = "strata_streams" if key.startswith("strata_streams") else "strata"
+    loop = next((lp for i, lp in enumerate(loops) if i and key.endswith("_" + lp)), None)
+    return kind, loops.index(loop) if loop else 0
 
 
 def echo_section(raw, charts):
@@ -500,7 +535,7 @@ def echo_section(raw, charts):
                  f"Echo, ping-pong, {c} connections: server CPU time per request",
                  "server CPU µs per request (median)")):
             scale = 1e-3 if metric == "rps" else 1.0
-            series = [(label(k), k.startswith("strata"),
+            series = [(label(k), echo_style(k, keys, j.get("loops", [])),
                        {s: scaled(summary.get(f"{s}x{c}/{k}", {}).get(metric), scale)
                         for s in sizes})
                       for k in keys]
@@ -783,6 +818,9 @@ def http_section(raw, charts):
     cr = j.get("crawler") or {}
     if cr.get("summary"):
         servers = cr.get("servers", [])
+        crawl_labels = {"strata": "Strata http_server --root", "nginx": "nginx static files",
+                        **j.get("labels_crawl", {})}
+        label = lambda k: crawl_labels.get(k, labels.get(k, k))  # noqa: E731
         files = cr.get("site", {}).get("files")
         out.append(f"### Crawler: `examples/crawler` over a static site"
                    f"{f' ({files:,} files)' if files else ''}, pages/s\n")
@@ -936,8 +974,8 @@ def main():
             log(f"--only: among {', '.join(b.key for b in BENCHES)}")
             return 2
         benches = [b for b in BENCHES if not only or b.key in only]
-        signal.signal(signal.SIGTERM, lambda *_: (end_all(), sys.exit(143)))
-        signal.signal(signal.SIGINT, lambda *_: (end_all(), sys.exit(130)))
+        signal.signal(signal.SIGTERM, stop_runner(143))
+        signal.signal(signal.SIGINT, stop_runner(130))
         out = Path(a.out)
         for sub in ("raw", "logs", "charts"):
             shutil.rmtree(out / sub, ignore_errors=True)
@@ -950,12 +988,9 @@ def main():
                    CMAKE_BUILD_PARALLEL_LEVEL="2")
         env.pop("STRATA_DEBUG", None)
         t0 = time.monotonic()
-        try:
-            for b in benches:
-                run["status"][b.key] = run_bench(b, a, env)
-                run_file.write_text(json.dumps(run, indent=1) + "\n")
-        finally:
-            end_all()
+        for b in benches:
+            run["status"][b.key] = run_bench(b, a, env)
+            run_file.write_text(json.dumps(run, indent=1) + "\n")
         run["ended"] = now().isoformat()
         run["load_end"] = loadavg()
         run["elapsed_s"] = round(time.monotonic() - t0, 1)
