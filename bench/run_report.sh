@@ -9,8 +9,8 @@
 #
 # Usage: bench/run_report.sh [--quick] [--loops epoll,poll,select] [--docs] [--render-only]
 #                            [--only core,coord,echo,tls,http]
-#   --quick        smoke run: short windows, one repetition, no counted phases (about 3 minutes
-#                  once built; the full run takes about an hour)
+#   --quick        smoke run: short windows, one repetition, no counted phases (2-3 minutes
+#                  once built; the full run takes about 40 minutes on 2 CPUs)
 #   --loops        the loops Strata runs on (default: every selector backend, epoll,poll,select;
 #                  the first is the one the ratio columns use)
 #   --only         some of the benchmarks: core, coord, echo, tls, http (default: all)
