@@ -7,7 +7,8 @@
 #
 # Results: build/bench/core_micro.json (Google Benchmark JSON), build/bench/core_micro_asyncio.json,
 # build/bench/core_micro_uvloop.json (bench/python/core_micro.py --json), and the table in
-# build/bench/core_micro.md. Progress goes to stderr, the table to stdout.
+# build/bench/core_micro.md. Progress goes to stderr, the table to stdout. STRATA_BENCH_BUILD
+# names another build directory than build/bench.
 set -euo pipefail
 
 quick=0
@@ -15,7 +16,7 @@ extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; extra=("$@"); break ;;
     *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
   esac
@@ -24,7 +25,7 @@ done
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-build=build/bench
+build="${STRATA_BENCH_BUILD:-build/bench}"
 python=/usr/bin/python3
 
 # Debug mode (thread checks, slow-callback timing) must not skew the figures.
@@ -34,8 +35,10 @@ echo "== dependencies" >&2
 scripts/deps.sh bench
 
 echo "== configure and build ($build, Release)" >&2
+mkdir -p "$(dirname "$build")"
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-  -DSTRATA_BUILD_TESTS=OFF -DSTRATA_BUILD_EXAMPLES=OFF >"$build.configure.log" 2>&1 ||
+  -DSTRATA_BUILD_TESTS=OFF -DSTRATA_BUILD_EXAMPLES=OFF -DSTRATA_BUILD_BENCH=ON \
+  >"$build.configure.log" 2>&1 ||
   { cat "$build.configure.log" >&2; exit 1; }
 cmake --build "$build" --target bench_core_micro >&2
 

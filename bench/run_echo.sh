@@ -5,12 +5,14 @@
 # bench/echo/echo_load. See bench/README.md.
 #
 # Usage: bench/run_echo.sh [--quick] [--streams] [--servers a,b] [--sizes 64,1024]
-#                          [--connections 10,50] [--reps N]
+#                          [--connections 10,50] [--reps N] [--loops selector,poll]
 #                          [--skip pingpong,stream,strace,callgrind,idle]
 #   --quick    smoke run (about 3 minutes): fewer repetitions, shorter windows, 10 connections
 #   --streams  the streams comparison: strata, strata_streams, uvloop, uvloop_streams and
 #              asyncio_streams at 64 B and 1 KiB, 10 connections, no idle phase (about 5
 #              minutes; --quick: under a minute, counts at 64 B, callgrind for Strata only)
+#   --loops    the loops Strata's two servers run on (echo_server --loop; default selector,
+#              i.e. epoll): each loop after the first adds strata_LOOP and strata_streams_LOOP
 #   servers: c_epoll strata strata_streams libuv asio_cb asio_coro uvloop uvloop_streams
 #            asyncio asyncio_streams (default: all)
 #
@@ -25,8 +27,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) args+=(--quick) ;;
     --streams) args+=(--streams); streams=1 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    --servers|--sizes|--connections|--reps|--skip)
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --servers|--sizes|--connections|--reps|--skip|--loops)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       [ "$1" = --servers ] && servers_given=1
       if [ "$1" = --skip ]; then

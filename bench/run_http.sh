@@ -9,7 +9,7 @@
 #
 # Usage: bench/run_http.sh [--quick] [--servers a,b] [--reps N]
 #                          [--skip load,strace,callgrind,crawler] [--threads2] [--duration S]
-#                          [--crawl-pages N]
+#                          [--crawl-pages N] [--loops selector,poll]
 #   --quick     smoke run: under a minute once built (1 repetition of 1 s + 1 s, small counts,
 #               a 400-page site for the crawler)
 #   --servers   strata nginx c_floor (default: all; the crawler phase uses strata and nginx)
@@ -19,6 +19,8 @@
 #               (per-thread CPU time from /proc/PID/task/*/stat during a wrk run)
 #   --duration  measured seconds per wrk run (default 3; --quick 1)
 #   --crawl-pages  HTML pages of the crawler phase's site (default 2000; --quick 400)
+#   --loops     the loops http_server runs on (--loop; default selector, i.e. epoll): each loop
+#               after the first adds a server strata_LOOP to the load, strace and callgrind phases
 #
 # Results: build/bench-http/http.json and build/bench-http/http.md (STRATA_BENCH_BUILD
 # overrides build/bench-http). Progress goes to stderr, the Markdown tables to stdout.
@@ -32,7 +34,7 @@ while [ $# -gt 0 ]; do
     --quick) args+=(--quick); quick=1 ;;
     --threads2) args+=(--threads2) ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    --servers|--reps|--skip|--duration|--crawl-pages)
+    --servers|--reps|--skip|--duration|--crawl-pages|--loops)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       if [ "$1" = --skip ]; then
         for phase in ${2//,/ }; do
@@ -47,8 +49,8 @@ while [ $# -gt 0 ]; do
       if [ "$1" = --servers ]; then
         for s in ${2//,/ }; do
           case "$s" in
-            strata|nginx|c_floor) ;;
-            *) echo "unknown server: $s (strata, nginx, c_floor)" >&2; exit 2 ;;
+            strata|strata_*|nginx|c_floor) ;;
+            *) echo "unknown server: $s (strata, strata_LOOP, nginx, c_floor)" >&2; exit 2 ;;
           esac
         done
       fi

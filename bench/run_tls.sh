@@ -6,12 +6,14 @@
 #
 # Usage: bench/run_tls.sh [--quick] [--reps N] [--servers a,b] [--key ec|rsa] [--tls 1.3|1.2]
 #                         [--skip handshake,echo,bulk,callgrind] [--callgrind] [--profile]
-#                         [--bulk-window BYTES]
+#                         [--bulk-window BYTES] [--loops selector,poll]
 #   --quick    smoke run: under a minute once built (1 repetition of 1 s windows, no callgrind
 #              unless --callgrind)
 #   --bulk-window  bulk: the most bytes unechoed at a time (default 262144)
 #   --key      certificate key: ec (P-256, default) or rsa (2048 bits); same for every server
 #   --profile  then perf-record Strata's server under each load and print its top symbols
+#   --loops    the loops echo_server runs on (--loop; default selector, i.e. epoll): each loop
+#              after the first adds a server strata_LOOP, measured in every phase
 #   servers: strata nginx c_floor uvloop asyncio (default: all)
 #
 # Results: build/bench-tls/tls.json and build/bench-tls/tls.md (STRATA_BENCH_TLS_BUILD overrides
@@ -24,7 +26,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick|--profile|--callgrind) args+=("$1") ;;
     -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    --reps|--servers|--skip|--tls|--bulk-window)
+    --reps|--servers|--skip|--tls|--bulk-window|--loops)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       args+=("$1" "$2"); shift ;;
     --key)

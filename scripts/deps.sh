@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Strata needs, only those that are missing.
 # Usage: scripts/deps.sh [build|bench|tidy|clang|fuzz|docs]
-#   build: compile and test; bench: also the peers; tidy: also clang-tidy; clang (or fuzz):
-#   also clang with its sanitizer runtimes and libFuzzer; docs: also doxygen and graphviz
+#   build: compile and test; bench: also the peers and gnuplot (bench/run_report.sh's charts);
+#   tidy: also clang-tidy; clang (or fuzz): also clang with its sanitizer runtimes and
+#   libFuzzer; docs: also doxygen and graphviz
 set -euo pipefail
 
 packages=(g++ cmake ninja-build catch2 libbenchmark-dev python3 libssl-dev openssl node-llhttp curl
   pkg-config)
 case "${1:-build}" in
   build) ;;
-  bench) packages+=(python3-uvloop libasio-dev libuv1-dev strace valgrind nginx wrk) ;;
+  bench) packages+=(python3-uvloop libasio-dev libuv1-dev strace valgrind nginx wrk gnuplot-nox) ;;
   tidy) packages+=(clang-tidy) ;;
   clang | fuzz) packages+=(clang libclang-rt-14-dev) ;;
   docs) packages+=(doxygen graphviz) ;;

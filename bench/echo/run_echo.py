@@ -30,6 +30,8 @@ ASYNCIO, ASYNCIO_STREAMS = "asyncio", "asyncio_streams"
 STREAMS_SERVERS = [STRATA, STRATA_STREAMS, UVLOOP, UVLOOP_STREAMS, ASYNCIO_STREAMS]
 # Strata's echo_server builds: left out together when run_echo.sh found no usable target.
 STRATA_KEYS = (STRATA, STRATA_STREAMS)
+# The select backend refuses descriptors from FD_SETSIZE (1024) on: no 10,000 idle connections.
+NO_IDLE_LOOPS = ("select",)
 # The streams targets (the streams issue), checked at these sizes with 10 connections.
 STREAMS_TARGET_SIZES = (64, 1024)
 STREAMS_VS_PROTOCOL, STREAMS_VS_UVLOOP = 1.15, 0.5
@@ -37,21 +39,35 @@ STREAMS_SYSCALLS, STREAMS_INSTRUCTIONS = 2.2, 700
 
 
 class Server:
-    def __init__(self, key, label, cmd):
-        self.key, self.label, self.cmd = key, label, cmd
+    def __init__(self, key, label, cmd, loop=None):
+        self.key, self.label, self.cmd, self.loop = key, label, cmd, loop
         self.available = Path(cmd[0]).exists()
 
 
-def servers_for(build):
+def strata_key(api_key, loop, loops):
+    """Strata's servers on the first loop of --loops keep the plain keys (strata,
+    strata_streams); on the others the loop is appended (strata_poll, strata_streams_poll)."""
+    return api_key if loop == loops[0] else f"{api_key}_{loop}"
+
+
+def is_strata(key):
+    return key.startswith(STRATA)
+
+
+def servers_for(build, loops):
     b = Path(build)
     echo = b / "bench" / "echo"
     py_echo = str(ROOT / "bench" / "python" / "echo_server.py")
+    strata = []
+    for loop in loops:
+        for api_key, api in ((STRATA, "protocol"), (STRATA_STREAMS, "streams")):
+            strata.append(Server(strata_key(api_key, loop, loops),
+                                 f"Strata {api} ({loop})",
+                                 [str(b / "examples" / "echo_server"), "--api", api,
+                                  "--loop", loop], loop=loop))
     return [
         Server(FLOOR, "C epoll (floor)", [str(echo / "c_epoll_echo")]),
-        Server(STRATA, "Strata protocol (selector)",
-               [str(b / "examples" / "echo_server"), "--api", "protocol", "--loop", "selector"]),
-        Server(STRATA_STREAMS, "Strata streams (selector)",
-               [str(b / "examples" / "echo_server"), "--api", "streams", "--loop", "selector"]),
+        *strata,
         Server("libuv", "libuv", [str(echo / "libuv_echo")]),
         Server("asio_cb", "Asio callbacks", [str(echo / "asio_echo_callbacks")]),
         Server("asio_coro", "Asio coroutines", [str(echo / "asio_echo_coro")]),
@@ -319,6 +335,11 @@ def per_request_counts(servers, a, results, tool):
 def idle_memory(servers, a, results):
     out = results["idle"]
     for s in servers:
+        if s.loop in NO_IDLE_LOOPS:
+            results.setdefault("idle_skipped", []).append(s.key)
+            log(f"  idle {s.key}: skipped (the {s.loop} loop takes descriptors below "
+                "FD_SETSIZE only)")
+            continue
         try:
             srv = Running(s)
         except RuntimeError as e:
@@ -339,8 +360,8 @@ def idle_memory(servers, a, results):
             line = idle.stdout.readline().strip() if r else ""
             if not line.startswith("ready"):
                 raise RuntimeError(f"echo_load --idle did not get ready ({line!r})")
-            end = time.monotonic() + 60
-            while srv.fd_count() < base_fds + a.idle and time.monotonic() < end:
+            deadline = time.monotonic() + 60
+            while srv.fd_count() < base_fds + a.idle and time.monotonic() < deadline:
                 time.sleep(0.1)
             accepted = srv.fd_count() - base_fds
             time.sleep(0.5)
@@ -613,7 +634,11 @@ def report(results, servers, a):
         p("")
 
     notes = []
-    if not any(k in keys for k in STRATA_KEYS):
+    if results.get("idle_skipped"):
+        notes.append("Idle memory not measured for " + ", ".join(
+            labels[k] for k in results["idle_skipped"]) + ": the select loop takes descriptors "
+            "below FD_SETSIZE (1,024) only.")
+    if not any(is_strata(k) for k in keys):
         notes.append("**Strata's echo server is not in these tables**: "
                      f"{results.get('strata_note', 'it was not found')}.")
     if a.callgrind_servers is not None and results["callgrind"]:
@@ -661,6 +686,10 @@ def main():
                     ", 64 B and 1 KiB, 10 connections, no idle-memory phase (and --quick: "
                     "no streaming phase, counts at 64 B, callgrind for Strata's servers only)")
     ap.add_argument("--strata-note", default="")
+    ap.add_argument("--loops", default="selector",
+                    help="comma list of the loops Strata's servers run on (echo_server --loop; "
+                    "default selector); the first keeps the keys strata and strata_streams, "
+                    "the others get the loop appended: strata_poll, strata_streams_poll")
     a = ap.parse_args()
     a.load = str(Path(a.build) / "bench" / "echo" / "echo_load")
     a.out_dir = a.build
@@ -688,10 +717,16 @@ def main():
             skip.add("stream")
     a.stream_phase = "stream" not in skip
     # --streams --quick: the Python servers under callgrind would not fit in a minute
-    a.callgrind_servers = set(STRATA_KEYS) if st and q else None
+    loops = [x for x in a.loops.split(",") if x]
+    if not loops or len(set(loops)) != len(loops):
+        log(f"--loops: a comma list of distinct loops, got {a.loops!r}")
+        return 2
+    all_servers = servers_for(a.build, loops)
+    extra_strata = [s.key for s in all_servers if is_strata(s.key) and s.key not in STRATA_KEYS]
+    a.callgrind_servers = set(STRATA_KEYS) | set(extra_strata) if st and q else None
 
-    all_servers = servers_for(a.build)
-    wanted = [x for x in a.servers.split(",") if x] or (STREAMS_SERVERS if st else [])
+    wanted = [x for x in a.servers.split(",") if x] or (
+        STREAMS_SERVERS + extra_strata if st else [])
     unknown = set(wanted) - {s.key for s in all_servers}
     if unknown:
         log(f"unknown server(s): {', '.join(sorted(unknown))}; known: "
@@ -700,7 +735,7 @@ def main():
     servers = [s for s in all_servers if not wanted or s.key in wanted]
     if a.strata_note:  # run_echo.sh found no usable echo_server target: no stale binary
         for s in servers:
-            if s.key in STRATA_KEYS:
+            if is_strata(s.key):
                 s.available = False
     for s in servers:
         if not s.available:
@@ -711,6 +746,8 @@ def main():
     signal.signal(signal.SIGINT, lambda *_: (end_all(), sys.exit(130)))
     results = {
         "present": [s.key for s in present],
+        "labels": {s.key: s.label for s in servers},
+        "loops": loops,
         "pingpong": {}, "stream": {}, "strace": {}, "callgrind": {}, "idle": {},
         "failures": [],
         "strata_note": a.strata_note or "examples/echo_server was not found in the build",

@@ -136,8 +136,9 @@ class Running:
         self.err = open(self.err_path, "a")
         self.err_start = self.err.tell()
         port = None
-        if key == STRATA:
-            cmd = [a.strata_bin, "--port", "0", *(["--root", str(site)] if site else []), *extra]
+        if key in a.strata_loops:
+            cmd = [a.strata_bin, "--port", "0", "--loop", a.strata_loops[key],
+                   *(["--root", str(site)] if site else []), *extra]
         elif key == FLOOR:
             cmd = [str(b / "bench" / "http" / "c_http_server"), "--port", "0"]
         elif key == NGINX:
@@ -224,14 +225,14 @@ class Running:
         repeated every 5 s: a server whose handler only sets a flag can miss one that lands
         just before it blocks in epoll_wait, a window that valgrind widens. SIGKILL to the
         whole group after `grace` s."""
-        end = time.monotonic() + grace
-        while self.proc.poll() is None and time.monotonic() < end:
+        deadline = time.monotonic() + grace
+        while self.proc.poll() is None and time.monotonic() < deadline:
             try:
                 os.kill(self.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
             try:
-                self.proc.wait(max(0.1, min(5.0, end - time.monotonic())))
+                self.proc.wait(max(0.1, min(5.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
                 pass
         rc = end(self.proc, signal.SIGKILL, 5.0)
@@ -1127,7 +1128,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--servers", default=",".join(ALL))
+    ap.add_argument("--servers", default="",
+                    help="comma list (default all): " + ", ".join(ALL) + "; strata stands for "
+                    "Strata's server on every loop of --loops")
+    ap.add_argument("--loops", default="selector",
+                    help="comma list of the loops Strata's server runs on (http_server --loop; "
+                    "default selector); the first keeps the key strata, the others get the loop "
+                    "appended (strata_poll)")
     ap.add_argument("--reps", type=int, default=0)
     ap.add_argument("--skip", default="", help="phases to skip: " + ",".join(PHASES))
     ap.add_argument("--threads2", action="store_true",
@@ -1166,11 +1173,25 @@ def main():
         log("--crawl-pages must be at least 50")
         return 2
     a.crawl_concurrency = [int(c) for c in a.crawl_concurrency.split(",") if c]
-    a.wanted = [s for s in a.servers.split(",") if s]
-    unknown = set(a.wanted) - set(ALL)
-    if unknown:
-        log(f"unknown server(s): {', '.join(sorted(unknown))}; known: {', '.join(ALL)}")
+    loops = [x for x in a.loops.split(",") if x]
+    if not loops or len(set(loops)) != len(loops):
+        log(f"--loops: a comma list of distinct loops, got {a.loops!r}")
         return 2
+    # Strata's server on each loop: the first keeps the key strata (the targets, the crawler
+    # phase and --threads2 use it), the others are strata_LOOP, measured beside it.
+    a.strata_loops = {(STRATA if i == 0 else f"{STRATA}_{loop}"): loop
+                      for i, loop in enumerate(loops)}
+    for key, loop in a.strata_loops.items():
+        LABELS[key] = f"Strata http_server ({loop})"
+    known = [*a.strata_loops, NGINX, FLOOR]
+    a.wanted = []
+    for key in [x for x in a.servers.split(",") if x] or ALL:
+        if key not in known:
+            log(f"unknown server: {key}; known: {', '.join(known)}")
+            return 2
+        for k in (a.strata_loops if key == STRATA else [key]):
+            if k not in a.wanted:
+                a.wanted.append(k)
     skip = set(x for x in a.skip.split(",") if x)
     if skip - set(PHASES):
         log(f"unknown phase(s) to skip: {', '.join(sorted(skip - set(PHASES)))}; known: "
@@ -1180,7 +1201,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: (end_all(), sys.exit(143)))
     signal.signal(signal.SIGINT, lambda *_: (end_all(), sys.exit(130)))
     results = {
-        "present": [], "load": {}, "strace": {}, "callgrind": {}, "threads2": {},
+        "present": [], "labels": LABELS, "labels_crawl": LABELS_CRAWL, "loops": loops,
+        "load": {}, "strace": {}, "callgrind": {}, "threads2": {},
         "crawler": {}, "failures": [], "strata_note": a.strata_note,
         "loadavg_start": ", ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Linux {platform.release()}",
@@ -1206,9 +1228,9 @@ def main():
         # which servers can be measured: present, start, and answer GET /plaintext correctly
         log("== checking the servers (GET /plaintext, alone and 3 pipelined)")
         for key in a.wanted:
-            if key == STRATA and (a.strata_note or not Path(a.strata_bin).exists()):
+            if key in a.strata_loops and (a.strata_note or not Path(a.strata_bin).exists()):
                 results["strata_note"] = a.strata_note or f"{a.strata_bin} was not found"
-                log(f"  ! strata skipped: {results['strata_note']}")
+                log(f"  ! {key} skipped: {results['strata_note']}")
                 continue
             if key == NGINX and not Path(a.nginx).exists():
                 results["failures"].append(f"nginx: {a.nginx} is missing (Debian package nginx)")

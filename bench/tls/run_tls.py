@@ -37,6 +37,8 @@ LABELS = {
     UVLOOP: "uvloop + ssl",
     ASYNCIO: "asyncio + ssl",
 }
+# Strata's server on the loops of --loops: {key: loop}; the first loop keeps the key strata.
+STRATA_LOOPS = {STRATA: "selector"}
 TLS12_CIPHERS = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
 SUITE = "TLS_AES_128_GCM_SHA256"
 
@@ -165,9 +167,10 @@ def start_server(key, a, wrapper=(), ready_timeout=20.0):
     cert, keyf = a.cert, a.key
     tls_py = str(ROOT / "bench" / "python" / "tls_echo_server.py")
     b = Path(a.build)
-    if key == STRATA:
+    if key in STRATA_LOOPS:
         return Running(key, [str(b / "examples" / "echo_server"), "--host", "127.0.0.1",
-                             "--port", "0", "--tls-cert", cert, "--tls-key", keyf], a.tmp, **kw)
+                             "--port", "0", "--loop", STRATA_LOOPS[key], "--tls-cert", cert,
+                             "--tls-key", keyf], a.tmp, **kw)
     if key == FLOOR:
         return Running(key, [str(b / "c_tls_echo"), "--port", "0", "--cert", cert, "--key", keyf],
                        a.tmp, **kw)
@@ -359,6 +362,19 @@ def callgrind_top(path, top=18):
 
 
 
+def add_strata_loops(loops):
+    """Strata's server on each loop: the first keeps the key strata (the ratio columns and the
+    targets use it), the others are strata_LOOP, measured beside it in every phase."""
+    STRATA_LOOPS.clear()
+    for i, loop in enumerate(loops):
+        key = STRATA if i == 0 else f"{STRATA}_{loop}"
+        STRATA_LOOPS[key] = loop
+        LABELS[key] = f"Strata echo_server (TLS, {loop})"
+        if i:
+            for table in (ALL, ECHO_SERVERS, CG_SERVERS):
+                table.insert(table.index(STRATA) + i, key)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", required=True, help="where tls_load, c_tls_echo and examples/ are")
@@ -373,6 +389,10 @@ def main():
                     help="phases to skip: handshake,echo,bulk,callgrind")
     ap.add_argument("--tls", choices=("1.2", "1.3"), default="1.3")
     ap.add_argument("--strata-note", default="")
+    ap.add_argument("--loops", default="selector",
+                    help="comma list of the loops Strata's server runs on (echo_server --loop; "
+                    "default selector); the first keeps the key strata, the others get the loop "
+                    "appended (strata_poll)")
     ap.add_argument("--nginx", default="/usr/sbin/nginx")
     ap.add_argument("--bulk-window", type=int, default=256 * 1024,
                     help="bulk: the most bytes unechoed (default 256 KiB)")
@@ -382,6 +402,10 @@ def main():
                     help="after the matrix, perf-record Strata's server under each load")
     a = ap.parse_args()
 
+    loops = [x for x in a.loops.split(",") if x]
+    if not loops or len(set(loops)) != len(loops):
+        sys.exit(f"--loops: a comma list of distinct loops, got {a.loops!r}")
+    add_strata_loops(loops)
     reps = a.reps or (1 if a.quick else 7)
     warmup, duration = (0.2, 1.0) if a.quick else (0.5, 2.0)
     speed_s = 1 if a.quick else 2
@@ -389,6 +413,8 @@ def main():
     for s in wanted:
         if s not in ALL:
             sys.exit(f"unknown server {s!r} (known: {', '.join(ALL)})")
+    if STRATA in wanted:  # strata stands for Strata's server on every loop
+        wanted = [k for k in ALL if k in wanted or (k in STRATA_LOOPS and k != STRATA)]
     skip = set(x for x in a.skip.split(",") if x)
     notes = []
     if a.strata_note:
@@ -398,7 +424,7 @@ def main():
     # start every server once
     running = {}
     for key in wanted:
-        if key == STRATA and a.strata_note:
+        if key in STRATA_LOOPS and a.strata_note:
             continue
         if key == NGINX and not Path(a.nginx).exists():
             notes.append(f"nginx not measured: {a.nginx} is missing (Debian package nginx).")
@@ -408,7 +434,7 @@ def main():
             log(f"   {key}: port {running[key].port}, pid {running[key].pid}")
         except Unavailable as e:
             rc = e.args[1]
-            if key == STRATA and rc == 2:
+            if key in STRATA_LOOPS and rc == 2:
                 msg = ("Strata not measured: `echo_server --tls-cert` is not available in this "
                        f"build (exit status 2: {e.args[0]})")
             else:
@@ -466,7 +492,11 @@ def main():
     if a.profile:
         md += "\n" + (profile or "(no profile: Strata's server is not running)\n")
     Path(a.build, "tls.json").write_text(json.dumps(
-        {"results": results, "notes": notes, "reps": reps, "loadavg": [load0, load1]}, indent=1))
+        {"results": results, "notes": notes, "reps": reps, "loadavg": [load0, load1],
+         "labels": LABELS, "loops": loops, "present": list(running),
+         "config": {"quick": a.quick, "tls": a.tls, "key": a.key_desc, "warmup_s": warmup,
+                    "duration_s": duration, "bulk_window": a.bulk_window,
+                    "skip": sorted(skip)}}, indent=1))
     Path(a.build, "tls.md").write_text(md)
     print(md)
 
