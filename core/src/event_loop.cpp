@@ -40,6 +40,14 @@ std::string seconds_text(Duration d) {
   std::snprintf(text, sizeof text, "%.3f s", std::chrono::duration<double>(d).count());
   return text;
 }
+
+/// A histogram bound: "100 us", "10 ms", "1 s".
+std::string bound_text(Duration d) {
+  using namespace std::chrono;
+  if (d < milliseconds(1)) return std::to_string(duration_cast<microseconds>(d).count()) + " us";
+  if (d < seconds(1)) return std::to_string(duration_cast<milliseconds>(d).count()) + " ms";
+  return std::to_string(duration_cast<seconds>(d).count()) + " s";
+}
 }  // namespace
 
 EventLoop::EventLoop()
@@ -87,9 +95,9 @@ std::string LoopMetrics::format() const {
       << "\nloop lag:";
   for (std::size_t i = 0; i < lag_histogram.size(); ++i) {
     if (i < lag_bounds.size()) {
-      out << " <" << seconds_text(lag_bounds[i]);
+      out << " <" << bound_text(lag_bounds[i]);
     } else {
-      out << " >=" << seconds_text(lag_bounds.back());
+      out << " >=" << bound_text(lag_bounds.back());
     }
     out << ": " << lag_histogram[i] << (i + 1 < lag_histogram.size() ? "," : "");
   }
