@@ -101,7 +101,7 @@ strata::Coro<void> in_completion_order(std::vector<std::string>* yielded, Events
 
 STRATA_LOOP_TEST_CASE("as_completed: yields each future once it is done, in completion order",
                       "[core][as_completed]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   std::vector<std::string> yielded;
   loop.run(in_completion_order(&yielded, &events));
@@ -132,7 +132,7 @@ strata::Coro<bool> over_nothing() {
 
 STRATA_LOOP_TEST_CASE("as_completed: futures already done are all yielded",
                       "[core][as_completed]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   std::vector<std::string> yielded;
   loop.run(done_before(&yielded));
   REQUIRE(yielded.size() == 2);
@@ -141,7 +141,7 @@ STRATA_LOOP_TEST_CASE("as_completed: futures already done are all yielded",
 }
 
 STRATA_LOOP_TEST_CASE("as_completed: an empty set yields nothing", "[core][as_completed]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   CHECK(loop.run(over_nothing()));
 }
 
@@ -175,7 +175,7 @@ strata::Coro<void> with_timeout(TimedOut* out, Events* events) {
 STRATA_LOOP_TEST_CASE(
     "as_completed: when the timeout passes next() throws TimeoutError and nothing is cancelled",
     "[core][as_completed]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   TimedOut out;
   loop.run(with_timeout(&out, &events));
@@ -226,7 +226,7 @@ strata::Coro<void> destroy_early(Abandoned* out) {
 STRATA_LOOP_TEST_CASE(
     "as_completed: destroying the generator early removes its callbacks from pending futures",
     "[core][as_completed]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Abandoned out;
   loop.run(destroy_early(&out));
   CHECK(out.first == 1);
@@ -272,7 +272,7 @@ STRATA_LOOP_TEST_CASE(
     "as_completed: a next() cancelled with its task ends the iteration and leaves the futures "
     "running",
     "[core][as_completed]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   CancelledNext out;
   loop.run(cancel_a_next(&out));
   CHECK(out.first_next == "CancelledError");

@@ -132,7 +132,7 @@ strata::Coro<void> record_timeout(std::optional<strata::Duration> delay, strata:
 
 STRATA_LOOP_TEST_CASE("timeout: returns the awaited value when it finishes in time",
                       "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Result out;
   loop.run(record_timeout(1h, value_after(5, 1ms, &events), &out));
@@ -143,7 +143,7 @@ STRATA_LOOP_TEST_CASE("timeout: returns the awaited value when it finishes in ti
 
 STRATA_LOOP_TEST_CASE("timeout: without a delay it waits as long as it takes",
                       "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Result out;
   loop.run(record_timeout(std::nullopt, value_after(6, 2ms, &events), &out));
@@ -164,7 +164,7 @@ strata::Coro<void> expires(Result* out, Events* events) {
 STRATA_LOOP_TEST_CASE(
     "timeout: when the delay passes the body sees CancelledError and the caller TimeoutError",
     "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Result out;
   loop.run(expires(&out, &events));
@@ -182,7 +182,7 @@ strata::Coro<void> swallowed(Result* out, Events* events) {
 STRATA_LOOP_TEST_CASE(
     "timeout: a body that swallows the cancellation returns its value and the count is restored",
     "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Result out;
   loop.run(swallowed(&out, &events));
@@ -215,7 +215,7 @@ strata::Coro<void> cancel_once_then_time_out(std::vector<int>* counts, Result* o
 STRATA_LOOP_TEST_CASE(
     "timeout: the cancelling() count returns to its value at entry, not to zero",
     "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   std::vector<int> counts;
   Result out;
   loop.run(cancel_once_then_time_out(&counts, &out));
@@ -237,7 +237,7 @@ strata::Coro<void> cancel_from_outside(std::string* waiter_error, Events* events
 
 STRATA_LOOP_TEST_CASE("timeout: a cancellation from outside stays a CancelledError",
                       "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   std::string error;
   loop.run(cancel_from_outside(&error, &events));
@@ -272,7 +272,7 @@ strata::Coro<void> both_at_once(Result* out, std::string* task_error, Events* ev
 STRATA_LOOP_TEST_CASE(
     "timeout: a deadline and an outside cancel in the same iteration give CancelledError",
     "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Result out;
   std::string task_error;
@@ -311,7 +311,7 @@ strata::Coro<void> nested_outer_expires(Result* out, Events* events) {
 
 STRATA_LOOP_TEST_CASE("timeout: an inner timeout expiring does not make the outer one raise",
                       "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Result out;
   loop.run(nested_inner_expires(&out, &events));
@@ -324,7 +324,7 @@ STRATA_LOOP_TEST_CASE("timeout: an inner timeout expiring does not make the oute
 STRATA_LOOP_TEST_CASE(
     "timeout: an outer timeout expiring passes CancelledError through the inner scope",
     "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Result out;
   loop.run(nested_outer_expires(&out, &events));
@@ -345,7 +345,7 @@ strata::Coro<void> timeout_on_task(Result* out, bool* task_cancelled, Events* ev
 
 STRATA_LOOP_TEST_CASE("timeout: an awaited Task is cancelled when the deadline passes",
                       "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Result out;
   bool task_cancelled = false;
@@ -381,7 +381,7 @@ strata::Coro<void> at_deadlines(std::vector<std::string>* results, Events* event
 
 STRATA_LOOP_TEST_CASE("timeout_at: a deadline on the loop clock bounds the await",
                       "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   std::vector<std::string> results;
   loop.run(at_deadlines(&results, &events));
@@ -418,7 +418,7 @@ TEST_CASE("timeout: used outside a task throws InvalidStateError", "[core][timeo
 // ---- wait_for ----------------------------------------------------------------------------------
 
 STRATA_LOOP_TEST_CASE("wait_for: returns the result when it comes in time", "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Result out;
   loop.run(record(strata::wait_for(value_after(4, 1ms, &events), 1h), &out));
@@ -428,7 +428,7 @@ STRATA_LOOP_TEST_CASE("wait_for: returns the result when it comes in time", "[co
 }
 
 STRATA_LOOP_TEST_CASE("wait_for: without a delay it waits as long as it takes", "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Result out;
   loop.run(record(strata::wait_for(value_after(4, 2ms, &events), std::nullopt), &out));
@@ -449,7 +449,7 @@ STRATA_LOOP_TEST_CASE(
     "wait_for: on timeout the task is cancelled and awaited through its clean-up, then "
     "TimeoutError",
     "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Result out;
   bool task_cancelled = false;
@@ -485,7 +485,7 @@ strata::Coro<void> zero_delay(std::vector<std::string>* results, Events* events)
 STRATA_LOOP_TEST_CASE(
     "wait_for: a zero delay returns the result of a done future and times out a pending one",
     "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   std::vector<std::string> results;
   loop.run(zero_delay(&results, &events));
@@ -530,7 +530,7 @@ strata::Coro<void> cancelled_while_zero_wait_cleans_up(std::string* error, Event
 
 STRATA_LOOP_TEST_CASE("wait_for: cancelling the waiting task gives CancelledError, not TimeoutError",
                       "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   std::string error;
   bool inner_cancelled = false;
@@ -543,7 +543,7 @@ STRATA_LOOP_TEST_CASE("wait_for: cancelling the waiting task gives CancelledErro
 STRATA_LOOP_TEST_CASE(
     "wait_for: cancelling the waiting task during a zero-delay wait gives CancelledError",
     "[core][timeout]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   std::string error;
   loop.run(cancelled_while_zero_wait_cleans_up(&error, &events));

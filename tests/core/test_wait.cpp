@@ -126,7 +126,7 @@ strata::Coro<void> first_completed(Split* out, Events* events) {
 
 STRATA_LOOP_TEST_CASE("wait: first_completed returns once one future is done, others pending",
                       "[core][wait]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Split out;
   loop.run(first_completed(&out, &events));
@@ -178,7 +178,7 @@ strata::Coro<void> first_exception_ignores_cancellation(Split* out, Events* even
 
 STRATA_LOOP_TEST_CASE("wait: first_exception returns once a future fails, others pending",
                       "[core][wait]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Split out;
   loop.run(first_exception(&out, &events));
@@ -191,7 +191,7 @@ STRATA_LOOP_TEST_CASE("wait: first_exception returns once a future fails, others
 
 STRATA_LOOP_TEST_CASE("wait: first_exception without a failure waits for every future",
                       "[core][wait]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Split out;
   loop.run(first_exception_without_failure(&out, &events));
@@ -207,7 +207,7 @@ STRATA_LOOP_TEST_CASE("wait: first_exception without a failure waits for every f
 
 STRATA_LOOP_TEST_CASE("wait: first_exception does not count a cancellation as a failure",
                       "[core][wait]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Split out;
   loop.run(first_exception_ignores_cancellation(&out, &events));
@@ -235,7 +235,7 @@ strata::Coro<void> all_completed(Split* out, Events* events) {
 STRATA_LOOP_TEST_CASE(
     "wait: all_completed waits for every future, failures included, and raises nothing",
     "[core][wait]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Split out;
   loop.run(all_completed(&out, &events));
@@ -265,7 +265,7 @@ strata::Coro<void> wait_with_timeout(Split* out, Events* events) {
 
 STRATA_LOOP_TEST_CASE("wait: on timeout the unfinished futures are returned pending, not cancelled",
                       "[core][wait]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   Split out;
   loop.run(wait_with_timeout(&out, &events));
@@ -293,7 +293,7 @@ strata::Coro<void> wait_on_done_futures(Split* out) {
 
 STRATA_LOOP_TEST_CASE("wait: futures done before the call are all reported done",
                       "[core][wait]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Split out;
   loop.run(wait_on_done_futures(&out));
   CHECK(out.done == std::vector<std::string>{"1", "b"});
@@ -347,7 +347,7 @@ strata::Coro<void> cancel_the_waiter(CancelWaiter* out, Events* events) {
 
 STRATA_LOOP_TEST_CASE("wait: cancelling the waiting task leaves the futures running",
                       "[core][wait]") {
-  strata::testing::TestLoop loop(TestType::kind);
+  strata::testing::TestLoop loop(TestType::kind, strata::testing::TestClock::virtual_);
   Events events;
   CancelWaiter out;
   loop.run(cancel_the_waiter(&out, &events));

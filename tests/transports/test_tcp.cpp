@@ -19,6 +19,7 @@
 #include <strata/core/coro.hpp>
 #include <strata/core/errors.hpp>
 #include <strata/core/resolver.hpp>
+#include <strata/core/sleep.hpp>
 #include <strata/core/socket_address.hpp>
 #include <strata/core/task.hpp>
 #include <strata/core/task_group.hpp>
@@ -97,6 +98,7 @@ Coro<std::vector<SocketAddress>> loopback_addresses() {
   auto lookup = strata::get_running_loop().getaddrinfo("", "1", 0, SOCK_STREAM);
   std::vector<strata::AddrInfo> infos = co_await lookup;
   std::vector<SocketAddress> out;
+  out.reserve(infos.size());
   for (const auto& i : infos) out.push_back(i.address);
   co_return out;
 }
@@ -199,6 +201,7 @@ STRATA_LOOP_TEST_CASE("create_connection: 200 concurrent connections each get th
   constexpr int n = 200;
   Accepted accepted;
   std::vector<std::unique_ptr<Record>> clients;
+  clients.reserve(n);
   for (int i = 0; i < n; ++i) clients.push_back(std::make_unique<Record>());
   std::vector<std::string> errors(n);
   TestLoop loop(TestType::kind);
@@ -675,4 +678,51 @@ STRATA_LOOP_TEST_CASE("create_server: several hosts give one socket each", "[tra
     CHECK(sockets[1].address.host() == "::1");
   };
   loop.run(body());
+}
+
+STRATA_LOOP_TEST_CASE("metrics: the transports count themselves, their bytes and their buffers",
+                      "[transports][tcp][metrics]") {
+  Accepted accepted;
+  accepted.echo = false;  // what is written, and read, is the client's 13 bytes
+  Record client;
+  TestLoop loop(TestType::kind);
+  const strata::LoopMetrics before = loop->metrics();
+  auto body = [&]() -> Coro<void> {
+    auto serving = strata::create_server(accepted.factory(), "127.0.0.1", 0);
+    std::unique_ptr<Server> server = co_await serving;
+    const std::uint16_t port = server->sockets().at(0).address.port();
+    auto connecting = strata::create_connection(recorder(client), "127.0.0.1", port);
+    Connection<RecordingProtocol> c = co_await connecting;
+    auto made = accepted.wait_made(1);
+    co_await made;
+    strata::LoopMetrics m = loop->metrics();
+    CHECK(m.transports_open - before.transports_open == 3);  // the server and both ends
+    c.transport->write("hello, strata");
+    auto received = accepted.records[0]->wait_received(13);
+    co_await received;
+    m = loop->metrics();
+    CHECK(m.bytes_written - before.bytes_written == 13);
+    CHECK(m.bytes_read - before.bytes_read == 13);
+    CHECK(m.write_buffered == 0);
+    // A peer that stops reading: what the kernel does not take stays in the client's buffer.
+    accepted.records[0]->transport->pause_reading();
+    c.transport->write(pattern(8 * 1024 * 1024, 1));
+    m = loop->metrics();
+    CHECK(c.transport->get_write_buffer_size() > 0);
+    CHECK(m.write_buffered == c.transport->get_write_buffer_size());
+    accepted.records[0]->transport->resume_reading();  // so that it sees the reset
+    c.transport->abort();
+    co_await client.wait_lost();
+    co_await accepted.wait_all_lost();
+    server->close();
+    auto closing = server->wait_closed();
+    co_await closing;
+  };
+  loop.run(body());
+  // Transports detach once destroyed, an iteration or two after connection_lost().
+  loop.run([]() -> Coro<void> {
+    for (int i = 0; i < 3; ++i) co_await strata::sleep(0s);
+  }());
+  CHECK(loop->metrics().transports_open == before.transports_open);
+  CHECK(loop->metrics().write_buffered == 0);
 }

@@ -323,8 +323,9 @@ class EventLoop {
   /// reported once, when it returns, to the stall handler, with its name and, for a task,
   /// where it resumed and what it awaits now (see StallReport). Zero turns the detector off.
   /// 100 ms by default, or the environment variable STRATA_STALL_MS (milliseconds; 0: off).
-  /// The detector reads the clock once per callback; debug mode's slow-callback log is
-  /// separate and stays on top of it.
+  /// The detector reads the coarse monotonic clock (the kernel's last tick, 1-4 ms) once per
+  /// callback, a few instructions; debug mode's slow-callback log is separate and stays on
+  /// top of it.
   void set_stall_threshold(Duration d) noexcept { stall_threshold_ = d; }
   /// The stall threshold (zero: the detector is off).
   Duration stall_threshold() const noexcept { return stall_threshold_; }
