@@ -61,7 +61,7 @@ void print_usage() {
       "  --port P        server port (required without HOST:PORT)\n"
       "  --wait SECONDS  at the end of stdin, stay connected this long (printing what comes)\n"
       "                  before ending the session (default 0)\n"
-      "  --loop selector|epoll|poll|select   the loop (default selector)\n"
+      "  --loop selector|proactor|epoll|poll|select   the loop (default selector)\n"
       "  --help          print this and exit\n"
       "Sends stdin's lines to a chat_server and prints what it sends back; at the end of stdin\n"
       "it waits for the replies and exits 0. Exits 1 if the server closes first or on an\n"
@@ -108,6 +108,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       const char* value = arg->value;
       if (name == "--help" || name == "-h") {
         print_usage();
+        ex::print_loop_backends();
         return 0;
       }
       if (name.empty()) {
@@ -176,7 +177,10 @@ struct StdinFeed : std::enable_shared_from_this<StdinFeed> {
   }
 
  private:
-  static void run(std::shared_ptr<StdinFeed> self) { self->read_all(); }
+  // By value: the thread owns a reference for as long as it reads.
+  static void run(std::shared_ptr<StdinFeed> self) {  // NOLINT(performance-unnecessary-value-param)
+    self->read_all();
+  }
 
   void read_all() {
     std::string buffer(chunk, '\0');

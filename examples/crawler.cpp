@@ -52,7 +52,7 @@ void print_usage() {
       "  --verbose          print `STATUS URL` for each page fetched\n"
       "  --cafile FILE      trust only the CA certificates in FILE (PEM) for https\n"
       "  --insecure         do not verify https servers (tests only)\n"
-      "  --loop selector|epoll|poll|select   the loop (default selector)\n"
+      "  --loop selector|proactor|epoll|poll|select   the loop (default selector)\n"
       "  --help             print this and exit\n"
       "Follows the links of HTML pages that stay on URL's host and port, each once, and prints\n"
       "`crawler: N pages fetched, E errors, B bytes, T s, R pages/s`. Exits 0 when the start\n"
@@ -82,6 +82,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       const char* value = arg->value;
       if (name == "--help" || name == "-h") {
         print_usage();
+        ex::print_loop_backends();
         return 0;
       }
       if (name.empty()) {

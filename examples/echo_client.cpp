@@ -53,7 +53,7 @@ void print_usage() {
   std::fputs(ex::ClientTlsOptions::usage, stdout);
   std::fputs(
       "  --timeout SECONDS  give up after this long (default 30)\n"
-      "  --loop selector|epoll|poll|select   the loop (default selector)\n"
+      "  --loop selector|proactor|epoll|poll|select   the loop (default selector)\n"
       "  --help             print this and exit\n"
       "Exits 0 when every echo came back unchanged; 1 on a mismatch, an error (such as\n"
       "`certificate verify failed: ...`) or the timeout; 2 on a bad option.\n",
@@ -91,6 +91,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       const char* value = arg->value;
       if (name == "--help" || name == "-h") {
         print_usage();
+        ex::print_loop_backends();
         return 0;
       }
       if (name == "--udp") {

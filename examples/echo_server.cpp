@@ -84,7 +84,9 @@ struct Options {
   std::optional<strata::SslContext> ssl;  // with --tls-cert/--tls-key: the server's context
 };
 
-Options options;  // read-only once main() has parsed it; every loop's thread reads it
+// Read-only once main() has parsed it; every loop's thread reads it. Its members' default
+// constructors do not throw.
+Options options;  // NOLINT(cert-err58-cpp)
 
 // ---- Options ----------------------------------------------------------------------------------
 
@@ -99,6 +101,7 @@ std::optional<int> parse_options(int argc, char** argv) {
       const char* value = arg->value;
       if (name == "--help" || name == "-h") {
         print_usage();
+        ex::print_loop_backends();
         return 0;
       }
       if (name == "--udp") {

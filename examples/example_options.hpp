@@ -7,7 +7,9 @@
 #include <strata/core/event_loop.hpp>
 #include <strata/transports/ssl.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <initializer_list>
 #include <optional>
@@ -38,23 +40,40 @@ enum class UnknownLoop {
   loop_kind  // strata::parse_loop_kind()'s own message
 };
 
-/// The value of --loop: empty for "selector" (the best available backend), else the LoopKind.
-/// "proactor" is refused as not available in this build.
+/// The value of --loop: empty for "selector" (the best available backend), else the LoopKind
+/// ("proactor" too). A loop that this build or this kernel lacks is refused as "not available
+/// in this build".
 inline std::optional<LoopKind> parse_loop(std::string_view name,
                                           UnknownLoop unknown = UnknownLoop::choices) {
   if (name == "selector") return std::nullopt;
-  if (name == "proactor") {
-    throw std::invalid_argument(
-        "--loop proactor: not available in this build (the proactor loop is not "
-        "implemented yet)");
-  }
+  LoopKind kind;
   try {
-    return parse_loop_kind(name);
+    kind = parse_loop_kind(name);
   } catch (const std::invalid_argument&) {
     if (unknown == UnknownLoop::loop_kind) throw;
     throw std::invalid_argument("--loop must be selector, proactor, epoll, poll or select, got '" +
                                 std::string(name) + "'");
   }
+  const auto& kinds = available_loop_kinds();
+  if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) {
+    throw std::invalid_argument("--loop " + std::string(name) +
+                                ": not available in this build or on this kernel");
+  }
+  return kind;
+}
+
+/// Prints, after a program's --help, which backend each --loop value runs on here, e.g.
+/// "selector: epoll; proactor: proactor/io_uring".
+inline void print_loop_backends() {
+  std::string line = "loops here: selector = " + std::string(to_string(available_loop_kinds().front()));
+  try {
+    auto loop = new_event_loop(LoopKind::proactor);
+    line += "; proactor = " + std::string(loop->backend_name());
+    loop->close();
+  } catch (const std::exception&) {
+    line += "; proactor: not available";
+  }
+  std::printf("%s\n", line.c_str());
 }
 
 /// The error for an option name the program does not know.

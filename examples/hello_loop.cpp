@@ -1,5 +1,5 @@
 // hello_loop: a first look at the loop. Timers, tasks, gather, a timeout, cancellation and a
-// task group, printed as they happen. Options: --loop epoll|poll|select.
+// task group, printed as they happen. Options: --loop epoll|poll|select|proactor.
 #include <strata/core/gather.hpp>
 #include <strata/core/run.hpp>
 #include <strata/core/sleep.hpp>
@@ -78,7 +78,7 @@ int main(int argc, char** argv) {
         return 2;
       }
     } else {
-      std::fprintf(stderr, "usage: hello_loop [--loop epoll|poll|select]\n");
+      std::fprintf(stderr, "usage: hello_loop [--loop epoll|poll|select|proactor]\n");
       return std::strcmp(argv[i], "--help") == 0 ? 0 : 2;
     }
   }

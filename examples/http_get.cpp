@@ -46,7 +46,7 @@ void print_usage() {
       "  --no-redirects     print the redirect itself instead of following it\n"
       "  --cafile FILE      trust only the CA certificates in FILE (PEM) for https\n"
       "  --insecure         do not verify https servers (tests only)\n"
-      "  --loop selector|epoll|poll|select   the loop (default selector)\n"
+      "  --loop selector|proactor|epoll|poll|select   the loop (default selector)\n"
       "  --help             print this and exit\n"
       "Prints `URL STATUS BODY_BYTES` per URL, in the order given; a URL that fails prints\n"
       "`http_get: URL: ERROR` to stderr. Exits 0 when every URL was fetched, 1 when one\n"
@@ -75,6 +75,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       const char* value = arg->value;
       if (name == "--help" || name == "-h") {
         print_usage();
+        ex::print_loop_backends();
         return 0;
       }
       if (name.empty()) {

@@ -85,7 +85,9 @@ struct Options {
   std::optional<strata::SslContext> ssl;
 };
 
-Options options;  // read-only once main() has parsed it; every loop's thread reads it
+// Read-only once main() has parsed it; every loop's thread reads it. Its members' default
+// constructors do not throw.
+Options options;  // NOLINT(cert-err58-cpp)
 
 strata::Duration parse_seconds(std::string_view option, const char* text) {
   char* end = nullptr;
@@ -107,6 +109,7 @@ std::optional<int> parse_options(int argc, char** argv) {
       const char* value = arg->value;
       if (name == "--help" || name == "-h") {
         print_usage();
+        ex::print_loop_backends();
         return 0;
       }
       if (name == "--host") {

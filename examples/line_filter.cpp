@@ -67,7 +67,7 @@ void print_usage() {
       "prints what the filter writes with line numbers (as cat -n).\n"
       "  --filter PROGRAM   the filter, searched in PATH and run without a shell (default\n"
       "                     sort); the arguments after -- are its arguments\n"
-      "  --loop selector|epoll|poll|select   the loop (default selector)\n"
+      "  --loop selector|proactor|epoll|poll|select   the loop (default selector)\n"
       "  --help             print this and exit\n"
       "Exits 0 when the filter exited 0; 1 when it could not be started or exited otherwise,\n"
       "or the input could not be read; 2 on a bad option.\n",
@@ -96,6 +96,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
         options.file = arg->value;
       } else if (name == "--help" || name == "-h") {
         print_usage();
+        ex::print_loop_backends();
         return 0;
       } else if (name == "--filter") {
         options.filter = arg->value;

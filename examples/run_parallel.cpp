@@ -75,7 +75,7 @@ void print_usage() {
       "Then one line per command: `[N] exit CODE`, `[N] killed by signal SIG`, `[N] not\n"
       "started` or `[N] could not start: REASON`.\n"
       "  --jobs N        run at most N commands at once (default: the number of CPUs, %zu)\n"
-      "  --loop selector|epoll|poll|select   the loop (default selector)\n"
+      "  --loop selector|proactor|epoll|poll|select   the loop (default selector)\n"
       "  --help          print this and exit\n"
       "  --              every argument after it is a CMD, even one like --jobs\n"
       "The commands' stdin is /dev/null. Exits 0 when every command exited 0, 1 otherwise, 2 on\n"
@@ -104,6 +104,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
         options.commands.emplace_back(arg->value);
       } else if (name == "--help" || name == "-h") {
         print_usage();
+        ex::print_loop_backends();
         return 0;
       } else if (name == "--jobs") {
         options.jobs = ex::parse_number(name, arg->value, 1, 100000);

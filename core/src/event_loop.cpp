@@ -7,6 +7,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "proactor_event_loop.hpp"
+#include "readiness_channel.hpp"
 #include "selector_event_loop.hpp"
 #include "strata/core/errors.hpp"
 #include "strata/core/log.hpp"
@@ -177,16 +179,17 @@ std::string_view to_string(LoopKind kind) noexcept {
     case LoopKind::epoll: return "epoll";
     case LoopKind::poll: return "poll";
     case LoopKind::select: return "select";
+    case LoopKind::proactor: return "proactor";
   }
   return "unknown";
 }
 
 LoopKind parse_loop_kind(std::string_view name) {
-  for (LoopKind k : {LoopKind::epoll, LoopKind::poll, LoopKind::select}) {
+  for (LoopKind k : {LoopKind::epoll, LoopKind::poll, LoopKind::select, LoopKind::proactor}) {
     if (to_string(k) == name) return k;
   }
   throw std::invalid_argument("unknown loop kind '" + std::string(name) +
-                              "'; valid kinds: epoll, poll, select");
+                              "'; valid kinds: epoll, poll, select, proactor");
 }
 
 const std::vector<LoopKind>& available_loop_kinds() {
@@ -202,6 +205,12 @@ const std::vector<LoopKind>& available_loop_kinds() {
 #endif
     out.push_back(LoopKind::poll);
     out.push_back(LoopKind::select);
+    try {
+      detail::make_proactor_event_loop()->close();
+      out.push_back(LoopKind::proactor);
+    } catch (const std::exception&) {
+      // Not in this build, or the kernel refuses io_uring here: the selector loop remains.
+    }
     return out;
   }();
   return kinds;
@@ -219,9 +228,15 @@ std::unique_ptr<EventLoop> new_event_loop(LoopKind kind) {
 #endif
     case LoopKind::poll: selector = detail::make_poll_selector(); break;
     case LoopKind::select: selector = detail::make_select_selector(); break;
+    case LoopKind::proactor: return detail::make_proactor_event_loop();
   }
   if (!selector) throw std::invalid_argument("unknown LoopKind value");
   return std::make_unique<detail::SelectorEventLoop>(std::move(selector));
+}
+
+detail::IoChannelPtr EventLoop::open_channel(int fd, detail::ChannelKind kind,
+                                            detail::IoClient& client) {
+  return detail::make_readiness_channel(*this, fd, kind, client);
 }
 
 EventLoop* try_get_running_loop() noexcept { return detail::current_running_loop(); }

@@ -130,6 +130,7 @@ std::optional<int> parse_options(int argc, char** argv) {
       const char* value = arg->value;
       if (name == "--help" || name == "-h") {
         print_usage();
+        ex::print_loop_backends();
         return 0;
       }
       if (name == "--verbose") {

@@ -71,7 +71,7 @@ void print_usage() {
       "  --quiet               print no result lines (see --summary)\n"
       "  --summary             at the end, print a summary line to stderr (jobs, ok, time,\n"
       "                        jobs/s)\n"
-      "  --loop selector|epoll|poll|select   the event loop (default selector)\n"
+      "  --loop selector|proactor|epoll|poll|select   the event loop (default selector)\n"
       "  --connect-timeout D   the most the connection and its greeting may take (default 5s)\n"
       "  --max-frame BYTES     the longest frame read or job sent (default 262144)\n"
       "  --help                print this and exit\n"
@@ -109,6 +109,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
         options.jobs.emplace_back(value);
       } else if (name == "--help" || name == "-h") {
         print_usage();
+        ex::print_loop_backends();
         return 0;
       } else if (name == "--details") {
         options.details = true;

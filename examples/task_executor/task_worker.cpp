@@ -79,7 +79,7 @@ void print_usage() {
       "  --slots N             run up to N jobs at once (default: the number of CPUs, %zu)\n"
       "  --name NAME           how the coordinator and the results name this worker (default\n"
       "                        HOSTNAME-PID; 1 to 64 of A-Z a-z 0-9 _ . : @ + -)\n"
-      "  --loop selector|epoll|poll|select   the event loop (default selector)\n"
+      "  --loop selector|proactor|epoll|poll|select   the event loop (default selector)\n"
       "  --backoff D           the first wait before connecting again (default 100ms); it\n"
       "  --max-backoff D       doubles after each failure, up to this (default 5s)\n"
       "  --connect-timeout D   the most a connection and its greeting may take (default 5s)\n"
@@ -130,6 +130,7 @@ std::optional<int> parse_options(int argc, char** argv, Options& options) {
       const char* value = arg->value;
       if (name == "--help" || name == "-h") {
         print_usage();
+        ex::print_loop_backends();
         return 0;
       }
       if (name == "--connect") {

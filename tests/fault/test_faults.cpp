@@ -1,5 +1,8 @@
 // Fault injection (issue 11): the transports under EAGAIN, short counts, ECONNRESET and EPIPE
-// from send/recv, EMFILE from accept and failed connects, on every selector backend. The
+// from send/recv, EMFILE from accept and failed connects. The send/recv faults run on every
+// backend of the selector loop: the proactor's stream I/O is io_uring operations, which never
+// call the C library's send()/recv() that the shim wraps; accept and connect faults run on
+// the proactor too (it accepts and connects through the C library). The
 // faults come from libstrata_fault.so (fault_shim.c), which CTest LD_PRELOADs; each test
 // proves the fault really happened (the shim's counters), that no byte was lost or duplicated
 // (a known pattern through an echo server, compared byte-exact), and that connection_lost
@@ -176,7 +179,7 @@ void echo_under_faults(strata::LoopKind kind, const std::string& payload, std::s
 
 // ---- The shim itself ------------------------------------------------------------------
 
-STRATA_LOOP_TEST_CASE("fault: the shim is preloaded and sees the transports' socket calls",
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: the shim is preloaded and sees the transports' socket calls",
                       "[fault]") {
   FaultPlan plan;
   echo_under_faults(TestType::kind, pattern(1000, 1), 1000, false, [](int, int) {});
@@ -189,7 +192,7 @@ STRATA_LOOP_TEST_CASE("fault: the shim is preloaded and sees the transports' soc
 
 // ---- EAGAIN and EINTR -------------------------------------------------------------------
 
-STRATA_LOOP_TEST_CASE("fault: EAGAIN and EINTR at chosen sends and receives lose nothing",
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: EAGAIN and EINTR at chosen sends and receives lose nothing",
                       "[fault]") {
   FaultPlan plan;
   const std::string payload = pattern(256 * 1024, 2);
@@ -219,7 +222,7 @@ STRATA_LOOP_TEST_CASE("fault: EAGAIN and EINTR at chosen sends and receives lose
 
 // ---- Short counts -----------------------------------------------------------------------
 
-STRATA_LOOP_TEST_CASE("fault: every send and read 1 byte at a time: complete, in order",
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: every send and read 1 byte at a time: complete, in order",
                       "[fault]") {
   FaultPlan plan;
   const std::string payload = pattern(3000, 3);
@@ -235,7 +238,7 @@ STRATA_LOOP_TEST_CASE("fault: every send and read 1 byte at a time: complete, in
   CHECK(plan.fired(ids[2]) >= 3000);
 }
 
-STRATA_LOOP_TEST_CASE("fault: short sends of K bytes and short reads: complete, in order",
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: short sends of K bytes and short reads: complete, in order",
                       "[fault]") {
   FaultPlan plan;
   const std::string payload = pattern(256 * 1024, 4);
@@ -254,7 +257,7 @@ STRATA_LOOP_TEST_CASE("fault: short sends of K bytes and short reads: complete, 
 
 // ---- ECONNRESET on recv -----------------------------------------------------------------
 
-STRATA_LOOP_TEST_CASE("fault: ECONNRESET on a client recv: connection_lost(reset) once, "
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: ECONNRESET on a client recv: connection_lost(reset) once, "
                       "nothing received after",
                       "[fault]") {
   FaultPlan plan;
@@ -298,7 +301,7 @@ STRATA_LOOP_TEST_CASE("fault: ECONNRESET on a client recv: connection_lost(reset
   CHECK(loop.errors().empty());
 }
 
-STRATA_LOOP_TEST_CASE("fault: ECONNRESET on a server recv while its echo is buffered: "
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: ECONNRESET on a server recv while its echo is buffered: "
                       "connection_lost(reset) once, the buffer dropped",
                       "[fault]") {
   FaultPlan plan;
@@ -344,7 +347,7 @@ STRATA_LOOP_TEST_CASE("fault: ECONNRESET on a server recv while its echo is buff
 
 // ---- EPIPE on send ----------------------------------------------------------------------
 
-STRATA_LOOP_TEST_CASE("fault: EPIPE on send: connection_lost(broken_pipe) once", "[fault]") {
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: EPIPE on send: connection_lost(broken_pipe) once", "[fault]") {
   // 0: write()'s own send; 1: the writer's send of a buffered write; 2: writelines()'s
   // sendmsg; 3: the server's echo.
   const int variant = GENERATE(0, 1, 2, 3);
@@ -570,7 +573,7 @@ STRATA_LOOP_TEST_CASE("fault: streams: open_connection refused throws connection
   CHECK(loop.errors().empty());
 }
 
-STRATA_LOOP_TEST_CASE("fault: streams: EPIPE on send reaches drain() and wait_closed()",
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: streams: EPIPE on send reaches drain() and wait_closed()",
                       "[fault][streams]") {
   FaultPlan plan;
   TestLoop loop(TestType::kind);
@@ -609,7 +612,7 @@ STRATA_LOOP_TEST_CASE("fault: streams: EPIPE on send reaches drain() and wait_cl
 
 // ---- TLS ------------------------------------------------------------------------------
 
-STRATA_LOOP_TEST_CASE("fault: TLS: short sends and reads on every socket, handshake "
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: TLS: short sends and reads on every socket, handshake "
                       "included, still deliver the data complete",
                       "[fault][tls]") {
   FaultPlan plan;

@@ -2,21 +2,18 @@
 // selector_events._SelectorSocketTransport and unix_events._UnixReadPipeTransport /
 // _UnixWritePipeTransport in one class (see stream_transport.hpp).
 //
-// Costs, because this is the hot path of every server:
-// - Reading: one recv() per readiness event into ONE thread-local buffer (Protocol) or into the
-//   protocol's own memory (BufferedProtocol). No read after a short read: the loop is
-//   level-triggered and reports the descriptor again. The reader stays registered for the
-//   whole connection, so a request costs no epoll_ctl.
-// - Writing: with nothing buffered, write() sends on the spot (send with MSG_NOSIGNAL); only
-//   what the kernel refuses is copied into a write buffer, allocated then and freed once it
-//   drains. writelines() is one sendmsg() over an iovec array.
-// - Memory of an idle connection: this object (176 bytes on x86-64), the loop's reader handle,
-//   and the peer and socket addresses stored at their real length.
-// - sendfile() on a socket (asyncio's _sendfile_native): sendfile(2) straight from the file to
-//   the socket, one call per writability event as on_writable() does with the buffer; the file's
-//   bytes never enter the write buffer. What the protocol wrote before goes first: the native
-//   send starts once the buffer is empty. The write path pays nothing for it: a sendfile in
-//   progress sets cannot_write_, which write() tests anyway.
+// The transport is written once, against the loop's I/O interface (detail::IoChannel): it
+// asks its channel for reads and hands it bytes to write, and keeps the protocol's grammar,
+// flow control, the closing handshake and sendfile(). How the bytes move is the loop's: the
+// selector loop waits for readiness and calls recv()/send() (readiness_channel.cpp in core),
+// the proactor loop starts completion operations (proactor_event_loop.cpp).
+//
+// Costs: what the channel costs, plus two indirect calls per request; an idle connection is
+// this object, its channel and its names. sendfile() on a socket (asyncio's _sendfile_native):
+// sendfile(2) straight from the file to the socket, one call per writability report; the
+// file's bytes never enter the write buffer. What the protocol wrote before goes first: the
+// native send starts once the buffer is empty. The write path pays nothing for it: a sendfile
+// in progress sets cannot_write_, which write() tests anyway.
 
 #include "stream_transport.hpp"
 #include "water_marks.hpp"
@@ -24,14 +21,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
-#include <signal.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -52,77 +43,13 @@ namespace strata::detail {
 
 namespace {
 
-constexpr std::size_t read_buffer_size = 64 * 1024;  // asyncio reads 256 KiB at a time
+constexpr std::size_t read_buffer_size = 64 * 1024;  // asked of a BufferedProtocol
 constexpr std::size_t default_high_water = 64 * 1024;
-constexpr std::size_t max_iovecs = 64;                // per writelines() system call
-constexpr std::size_t min_write_buffer = 4 * 1024;
 constexpr std::uint32_t dropped_writes_warning = 5;   // asyncio's LOG_THRESHOLD_FOR_CONNLOST_WRITES
-
-// ---- The shared read buffer ---------------------------------------------------------------
-
-// One per thread, made on the first read: a Protocol sees the bytes only during
-// data_received(), so every connection of the thread's loop can share it. A trivially
-// initialised pointer costs one %fs-relative load per read; the owner below frees it when the
-// thread ends.
-thread_local std::byte* tls_read_buffer = nullptr;
-
-[[gnu::noinline]] std::byte* allocate_read_buffer() {
-  struct Owner {
-    ~Owner() {
-      delete[] tls_read_buffer;
-      tls_read_buffer = nullptr;
-    }
-  };
-  thread_local Owner owner;
-  static_cast<void>(&owner);  // odr-use: registers the destructor for this thread
-  tls_read_buffer = new std::byte[read_buffer_size];
-  return tls_read_buffer;
-}
-
-inline std::byte* read_buffer() {
-  std::byte* b = tls_read_buffer;
-  return b != nullptr ? b : allocate_read_buffer();
-}
-
-// ---- The hot system calls ----------------------------------------------------------------
-
-// recv() and send() of every request go through syscall(2) rather than glibc's wrappers. In a
-// process with more than one thread, glibc's recv/send are cancellation points that switch
-// the thread to asynchronous cancellation around the call: about 60 of the ~300 user-space
-// instructions an echo request may cost. Strata never uses pthread_cancel (a C++ thread cannot
-// be unwound safely from one), so the switch buys nothing. Sanitizer builds keep the wrappers,
-// which the sanitizers intercept to check the buffers and to see the synchronisation.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define STRATA_LIBC_SOCKET_CALLS 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define STRATA_LIBC_SOCKET_CALLS 1
-#endif
-#endif
-
-inline ssize_t sys_recv(int fd, void* buf, std::size_t len) noexcept {
-#if defined(STRATA_LIBC_SOCKET_CALLS) || !defined(SYS_recvfrom)
-  return ::recv(fd, buf, len, 0);
-#else
-  return ::syscall(SYS_recvfrom, fd, buf, len, 0, nullptr, nullptr);
-#endif
-}
-
-inline ssize_t sys_send(int fd, const void* buf, std::size_t len) noexcept {
-#if defined(STRATA_LIBC_SOCKET_CALLS) || !defined(SYS_sendto)
-  return ::send(fd, buf, len, MSG_NOSIGNAL);
-#else
-  return ::syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, nullptr, 0);
-#endif
-}
 
 // ---- Errors ----------------------------------------------------------------------------
 
 std::error_code errno_code(int e) noexcept { return {e, std::system_category()}; }
-
-/// Whether a failed read or write only means "not now".
-bool is_transient(int e) noexcept { return e == EAGAIN || e == EWOULDBLOCK || e == EINTR; }
 
 /// Whether sendfile(2) failed on the file's side (the connection is fine): a read error, or a
 /// file that the kernel cannot splice. Everything else is the socket's and ends the connection.
@@ -154,112 +81,6 @@ bool is_sendfile_unavailable(int e) noexcept {
 /// The most one sendfile(2) call moves (Linux caps a call at this anyway).
 constexpr std::uint64_t max_sendfile_call = 0x7ffff000;
 
-// ---- SIGPIPE on pipes ------------------------------------------------------------------
-
-// Writing to a pipe whose read end is closed raises SIGPIPE, whose default action ends the
-// process; send(MSG_NOSIGNAL) avoids it for sockets, but write() has no such flag. Rather than
-// changing the process-wide disposition (Python sets SIG_IGN at start-up, which every child
-// process then inherits), a write to a pipe blocks SIGPIPE in the calling thread for the
-// duration of the call and, if the write failed with EPIPE, consumes the signal it raised
-// (sigtimedwait with a zero timeout) before restoring the mask. A SIGPIPE that was already
-// pending is left alone: the kernel merges ours into it. Cost: three extra system calls per
-// write to a pipe (sigpending, two pthread_sigmask); sockets never pay it.
-class SigpipeSuppressor {
- public:
-  SigpipeSuppressor() noexcept {
-    ::sigemptyset(&set_);
-    ::sigaddset(&set_, SIGPIPE);
-    sigset_t pending;
-    ::sigemptyset(&pending);
-    ::sigpending(&pending);
-    was_pending_ = ::sigismember(&pending, SIGPIPE) == 1;
-    if (!was_pending_) {
-      sigset_t old;
-      ::pthread_sigmask(SIG_BLOCK, &set_, &old);
-      unblock_ = ::sigismember(&old, SIGPIPE) == 0;
-    }
-  }
-  SigpipeSuppressor(const SigpipeSuppressor&) = delete;
-  SigpipeSuppressor& operator=(const SigpipeSuppressor&) = delete;
-
-  /// After a write: consumes the SIGPIPE that a failure with EPIPE raised. Keeps errno.
-  void after_write(bool failed_with_epipe) noexcept {
-    if (!failed_with_epipe || was_pending_) return;
-    const int saved = errno;
-    const timespec zero{};
-    while (::sigtimedwait(&set_, nullptr, &zero) < 0 && errno == EINTR) {
-    }
-    errno = saved;
-  }
-
-  ~SigpipeSuppressor() {
-    if (unblock_) ::pthread_sigmask(SIG_UNBLOCK, &set_, nullptr);
-  }
-
- private:
-  sigset_t set_;
-  bool was_pending_ = false;
-  bool unblock_ = false;
-};
-
-// ---- The write buffer -------------------------------------------------------------------
-
-/// Bytes the kernel has not taken yet, contiguous so that one send() flushes them. Storage is
-/// allocated on the first append and freed when the buffer drains, so an idle connection owns
-/// none. Appending compacts (memmove) only when that leaves a quarter of the capacity free, and
-/// otherwise doubles: amortised O(1) per byte.
-class WriteBuffer {
- public:
-  WriteBuffer() noexcept = default;
-  WriteBuffer(const WriteBuffer&) = delete;
-  WriteBuffer& operator=(const WriteBuffer&) = delete;
-  ~WriteBuffer() { delete[] data_; }
-
-  std::size_t size() const noexcept { return tail_ - head_; }
-  bool empty() const noexcept { return tail_ == head_; }
-  const std::byte* data() const noexcept { return data_ + head_; }
-
-  void append(const std::byte* p, std::size_t n) {
-    if (cap_ - tail_ < n) make_room(n);
-    std::memcpy(data_ + tail_, p, n);
-    tail_ += n;
-  }
-
-  /// Drops the first @p n bytes (sent); frees the storage once empty.
-  void consume(std::size_t n) noexcept {
-    head_ += n;
-    if (head_ == tail_) clear();
-  }
-
-  void clear() noexcept {
-    delete[] data_;
-    data_ = nullptr;
-    cap_ = head_ = tail_ = 0;
-  }
-
- private:
-  void make_room(std::size_t n) {
-    const std::size_t used = size();
-    if (data_ != nullptr && used + n <= cap_ - cap_ / 4) {
-      std::memmove(data_, data_ + head_, used);
-    } else {
-      const std::size_t cap = std::max({cap_ * 2, used + n, min_write_buffer});
-      auto* fresh = new std::byte[cap];
-      if (used != 0) std::memcpy(fresh, data_ + head_, used);
-      delete[] data_;
-      data_ = fresh;
-      cap_ = cap;
-    }
-    head_ = 0;
-    tail_ = used;
-  }
-
-  std::byte* data_ = nullptr;
-  std::size_t cap_ = 0;
-  std::size_t head_ = 0;
-  std::size_t tail_ = 0;
-};
-
 // ---- The transport ----------------------------------------------------------------------
 
 /// Where the protocol is in its grammar, `connection_made (data_received | buffer_updated)*
@@ -272,7 +93,10 @@ enum class ProtocolState : std::uint8_t {
   lost,       ///< connection_lost() was called; the transport is about to be destroyed
 };
 
-class StreamTransport final : public Transport, public LoopResource, public SendfileHost {
+class StreamTransport final : public Transport,
+                              public LoopResource,
+                              public SendfileHost,
+                              private IoClient {
  public:
   StreamTransport(EventLoop& loop, int fd, StreamKind kind, std::unique_ptr<BaseProtocol> protocol,
                   Future<void> waiter, ConnectionTracker* tracker)
@@ -286,7 +110,7 @@ class StreamTransport final : public Transport, public LoopResource, public Send
   }
 
   ~StreamTransport() {
-    if (fd_ >= 0) ::close(fd_);
+    if (fd_ >= 0 && !channel_) ::close(fd_);
   }
 
   /// Registers with the loop and schedules connection_made(). On an exception nothing is
@@ -305,7 +129,7 @@ class StreamTransport final : public Transport, public LoopResource, public Send
   void write_eof() override;
   bool can_write_eof() const noexcept override { return kind_ != StreamKind::read_pipe; }
   void abort() override { force_close(std::make_error_code(std::errc::operation_canceled)); }
-  std::size_t get_write_buffer_size() const noexcept override { return buffer_.size(); }
+  std::size_t get_write_buffer_size() const noexcept override { return buffered(); }
   void set_write_buffer_limits(std::optional<std::size_t> high,
                                std::optional<std::size_t> low) override;
   std::pair<std::size_t, std::size_t> get_write_buffer_limits() const noexcept override {
@@ -322,7 +146,7 @@ class StreamTransport final : public Transport, public LoopResource, public Send
 
   // ---- LoopResource ----
   void loop_closing() noexcept override;
-  std::size_t write_buffered() const noexcept override { return buffer_.size(); }
+  std::size_t write_buffered() const noexcept override { return buffered(); }
 
   // ---- SendfileHost ----
   void attach_sendfile(SendfileJob& job) override;
@@ -330,12 +154,15 @@ class StreamTransport final : public Transport, public LoopResource, public Send
   bool start_native_sendfile() override;
   bool sendfile_write(std::span<const std::byte> data) override {
     send_or_buffer(data);  // a failure ends the job at once (force_close())
-    return buffer_.size() > high_water_;
+    return buffered() > high_water_;
   }
 
   void detach_tracker() noexcept { tracker_ = nullptr; }
   /// For a failed start(): the destructor must leave the descriptor open.
-  void disown_descriptor() noexcept { fd_ = -1; }
+  void disown_descriptor() noexcept {
+    if (channel_) static_cast<void>(channel_.release()->release());
+    fd_ = -1;
+  }
 
  private:
   static std::pair<Protocol*, BufferedProtocol*> classify(BaseProtocol* p) noexcept {
@@ -346,13 +173,17 @@ class StreamTransport final : public Transport, public LoopResource, public Send
   void adopt_protocol(std::unique_ptr<BaseProtocol> protocol) noexcept {
     std::tie(plain_, buffered_) = classify(protocol.get());
     protocol_ = std::move(protocol);
+    if (channel_) channel_->set_client_buffers(buffered_ != nullptr);
   }
 
-  // Readiness callbacks.
-  void on_readable() noexcept;
-  void on_writable() noexcept;
-  void read_plain() noexcept;
-  void read_buffered() noexcept;
+  std::size_t buffered() const noexcept { return channel_ ? channel_->buffered() : 0; }
+
+  // What the channel reports (IoClient).
+  std::span<std::byte> read_target() noexcept override;
+  void read_done(std::span<const std::byte> data, std::error_code ec) noexcept override;
+  void write_done(std::error_code ec) noexcept override;
+  void writable() noexcept override;
+  void readable() noexcept override;
   void on_eof() noexcept;
   void on_write_pipe_hangup() noexcept;
 
@@ -370,21 +201,8 @@ class StreamTransport final : public Transport, public LoopResource, public Send
 
   // Writing.
   [[noreturn, gnu::cold]] void throw_cannot_write(const char* method) const;
-  /// send(MSG_NOSIGNAL) on a socket, write() with SIGPIPE suppressed on a pipe.
-  ssize_t raw_send(const std::byte* data, std::size_t size) noexcept {
-    const ssize_t n = is_socket_ ? sys_send(fd_, data, size) : pipe_write(data, size);
-    if (n > 0) loop_->stats().bytes_written += static_cast<std::size_t>(n);
-    return n;
-  }
-  ssize_t pipe_write(const std::byte* data, std::size_t size) noexcept;
-  /// write() past its guard: sends what the kernel takes now, buffers the rest.
+  /// write() past its guard: the channel sends what it can now and buffers the rest.
   [[gnu::always_inline]] inline void send_or_buffer(std::span<const std::byte> data);
-  /// write() off the fast path: behind a non-empty buffer, or after a short or failed send()
-  /// of @p sent bytes (-1: failed, errno tells why); buffers the rest, or ends the connection.
-  /// Out of line, so that the fast path saves no registers.
-  [[gnu::noinline]] void write_rest(std::span<const std::byte> data, ssize_t sent);
-  std::size_t send_some(const std::byte* data, std::size_t size, std::error_code& ec) noexcept;
-  std::size_t send_vector(const iovec* iov, std::size_t count, std::error_code& ec) noexcept;
   void start_writer() noexcept;
   void maybe_pause_protocol() noexcept;
   void maybe_resume_protocol() noexcept;
@@ -399,16 +217,35 @@ class StreamTransport final : public Transport, public LoopResource, public Send
   /// The connection ends under the job: lets go of it with @p ec (no protocol calls).
   void drop_sendfile(std::error_code ec) noexcept;
 
-  void add_reader() { loop_->add_reader(fd_, [this] { on_readable(); }); reader_ = true; }
+  /// Reads (a write pipe: watches for the read end closing).
+  void add_reader() {
+    if (kind_ == StreamKind::write_pipe) {
+      channel_->watch_readable(true);
+    } else {
+      channel_->start_reading();
+    }
+    reader_ = true;
+  }
   void remove_reader() noexcept {
     if (reader_) {
-      loop_->remove_reader(fd_);
+      if (kind_ == StreamKind::write_pipe) {
+        try {
+          channel_->watch_readable(false);
+        } catch (...) {  // turning a watch off does not fail
+        }
+      } else {
+        channel_->stop_reading();
+      }
       reader_ = false;
     }
   }
+  /// Stops the writability reports of a native sendfile.
   void remove_writer() noexcept {
     if (writer_) {
-      loop_->remove_writer(fd_);
+      try {
+        channel_->watch_writable(false);
+      } catch (...) {  // turning a watch off does not fail
+      }
       writer_ = false;
     }
   }
@@ -426,7 +263,7 @@ class StreamTransport final : public Transport, public LoopResource, public Send
   // The peer and socket addresses, taken at creation (getpeername fails once the peer has
   // gone): [peer length][socket length][peer bytes][socket bytes], lengths in one byte each.
   std::unique_ptr<std::byte[]> names_;
-  WriteBuffer buffer_;
+  IoChannelPtr channel_;  // from start() until connection_lost() (or the loop closing)
   std::size_t high_water_ = default_high_water;
   std::size_t low_water_ = default_high_water / 4;
   int fd_;
@@ -440,8 +277,8 @@ class StreamTransport final : public Transport, public LoopResource, public Send
   bool eof_received_ = false;     // the peer ended its side
   bool reading_paused_ = false;   // pause_reading()
   bool protocol_paused_ = false;  // pause_writing() was called, resume_writing() not yet
-  bool reader_ = false;           // a reader is registered with the loop
-  bool writer_ = false;           // a writer is registered with the loop
+  bool reader_ = false;           // the channel reads (or, on a write pipe, watches)
+  bool writer_ = false;           // the channel watches for writability (native sendfile)
   bool is_socket_ = false;        // recv/send rather than read/write
   bool sendfile_paused_reading_ = false;  // attach_sendfile() paused reading: resume after
 };
@@ -464,15 +301,17 @@ void StreamTransport::start() {
       if (kind_ == StreamKind::write_pipe) watch = is_socket_ || S_ISFIFO(st.st_mode);
     }
   }
-  // Registering now, rather than after connection_made(), makes a refusal (a descriptor past
+  channel_ = loop_->open_channel(fd_, is_socket_ ? ChannelKind::socket : ChannelKind::pipe, *this);
+  channel_->set_client_buffers(buffered_ != nullptr);
+  // Reading from now, rather than after connection_made(), makes a refusal (a descriptor past
   // FD_SETSIZE on select) throw here, before any callback is scheduled. The loop cannot report
-  // the descriptor before connection_made() runs: that is already in its ready queue.
-  if (watch) add_reader();
+  // a read before connection_made() runs: that is already in its ready queue.
   try {
+    if (watch) add_reader();
     loop_->call_soon([this] { call_connection_made(); });
   } catch (...) {
     remove_reader();
-    throw;
+    throw;  // make_stream_transport() takes the descriptor back from the channel
   }
   loop_->attach_resource(*this);
   if (tracker_ != nullptr) tracker_->connection_opened(*this);
@@ -520,9 +359,9 @@ std::any StreamTransport::name_at(std::size_t which) const {
 std::any StreamTransport::get_extra_info(std::string_view name) const {
   if (name == "peername") return name_at(0);
   if (name == "sockname") return name_at(1);
-  if (fd_ >= 0) {
-    if (name == "socket" && kind_ == StreamKind::socket) return fd_;
-    if (name == "pipe" && kind_ != StreamKind::socket) return fd_;
+  if (channel_) {
+    if (name == "socket" && kind_ == StreamKind::socket) return channel_->fd();
+    if (name == "pipe" && kind_ != StreamKind::socket) return channel_->fd();
   }
   return {};
 }
@@ -606,10 +445,8 @@ void StreamTransport::call_connection_lost(std::error_code ec) noexcept {
 void StreamTransport::release_descriptor() noexcept {
   remove_reader();
   remove_writer();
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
-  }
+  channel_.reset();  // closes the descriptor
+  fd_ = -1;
 }
 
 void StreamTransport::destroy() noexcept {
@@ -622,7 +459,7 @@ void StreamTransport::loop_closing() noexcept {
     destroy();
     return;
   }
-  buffer_.clear();
+  if (channel_) channel_->discard_writes();
   closing_ = true;
   conn_lost_ = true;
   drop_sendfile(make_error_code(errc::loop_closed));
@@ -652,19 +489,19 @@ void StreamTransport::close() {
     drop_sendfile(std::make_error_code(std::errc::connection_aborted));
   }
   // A write pipe keeps watching for a closed read end while its buffer drains.
-  if (kind_ != StreamKind::write_pipe || buffer_.empty()) remove_reader();
-  if (buffer_.empty()) {
+  if (kind_ != StreamKind::write_pipe || buffered() == 0) remove_reader();
+  if (buffered() == 0) {
     conn_lost_ = true;
     remove_writer();
     schedule_connection_lost({});
   }
-  // Otherwise on_writable() calls connection_lost() once the buffer is sent.
+  // Otherwise write_done() calls connection_lost() once the buffer is sent.
 }
 
 void StreamTransport::force_close(std::error_code ec) noexcept {
   if (conn_lost_) return;
   drop_sendfile(ec);
-  buffer_.clear();
+  if (channel_) channel_->discard_writes();
   remove_writer();
   closing_ = true;
   remove_reader();
@@ -674,69 +511,53 @@ void StreamTransport::force_close(std::error_code ec) noexcept {
 
 // ---- Reading ---------------------------------------------------------------------------
 
-void StreamTransport::on_readable() noexcept {
-  if (conn_lost_ || state_ == ProtocolState::made) return;
-  if (kind_ == StreamKind::write_pipe) {
-    on_write_pipe_hangup();
-  } else if (buffered_ != nullptr) {
-    read_buffered();
-  } else {
-    read_plain();
-  }
-}
-
-void StreamTransport::read_plain() noexcept {
-  std::byte* buf = read_buffer();
-  const ssize_t n = is_socket_ ? sys_recv(fd_, buf, read_buffer_size)
-                               : ::read(fd_, buf, read_buffer_size);
-  if (n > 0) [[likely]] {
-    STRATA_ASSERT(state_ == ProtocolState::connected);
-    loop_->stats().bytes_read += static_cast<std::size_t>(n);
-    try {
-      plain_->data_received(std::span<const std::byte>(buf, static_cast<std::size_t>(n)));
-    } catch (...) {
-      callback_failed("data_received");
-    }
-    return;
-  }
-  if (n == 0) {
-    on_eof();
-  } else if (!is_transient(errno)) {
-    force_close(errno_code(errno));
-  }
-}
-
-void StreamTransport::read_buffered() noexcept {
+std::span<std::byte> StreamTransport::read_target() noexcept {
   std::span<std::byte> buf;
+  if (buffered_ == nullptr) return buf;  // the protocol was swapped for a plain one
   try {
     buf = buffered_->get_buffer(read_buffer_size);
   } catch (...) {
     callback_failed("get_buffer");
-    return;
+    return {};
   }
   if (buf.empty()) {
     log(LogLevel::warning, "BufferedProtocol::get_buffer() returned an empty buffer; the "
                            "connection is aborted (return at least one byte)");
     force_close(std::make_error_code(std::errc::no_buffer_space));
-    return;
   }
-  const ssize_t n = is_socket_ ? sys_recv(fd_, buf.data(), buf.size())
-                               : ::read(fd_, buf.data(), buf.size());
-  if (n > 0) [[likely]] {
+  return buf;
+}
+
+void StreamTransport::read_done(std::span<const std::byte> data, std::error_code ec) noexcept {
+  if (conn_lost_) return;
+  if (!data.empty()) [[likely]] {
     STRATA_ASSERT(state_ == ProtocolState::connected);
-    loop_->stats().bytes_read += static_cast<std::size_t>(n);
+    if (buffered_ != nullptr) {
+      try {
+        buffered_->buffer_updated(data.size());
+      } catch (...) {
+        callback_failed("buffer_updated");
+      }
+      return;
+    }
     try {
-      buffered_->buffer_updated(static_cast<std::size_t>(n));
+      plain_->data_received(data);
     } catch (...) {
-      callback_failed("buffer_updated");
+      callback_failed("data_received");
     }
     return;
   }
-  if (n == 0) {
+  reader_ = false;  // the channel stopped reading at the end or the failure
+  if (ec) {
+    force_close(ec);
+  } else {
     on_eof();
-  } else if (!is_transient(errno)) {
-    force_close(errno_code(errno));
   }
+}
+
+void StreamTransport::readable() noexcept {
+  if (conn_lost_ || state_ == ProtocolState::made) return;
+  on_write_pipe_hangup();
 }
 
 void StreamTransport::on_eof() noexcept {
@@ -758,7 +579,7 @@ void StreamTransport::on_eof() noexcept {
 void StreamTransport::on_write_pipe_hangup() noexcept {
   // The read end closed: what is still buffered, or a file being sent, can never be delivered
   // (asyncio's _UnixWritePipeTransport._read_ready).
-  if (!buffer_.empty() || sendfile_ != nullptr) {
+  if (buffered() != 0 || sendfile_ != nullptr) {
     force_close(std::make_error_code(std::errc::broken_pipe));
   } else {
     close();
@@ -791,46 +612,10 @@ void StreamTransport::throw_cannot_write(const char* method) const {
   throw InvalidStateError(std::string(method) + "() after write_eof(): the sending side is closed");
 }
 
-ssize_t StreamTransport::pipe_write(const std::byte* data, std::size_t size) noexcept {
-  SigpipeSuppressor guard;
-  const ssize_t n = ::write(fd_, data, size);
-  guard.after_write(n < 0 && errno == EPIPE);
-  return n;
-}
-
-std::size_t StreamTransport::send_some(const std::byte* data, std::size_t size,
-                                       std::error_code& ec) noexcept {
-  const ssize_t n = raw_send(data, size);
-  if (n >= 0) return static_cast<std::size_t>(n);
-  if (!is_transient(errno)) ec = errno_code(errno);
-  return 0;
-}
-
-std::size_t StreamTransport::send_vector(const iovec* iov, std::size_t count,
-                                         std::error_code& ec) noexcept {
-  ssize_t n;
-  if (is_socket_) {
-    msghdr msg{};
-    msg.msg_iov = const_cast<iovec*>(iov);
-    msg.msg_iovlen = count;
-    n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
-  } else {
-    SigpipeSuppressor guard;
-    n = ::writev(fd_, iov, static_cast<int>(count));
-    guard.after_write(n < 0 && errno == EPIPE);
-  }
-  if (n >= 0) {
-    loop_->stats().bytes_written += static_cast<std::size_t>(n);
-    return static_cast<std::size_t>(n);
-  }
-  if (!is_transient(errno)) ec = errno_code(errno);
-  return 0;
-}
-
 void StreamTransport::start_writer() noexcept {
   if (writer_) return;
   try {
-    loop_->add_writer(fd_, [this] { on_writable(); });
+    channel_->watch_writable(true);
     writer_ = true;
   } catch (const std::system_error& e) {
     force_close(e.code());
@@ -858,37 +643,16 @@ inline void StreamTransport::send_or_buffer(std::span<const std::byte> data) {
     drop_write();
     return;
   }
-  if (buffer_.empty()) [[likely]] {
-    // The hot path: one send(), no allocation, no error_code unless it failed.
-    const ssize_t n = raw_send(data.data(), data.size());
-    if (static_cast<std::size_t>(n) == data.size()) [[likely]] return;
-    write_rest(data, n);
+  if (const std::error_code ec = channel_->write(data)) [[unlikely]] {
+    force_close(ec);
     return;
   }
-  write_rest(data, 0);
+  if (channel_->buffered() > high_water_) [[unlikely]] maybe_pause_protocol();
 }
 
 void StreamTransport::write(std::span<const std::byte> data) {
   if (cannot_write_) [[unlikely]] throw_cannot_write("write");  // a sendfile() sets it too
   send_or_buffer(data);
-}
-
-void StreamTransport::write_rest(std::span<const std::byte> data, ssize_t sent) {
-  if (!buffer_.empty()) {
-    buffer_.append(data.data(), data.size());  // behind what waits already
-    maybe_pause_protocol();
-    return;
-  }
-  if (sent < 0) {
-    if (!is_transient(errno)) {
-      force_close(errno_code(errno));
-      return;
-    }
-    sent = 0;
-  }
-  buffer_.append(data.data() + sent, data.size() - static_cast<std::size_t>(sent));
-  start_writer();
-  maybe_pause_protocol();
 }
 
 void StreamTransport::writelines(std::span<const std::span<const std::byte>> buffers) {
@@ -900,60 +664,25 @@ void StreamTransport::writelines(std::span<const std::span<const std::byte>> buf
     drop_write();
     return;
   }
-  std::size_t skip = 0;  // bytes of `buffers` already sent
-  if (buffer_.empty()) {
-    iovec iov[max_iovecs];
-    std::size_t count = 0;
-    for (const auto& b : buffers) {
-      if (b.empty()) continue;
-      if (count == max_iovecs) break;
-      iov[count].iov_base = const_cast<std::byte*>(b.data());
-      iov[count].iov_len = b.size();
-      ++count;
-    }
-    std::error_code ec;
-    skip = send_vector(iov, count, ec);
-    if (ec) {
-      force_close(ec);
-      return;
-    }
-    if (skip == total) return;
+  if (const std::error_code ec = channel_->writev(buffers)) {
+    force_close(ec);
+    return;
   }
-  for (const auto& b : buffers) {
-    if (skip >= b.size()) {
-      skip -= b.size();
-      continue;
-    }
-    buffer_.append(b.data() + skip, b.size() - skip);
-    skip = 0;
-  }
-  start_writer();
   maybe_pause_protocol();
 }
 
-void StreamTransport::on_writable() noexcept {
-  if (conn_lost_ || buffer_.empty()) {
-    if (sendfile_ != nullptr) [[unlikely]] {
-      sendfile_writable();
-      return;
-    }
-    remove_writer();
-    return;
-  }
-  std::error_code ec;
-  const std::size_t n = send_some(buffer_.data(), buffer_.size(), ec);
+void StreamTransport::write_done(std::error_code ec) noexcept {
+  if (conn_lost_) return;
   if (ec) {
     force_close(ec);
     return;
   }
-  buffer_.consume(n);
   maybe_resume_protocol();  // may write, close or abort; with a sendfile(), may wake it instead
-  if (conn_lost_ || !buffer_.empty()) return;
+  if (conn_lost_ || buffered() != 0) return;
   if (sendfile_ != nullptr) [[unlikely]] {
     sendfile_writable();  // a native send waiting for the buffer starts now
     return;
   }
-  remove_writer();
   if (closing_) {
     // close() was waiting for the buffer: the connection ends now (we are in a loop callback,
     // not inside a protocol call, so connection_lost() may run directly, as in asyncio).
@@ -961,8 +690,16 @@ void StreamTransport::on_writable() noexcept {
     remove_reader();
     call_connection_lost({});
   } else if (eof_written_) {
-    ::shutdown(fd_, SHUT_WR);  // a failure (the peer is gone) shows up on the read side
+    channel_->shutdown_write();
   }
+}
+
+void StreamTransport::writable() noexcept {
+  if (conn_lost_ || sendfile_ == nullptr) {
+    remove_writer();
+    return;
+  }
+  if (buffered() == 0) sendfile_writable();
 }
 
 void StreamTransport::write_eof() {
@@ -975,15 +712,15 @@ void StreamTransport::write_eof() {
   cannot_write_ = true;
   if (kind_ == StreamKind::write_pipe) {
     close();  // a pipe's only way to signal the end: close it once the buffer is sent
-  } else if (buffer_.empty()) {
-    ::shutdown(fd_, SHUT_WR);
+  } else if (buffered() == 0) {
+    channel_->shutdown_write();
   }
 }
 
 // ---- Flow control --------------------------------------------------------------------------
 
 void StreamTransport::maybe_pause_protocol() noexcept {
-  if (buffer_.size() <= high_water_ || protocol_paused_) return;
+  if (buffered() <= high_water_ || protocol_paused_) return;
   // A sendfile() fallback filled the buffer, not the protocol, which cannot write meanwhile: it
   // hears of the water marks when the sendfile ends (detach_sendfile()).
   if (sendfile_ != nullptr) return;
@@ -998,10 +735,10 @@ void StreamTransport::maybe_pause_protocol() noexcept {
 void StreamTransport::maybe_resume_protocol() noexcept {
   if (sendfile_ != nullptr) [[unlikely]] {
     // The sendfile() fallback waits for the low-water mark in the protocol's place.
-    if (sendfile_->waiting && buffer_.size() <= low_water_) sendfile_->notify();
+    if (sendfile_->waiting && buffered() <= low_water_) sendfile_->notify();
     return;
   }
-  if (!protocol_paused_ || buffer_.size() > low_water_) return;
+  if (!protocol_paused_ || buffered() > low_water_) return;
   protocol_paused_ = false;
   try {
     protocol_->resume_writing();
@@ -1051,7 +788,7 @@ void StreamTransport::detach_sendfile() noexcept {
   job->native = false;
   job->waiting = false;
   cannot_write_ = kind_ == StreamKind::read_pipe || eof_written_;
-  if (buffer_.empty()) remove_writer();  // a native send may have left it registered
+  remove_writer();  // a native send may have left its watch on
   if (std::exchange(sendfile_paused_reading_, false)) {
     try {
       resume_reading();  // a no-op once closing
@@ -1073,8 +810,8 @@ bool StreamTransport::start_native_sendfile() {
   STRATA_ASSERT(sendfile_ != nullptr);
   if (!is_socket_) return false;  // a pipe: the fallback, through the buffer
   sendfile_->native = true;
-  // Behind bytes the protocol wrote: on_writable() starts the send once they are out.
-  if (buffer_.empty()) sendfile_step();
+  // Behind bytes the protocol wrote: write_done() starts the send once they are out.
+  if (buffered() == 0) sendfile_step();
   return true;
 }
 
@@ -1088,7 +825,7 @@ void StreamTransport::sendfile_writable() noexcept {
 
 void StreamTransport::sendfile_step() noexcept {
   SendfileJob& job = *sendfile_;
-  STRATA_ASSERT(job.native && buffer_.empty());
+  STRATA_ASSERT(job.native && buffered() == 0);
   if (job.wake.done()) {
     // Its task was cancelled: not one more byte. The task lets go of the job when it resumes.
     job.native = false;
@@ -1097,22 +834,13 @@ void StreamTransport::sendfile_step() noexcept {
   }
   for (;;) {
     if (job.remaining == 0) break;
-    auto offset = static_cast<off_t>(job.offset);
     const auto size = static_cast<std::size_t>(std::min(job.remaining, max_sendfile_call));
-    ssize_t n;
-    {
-      // sendfile(2) has no MSG_NOSIGNAL: a broken connection would raise SIGPIPE.
-      SigpipeSuppressor guard;
-      n = ::sendfile(fd_, job.file_fd, &offset, size);
-      guard.after_write(n < 0 && errno == EPIPE);
-    }
+    const ssize_t n = channel_->send_file(job.file_fd, job.offset, size);  // advances offset
     if (n > 0) {
-      loop_->stats().bytes_written += static_cast<std::size_t>(n);
-      job.offset += static_cast<std::uint64_t>(n);
       job.sent += static_cast<std::uint64_t>(n);
       job.remaining -= static_cast<std::uint64_t>(n);
       if (job.remaining == 0) break;
-      // One call per writability event, as on_writable() sends the buffer: the next event
+      // One call per writability report, as the channel sends its buffer: the next report
       // comes at once (level-triggered) if the socket can still take more.
       start_writer();
       return;
@@ -1154,6 +882,7 @@ std::unique_ptr<BaseProtocol> StreamTransport::exchange_protocol(
   }
   plain_ = plain;
   buffered_ = buffered;
+  if (channel_) channel_->set_client_buffers(buffered_ != nullptr);
   return std::exchange(protocol_, std::move(protocol));
 }
 

@@ -15,6 +15,7 @@
 
 #include "strata/core/clock.hpp"
 #include "strata/core/detail/await_frame.hpp"
+#include "strata/core/detail/io_channel.hpp"
 #include "strata/core/handle.hpp"
 #include "strata/core/loop_metrics.hpp"
 
@@ -66,14 +67,15 @@ struct ExecutorDeleter {
 };
 }
 
-/// The readiness backends of the selector loop, best first.
+/// The loops: the readiness backends of the selector loop, best first, and the proactor.
 enum class LoopKind {
-  epoll,   ///< Linux epoll: O(ready) per wait; the default
-  poll,    ///< POSIX poll: O(registered) per wait
-  select,  ///< POSIX select: O(registered) per wait, file descriptors below FD_SETSIZE only
+  epoll,    ///< selector loop on Linux epoll: O(ready) per wait; the default
+  poll,     ///< selector loop on POSIX poll: O(registered) per wait
+  select,   ///< selector loop on POSIX select: descriptors below FD_SETSIZE only
+  proactor  ///< completion loop on Asio's io_context, on io_uring when the build has liburing
 };
 
-/// "epoll", "poll" or "select".
+/// "epoll", "poll", "select" or "proactor".
 std::string_view to_string(LoopKind kind) noexcept;
 
 /// Parses a LoopKind name.
@@ -182,7 +184,8 @@ class EventLoop {
   /// @throws EventLoopError  the loop is running.
   virtual void close() = 0;
 
-  /// The backend in use: "epoll", "poll" or "select".
+  /// The backend in use: "epoll", "poll" or "select" for the selector loop; for the proactor
+  /// loop, "proactor/io_uring" (Asio on io_uring) or "proactor/epoll" (Asio's reactor).
   virtual std::string_view backend_name() const noexcept = 0;
 
   // ---- File descriptors ------------------------------------------------------------------
@@ -282,6 +285,12 @@ class EventLoop {
   // ---- Resources of higher layers ------------------------------------------------------
 
   /// @cond INTERNAL
+  /// Opens the I/O channel of the connected, non-blocking descriptor @p fd for @p client (see
+  /// detail::IoChannel): the interface the transports are written against. The channel owns
+  /// @p fd from here on. The default waits for readiness with add_reader()/add_writer(); the
+  /// proactor loop starts completion operations instead.
+  virtual detail::IoChannelPtr open_channel(int fd, detail::ChannelKind kind,
+                                            detail::IoClient& client);
   /// Keeps @p resource on the list close() releases. Loop thread only.
   void attach_resource(detail::LoopResource& resource) noexcept;
   /// Takes @p resource off that list; a no-op if it is not on it.

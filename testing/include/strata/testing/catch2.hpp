@@ -30,6 +30,10 @@ struct PollLoop {
 struct SelectLoop {
   static constexpr LoopKind kind = LoopKind::select;  ///< the backend
 };
+/// Tag type: the proactor loop.
+struct ProactorLoop {
+  static constexpr LoopKind kind = LoopKind::proactor;  ///< the backend
+};
 
 /// Which clock a TestLoop runs on.
 enum class TestClock {
@@ -115,8 +119,16 @@ class TestLoop {
 
 }  // namespace strata::testing
 
-/// A Catch2 test case that runs once per selector backend; TestType::kind is its LoopKind.
-/// Lists as "<name> - EpollLoop", "<name> - PollLoop", "<name> - SelectLoop".
+/// A Catch2 test case that runs once per loop: the selector loop's three backends and the
+/// proactor loop; TestType::kind is its LoopKind. Lists as "<name> - EpollLoop",
+/// "<name> - PollLoop", "<name> - SelectLoop", "<name> - ProactorLoop".
 #define STRATA_LOOP_TEST_CASE(name, tags)                                                   \
+  TEMPLATE_TEST_CASE(name, tags, ::strata::testing::EpollLoop, ::strata::testing::PollLoop, \
+                     ::strata::testing::SelectLoop, ::strata::testing::ProactorLoop)
+
+/// A Catch2 test case that runs once per backend of the selector loop only: for what only
+/// readiness has, e.g. faults injected at the C library's recv()/send(), which the proactor's
+/// io_uring operations never call. Lists as STRATA_LOOP_TEST_CASE does, without the proactor.
+#define STRATA_SELECTOR_LOOP_TEST_CASE(name, tags)                                          \
   TEMPLATE_TEST_CASE(name, tags, ::strata::testing::EpollLoop, ::strata::testing::PollLoop, \
                      ::strata::testing::SelectLoop)

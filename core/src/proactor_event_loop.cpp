@@ -1,0 +1,567 @@
+// The proactor loop on Asio's io_context. See proactor_event_loop.hpp.
+//
+// How it waits: wait_for_events() runs the io_context for at most the timeout (one handler,
+// waiting), then every handler already complete (poll()); each handler queues what it
+// completes on the ready queue, so that user code runs in the loop's callback phase, under its
+// exception handling and stall detector, exactly as on the selector loop. A work guard keeps
+// the io_context waiting when nothing is in flight; call_soon_threadsafe() and stop() wake it
+// by posting an empty handler.
+//
+// add_reader()/add_writer() work, as Asio's descriptor waits (on io_uring, a poll operation):
+// level-triggered like the selector loop's, by arming the wait again after each report, once
+// the callbacks of the iteration have run. They serve user code, the loop's signal pipe and
+// child watchers; Strata's stream transports use completion I/O (an IoChannel) instead.
+//
+// The socket channel (ProactorChannel): a read is always in flight while the transport reads,
+// into the channel's own buffer (4 KiB, doubled up to 64 KiB while reads fill it); a send is in
+// flight while bytes wait, from a buffer that nothing moves meanwhile (writes made during a
+// send go to a second buffer, swapped in when it completes). Completions are queued on the
+// ready queue and reach the transport in the callback phase. The channel's memory, which the
+// kernel writes into, lives until the last of its operations has completed, however early the
+// transport lets go of it. Pipes keep the readiness channel: a write to a pipe whose reader
+// is gone raises SIGPIPE in the thread that submits it, and io_uring writes have no flag to
+// prevent it (sockets have MSG_NOSIGNAL).
+
+#include "proactor_event_loop.hpp"
+
+#if STRATA_HAS_PROACTOR
+
+#include <sys/socket.h>
+
+#include <asio/executor_work_guard.hpp>
+#include <asio/generic/stream_protocol.hpp>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "channel_io.hpp"
+#include "readiness_channel.hpp"
+
+namespace strata::detail {
+
+namespace {
+
+/// @p ec in std::system_category() when Asio reports an errno value in its own category, so
+/// that transports report the same error codes on both loops.
+std::error_code native_error(std::error_code ec) noexcept {
+  if (ec && ec.category() == asio::error::get_system_category()) {
+    return {ec.value(), std::system_category()};
+  }
+  return ec;
+}
+
+/// A descriptor watched for readiness: Asio's descriptor object of it, with the loop's reader
+/// and writer handles. Kept (per descriptor number) until the loop closes, so that a handler
+/// still in flight for an earlier registration always finds it; `generation` tells such a
+/// stale handler apart.
+struct FdWatch {
+  explicit FdWatch(asio::io_context& io) : descriptor(io) {}
+  asio::posix::stream_descriptor descriptor;
+  HandleImpl* reader = nullptr;
+  HandleImpl* writer = nullptr;
+  std::uint32_t generation = 0;  // bumped when the descriptor is released
+  bool read_armed = false;       // a read wait is in flight for this generation
+  bool write_armed = false;
+  bool queued = false;           // on the loop's list of watches to arm
+};
+
+
+class ProactorEventLoop;
+
+/// IoChannel of a connected stream socket on the proactor loop. See the top of this file.
+class ProactorChannel final : public IoChannel {
+ public:
+  ProactorChannel(ProactorEventLoop& loop, asio::io_context& io, int family, int fd,
+                  IoClient& client);
+
+  void start_reading() override {
+    if (reading_ || closed_) return;
+    reading_ = true;
+    if (has_result_) {
+      queue(read_handle_);  // bytes that arrived while stopped: in a later callback
+    } else if (!read_in_flight_) {
+      submit_read();
+    }
+  }
+  void stop_reading() noexcept override { reading_ = false; }
+
+  std::error_code write(std::span<const std::byte> data) override {
+    pending_.append(data.data(), data.size());
+    buffered_ += data.size();
+    if (!send_in_flight_) start_send();
+    return {};
+  }
+  std::error_code writev(std::span<const std::span<const std::byte>> buffers) override {
+    for (const auto& b : buffers) {
+      pending_.append(b.data(), b.size());
+      buffered_ += b.size();
+    }
+    if (!send_in_flight_ && buffered_ != 0) start_send();
+    return {};
+  }
+  void discard_writes() noexcept override {
+    pending_.clear();
+    buffered_ = 0;
+    discarded_ = true;  // the send in flight completes unreported
+  }
+  void shutdown_write() noexcept override {
+    std::error_code ec;
+    socket_.shutdown(asio::socket_base::shutdown_send, ec);
+  }
+  ssize_t send_file(int file_fd, std::uint64_t& offset, std::size_t count) noexcept override;
+
+  void watch_writable(bool on) override {
+    watch_write_ = on;
+    if (on) arm_wait(false);
+  }
+  void watch_readable(bool on) override {
+    watch_read_ = on;
+    if (on) arm_wait(true);
+  }
+
+  int fd() const noexcept override { return closed_ ? -1 : fd_; }
+  void close() noexcept override {
+    end();
+    std::error_code ec;
+    socket_.close(ec);  // cancels what is in flight; its completions come back aborted
+    unref();
+  }
+  int release() noexcept override {
+    end();
+    std::error_code ec;
+    socket_.cancel(ec);
+    const int fd = socket_.release(ec);
+    unref();
+    return fd;
+  }
+
+ private:
+  /// Keeps the channel alive while an operation is in flight: its handler holds one.
+  class Ref {
+   public:
+    explicit Ref(ProactorChannel* c) noexcept : c_(c) { ++c_->refs_; }
+    Ref(Ref&& other) noexcept : c_(std::exchange(other.c_, nullptr)) {}
+    Ref(const Ref&) = delete;
+    Ref& operator=(const Ref&) = delete;
+    Ref& operator=(Ref&&) = delete;
+    ~Ref() {
+      if (c_) c_->unref();
+    }
+    ProactorChannel* operator->() const noexcept { return c_; }
+    ProactorChannel& operator*() const noexcept { return *c_; }
+
+   private:
+    ProactorChannel* c_;
+  };
+
+  ~ProactorChannel() override = default;
+  void unref() noexcept {
+    if (--refs_ == 0) delete this;
+  }
+  void end() noexcept {
+    closed_ = true;
+    reading_ = watch_read_ = watch_write_ = false;
+    for (HandleImpl** h : {&read_handle_, &write_handle_, &readable_handle_, &writable_handle_}) {
+      (*h)->cancel();  // already queued: does not run
+      (*h)->release();
+      *h = nullptr;
+    }
+  }
+  /// Queues @p h for the callback phase, once.
+  void queue(HandleImpl* h);
+
+  void submit_read();
+  void deliver_read() noexcept;
+  void start_send();
+  void send_inflight();
+  void sent(std::error_code ec, std::size_t n);
+  void deliver_write() noexcept;
+  void arm_wait(bool read);
+
+  ProactorEventLoop* loop_;
+  IoClient* client_;
+  asio::generic::stream_protocol::socket socket_;
+  int fd_;
+  HandleImpl* read_handle_;
+  HandleImpl* write_handle_;
+  HandleImpl* readable_handle_;
+  HandleImpl* writable_handle_;
+  std::unique_ptr<std::byte[]> rbuf_;
+  std::size_t rcap_ = 0;
+  std::size_t roff_ = 0;  // the undelivered bytes of the last read: [roff_, roff_ + rlen_)
+  std::size_t rlen_ = 0;
+  std::error_code rec_;   // how the last read ended, when it brought nothing
+  WriteBuffer pending_;   // written since the send in flight started
+  WriteBuffer inflight_;  // what the send in flight sends; never moved meanwhile
+  std::error_code wec_;
+  unsigned refs_ = 1;     // the owner's, and one per operation in flight
+  bool closed_ = false;
+  bool reading_ = false;
+  bool read_in_flight_ = false;
+  bool has_result_ = false;  // a read completed and is not fully delivered
+  bool send_in_flight_ = false;
+  bool discarded_ = false;
+  bool watch_read_ = false;
+  bool watch_write_ = false;
+  bool wait_read_in_flight_ = false;
+  bool wait_write_in_flight_ = false;
+};
+
+class ProactorEventLoop final : public BaseEventLoop {
+ public:
+  ProactorEventLoop() : io_(1), work_(asio::make_work_guard(io_)) {
+    // The backend (the ring, or epoll) starts with the first I/O object: start it now, so that
+    // the loop's descriptors are all open from its creation on, as the selector loop's are.
+    asio::posix::stream_descriptor start(io_);
+  }
+  ~ProactorEventLoop() override { close_in_destructor(); }
+
+  std::string_view backend_name() const noexcept override { return proactor_backend(); }
+
+  IoChannelPtr open_channel(int fd, ChannelKind kind, IoClient& client) override {
+    check_open();
+    sockaddr_storage name{};
+    socklen_t len = sizeof name;
+    if (kind != ChannelKind::socket || ::getsockname(fd, reinterpret_cast<sockaddr*>(&name), &len) != 0) {
+      return make_readiness_channel(*this, fd, kind, client);
+    }
+    return IoChannelPtr(new ProactorChannel(*this, io_, name.ss_family, fd, client));
+  }
+
+  /// For the channels: queues @p h on the ready queue.
+  void queue_ready(HandleImpl* h) { push_ready(h); }
+
+  bool remove_reader(int fd) override { return clear(fd, &FdWatch::reader, "remove_reader"); }
+  bool remove_writer(int fd) override { return clear(fd, &FdWatch::writer, "remove_writer"); }
+
+ protected:
+  void do_add_reader(int fd, Callback&& callback) override {
+    set(fd, &FdWatch::reader, std::move(callback), "add_reader");
+  }
+  void do_add_writer(int fd, Callback&& callback) override {
+    set(fd, &FdWatch::writer, std::move(callback), "add_writer");
+  }
+
+  void wait_for_events(std::optional<Duration> timeout) override {
+    arm_watches();
+    if (!timeout) {
+      io_.run_one();
+    } else if (*timeout > Duration::zero()) {
+      io_.run_one_for(*timeout);
+    }
+    io_.poll();
+  }
+
+  void wake_up() noexcept override {
+    if (wake_posted_.exchange(true, std::memory_order_acq_rel)) return;  // one is on its way
+    try {
+      asio::post(io_, [this] { wake_posted_.store(false, std::memory_order_release); });
+    } catch (...) {
+      wake_posted_.store(false, std::memory_order_release);
+    }
+  }
+
+  void close_backend() noexcept override {
+    for (auto& w : watches_) {
+      if (!w) continue;
+      for (HandleImpl* h : {w->reader, w->writer}) {
+        if (h) {
+          h->cancel();
+          h->release();
+        }
+      }
+      w->reader = w->writer = nullptr;
+      release(*w);
+    }
+    to_arm_.clear();
+    // The io_context itself lives until the destructor: another thread may still call stop().
+  }
+
+ private:
+  FdWatch& watch(int fd) {
+    if (fd < 0) {
+      throw std::invalid_argument("file descriptor must be >= 0, got " + std::to_string(fd));
+    }
+    const auto i = static_cast<std::size_t>(fd);
+    if (i >= watches_.size()) watches_.resize(i + 1);
+    if (!watches_[i]) watches_[i] = std::make_unique<FdWatch>(io_);
+    return *watches_[i];
+  }
+
+  void set(int fd, HandleImpl* FdWatch::*slot, Callback&& callback, const char* method) {
+    check_open();
+    if (debug_) check_thread(method);
+    FdWatch& w = watch(fd);
+    if (!w.descriptor.is_open()) {
+      std::error_code ec;
+      w.descriptor.assign(fd, ec);  // the epoll reactor registers it here; may refuse
+      if (ec) throw std::system_error(ec, method);
+    }
+    auto* h = HandleImpl::create(std::move(callback));
+    if (HandleImpl* old = std::exchange(w.*slot, h)) {
+      old->cancel();
+      old->release();
+    }
+    queue_arm(fd, w);
+  }
+
+  bool clear(int fd, HandleImpl* FdWatch::*slot, const char* method) {
+    if (is_closed()) return false;
+    if (debug_) check_thread(method);
+    if (fd < 0 || static_cast<std::size_t>(fd) >= watches_.size() || !watches_[fd]) return false;
+    FdWatch& w = *watches_[fd];
+    HandleImpl* h = std::exchange(w.*slot, nullptr);
+    if (!h) return false;
+    h->cancel();  // a report already queued this iteration must not run
+    h->release();
+    if (!w.reader && !w.writer) release(w);
+    // With one direction left, the other's wait in flight stays: its report finds no handle.
+    return true;
+  }
+
+  /// Lets go of the descriptor (the loop does not own it): cancels its waits, whose handlers
+  /// then find a newer generation and do nothing.
+  void release(FdWatch& w) noexcept {
+    ++w.generation;
+    w.read_armed = w.write_armed = false;
+    if (w.descriptor.is_open()) {
+      std::error_code ec;
+      w.descriptor.cancel(ec);
+      static_cast<void>(w.descriptor.release());
+    }
+  }
+
+  void queue_arm(int fd, FdWatch& w) {
+    if (w.queued) return;
+    to_arm_.push_back(fd);
+    w.queued = true;
+  }
+
+  /// Starts the waits that registrations and reports since the last wait asked for.
+  void arm_watches() {
+    for (int fd : to_arm_) {
+      FdWatch& w = *watches_[static_cast<std::size_t>(fd)];
+      w.queued = false;
+      if (w.reader && !w.read_armed) arm(fd, w, asio::posix::descriptor_base::wait_read);
+      if (w.writer && !w.write_armed) arm(fd, w, asio::posix::descriptor_base::wait_write);
+    }
+    to_arm_.clear();
+  }
+
+  void arm(int fd, FdWatch& w, asio::posix::descriptor_base::wait_type type) {
+    const bool read = type == asio::posix::descriptor_base::wait_read;
+    (read ? w.read_armed : w.write_armed) = true;
+    w.descriptor.async_wait(type, [this, fd, read, gen = w.generation](std::error_code ec) {
+      FdWatch& w = *watches_[static_cast<std::size_t>(fd)];
+      if (gen != w.generation) return;  // released meanwhile (maybe reused): not ours
+      (read ? w.read_armed : w.write_armed) = false;
+      HandleImpl* h = read ? w.reader : w.writer;
+      if (!h) return;
+      if (ec != asio::error::operation_aborted) push_ready(h);
+      queue_arm(fd, w);  // level-triggered: look again once this iteration's callbacks ran
+    });
+  }
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::vector<std::unique_ptr<FdWatch>> watches_;  // by descriptor
+  std::vector<int> to_arm_;
+  std::atomic<bool> wake_posted_{false};
+};
+
+
+ProactorChannel::ProactorChannel(ProactorEventLoop& loop, asio::io_context& io, int family, int fd,
+                                 IoClient& client)
+    : loop_(&loop),
+      client_(&client),
+      socket_(io, asio::generic::stream_protocol(family, SOCK_STREAM), fd),
+      fd_(fd),
+      read_handle_(HandleImpl::create([this] { deliver_read(); })),
+      write_handle_(HandleImpl::create([this] { deliver_write(); })),
+      readable_handle_(HandleImpl::create([this] {
+        wait_read_in_flight_ = false;
+        if (!watch_read_) return;
+        Ref keep(this);
+        client_->readable();
+        if (watch_read_) arm_wait(true);
+      })),
+      writable_handle_(HandleImpl::create([this] {
+        wait_write_in_flight_ = false;
+        if (!watch_write_) return;
+        Ref keep(this);
+        client_->writable();
+        if (watch_write_) arm_wait(false);
+      })) {
+  // Every write goes through these two: keep their storage rather than allocate per request.
+  pending_.keep_storage(WriteBuffer::min_capacity);
+  inflight_.keep_storage(WriteBuffer::min_capacity);
+}
+
+void ProactorChannel::queue(HandleImpl* h) {
+  // A handle runs once per push; the channel's flags keep a second push from doing anything.
+  loop_->queue_ready(h);
+}
+
+void ProactorChannel::submit_read() {
+  if (!rbuf_) {
+    rcap_ = 4 * 1024;
+    rbuf_.reset(new std::byte[rcap_]);
+  }
+  read_in_flight_ = true;
+  socket_.async_receive(asio::buffer(rbuf_.get(), rcap_), 0,
+                        [self = Ref(this)](std::error_code ec, std::size_t n) {
+    ProactorChannel& c = *self;
+    c.read_in_flight_ = false;
+    if (c.closed_ || ec == asio::error::operation_aborted) return;
+    c.loop_->stats().bytes_read += n;
+    c.roff_ = 0;
+    c.rlen_ = n;
+    c.rec_ = ec == asio::error::eof ? std::error_code() : native_error(ec);
+    c.has_result_ = true;
+    if (c.reading_) c.queue(c.read_handle_);
+  });
+}
+
+void ProactorChannel::deliver_read() noexcept {
+  if (!has_result_ || !reading_ || closed_) return;
+  Ref keep(this);
+  if (rlen_ == 0) {  // the end of the stream, or a failure
+    has_result_ = false;
+    reading_ = false;
+    client_->read_done({}, rec_);
+    return;
+  }
+  const bool filled = rlen_ == rcap_ && roff_ == 0;
+  while (rlen_ != 0) {
+    std::span<const std::byte> chunk;
+    if (client_buffers_) {
+      const std::span<std::byte> target = client_->read_target();
+      if (closed_ || !reading_ || target.empty()) return;  // the rest waits for start_reading()
+      const std::size_t m = std::min(target.size(), rlen_);
+      std::memcpy(target.data(), rbuf_.get() + roff_, m);
+      chunk = target.first(m);
+    } else {
+      chunk = std::span<const std::byte>(rbuf_.get() + roff_, rlen_);
+    }
+    roff_ += chunk.size();
+    rlen_ -= chunk.size();
+    if (rlen_ == 0) has_result_ = false;
+    client_->read_done(chunk, {});
+    if (closed_ || !reading_) return;
+  }
+  if (filled && rcap_ < 64 * 1024) {  // reads fill the buffer: a bigger one for the next
+    rcap_ *= 2;
+    rbuf_.reset(new std::byte[rcap_]);
+  }
+  if (!read_in_flight_) submit_read();
+}
+
+void ProactorChannel::start_send() {
+  if (pending_.empty() || discarded_ || wec_) return;
+  pending_.swap(inflight_);
+  send_inflight();
+}
+
+void ProactorChannel::send_inflight() {
+  send_in_flight_ = true;
+  socket_.async_send(asio::buffer(inflight_.data(), inflight_.size()), MSG_NOSIGNAL,
+                     [self = Ref(this)](std::error_code ec, std::size_t n) { self->sent(ec, n); });
+}
+
+void ProactorChannel::sent(std::error_code ec, std::size_t n) {
+  send_in_flight_ = false;
+  if (closed_) return;
+  loop_->stats().bytes_written += n;
+  if (discarded_) {
+    inflight_.clear();
+    return;
+  }
+  buffered_ -= n;
+  inflight_.consume(n);
+  if (ec) {
+    // The buffer is dropped when the failure is delivered, not before: until then the transport
+    // must still see bytes waiting (a close() meanwhile waits for them, and hears the failure).
+    wec_ = native_error(ec);
+  } else if (!inflight_.empty()) {
+    send_inflight();  // a short send: the rest, from where it stopped
+    return;
+  } else {
+    start_send();
+  }
+  queue(write_handle_);
+}
+
+void ProactorChannel::deliver_write() noexcept {
+  if (closed_) return;
+  if (wec_) {
+    inflight_.clear();
+    pending_.clear();
+    buffered_ = 0;
+    discarded_ = true;  // nothing more is sent on a failed socket
+  }
+  client_->write_done(std::exchange(wec_, {}));
+}
+
+void ProactorChannel::arm_wait(bool read) {
+  bool& in_flight = read ? wait_read_in_flight_ : wait_write_in_flight_;
+  if (in_flight || closed_) return;
+  in_flight = true;
+  socket_.async_wait(read ? asio::socket_base::wait_read : asio::socket_base::wait_write,
+                     [self = Ref(this), read](std::error_code ec) {
+    ProactorChannel& c = *self;
+    if (c.closed_) return;
+    if (ec == asio::error::operation_aborted) {
+      (read ? c.wait_read_in_flight_ : c.wait_write_in_flight_) = false;
+      return;
+    }
+    c.queue(read ? c.readable_handle_ : c.writable_handle_);
+  });
+}
+
+ssize_t ProactorChannel::send_file(int file_fd, std::uint64_t& offset, std::size_t count) noexcept {
+  const ssize_t n = send_file_suppressed(fd_, file_fd, offset, count);
+  if (n > 0) loop_->stats().bytes_written += static_cast<std::size_t>(n);
+  return n;
+}
+
+}  // namespace
+
+std::string_view proactor_backend() noexcept {
+#if defined(ASIO_HAS_IO_URING_AS_DEFAULT)
+  return "proactor/io_uring";
+#else
+  return "proactor/epoll";
+#endif
+}
+
+std::unique_ptr<EventLoop> make_proactor_event_loop() {
+  return std::make_unique<ProactorEventLoop>();
+}
+
+}  // namespace strata::detail
+
+#else  // !STRATA_HAS_PROACTOR
+
+namespace strata::detail {
+
+std::string_view proactor_backend() noexcept { return {}; }  // NOLINT
+
+std::unique_ptr<EventLoop> make_proactor_event_loop() {
+  throw std::invalid_argument(
+      "the proactor loop is not in this build: Asio (libasio-dev) was not found at configure "
+      "time");
+}
+
+}  // namespace strata::detail
+
+#endif
