@@ -10,7 +10,7 @@ packages=(g++ cmake ninja-build catch2 libbenchmark-dev python3 libssl-dev opens
   pkg-config)
 case "${1:-build}" in
   build) ;;
-  bench) packages+=(python3-uvloop libasio-dev libuv1-dev strace valgrind nginx wrk gnuplot-nox) ;;
+  bench) packages+=(python3-uvloop libasio-dev libuv1-dev liburing-dev strace valgrind nginx wrk gnuplot-nox) ;;
   tidy) packages+=(clang-tidy) ;;
   clang | fuzz) packages+=(clang libclang-rt-14-dev) ;;
   docs) packages+=(doxygen graphviz) ;;
