@@ -4,8 +4,11 @@ imports this module with its parent directory on sys.path."""
 
 import os
 import resource
+import select
 import signal
 import subprocess
+import tempfile
+import time
 
 _live = set()
 
@@ -62,3 +65,34 @@ def end_all(*_):
     """Kills every tracked process (usable as a signal handler)."""
     for p in list(_live):
         end(p, signal.SIGKILL, 2.0)
+
+
+def refusal(cmd, timeout=15.0):
+    """Starts a server (@cmd, which must take --port 0 and print "listening on HOST:PORT" once
+    ready) and stops it at once. Returns why it refused to start (its exit status and the end of
+    its stderr) when it exited before that line, else None: a server that listens, or that is
+    merely slow to (the runs will say), is no refusal. For a --loop the server does not know
+    yet, such as proactor before its issue lands."""
+    with tempfile.TemporaryFile("w+") as err:
+        p = spawn([*cmd, "--port", "0"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                  stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                r, _, _ = select.select([p.stdout], [], [], max(0.0, deadline - time.monotonic()))
+                if r:
+                    line = p.stdout.readline()
+                    if line.startswith("listening on "):
+                        return None
+                    if line:
+                        continue
+                    p.wait(5)  # end of its output: it exited (or closed stdout)
+                if p.poll() is not None:
+                    err.seek(0)
+                    tail = " ".join(err.read().split())[-240:]
+                    return f"exit status {p.returncode}" + (f": {tail}" if tail else "")
+            return None
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            end(p)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Echo servers side by side: Strata's echo server (examples/echo_server, --api protocol and
-# --api streams), a hand-written C epoll echo (the floor), Asio (callbacks and C++20
-# coroutines), libuv, and Python's asyncio and uvloop (protocols and streams), all loaded by
+# --api streams), hand-written C echoes on epoll and on io_uring (the floors of the selector
+# and proactor loops), Asio (callbacks and C++20 coroutines), libuv, and Python's asyncio and uvloop (protocols and streams), all loaded by
 # bench/echo/echo_load. See bench/README.md.
 #
 # Usage: bench/run_echo.sh [--quick] [--streams] [--servers a,b] [--sizes 64,1024]
@@ -12,9 +12,11 @@
 #              asyncio_streams at 64 B and 1 KiB, 10 connections, no idle phase (about 5
 #              minutes; --quick: under a minute, counts at 64 B, callgrind for Strata only)
 #   --loops    the loops Strata's two servers run on (echo_server --loop; default selector,
-#              i.e. epoll): each loop after the first adds strata_LOOP and strata_streams_LOOP
-#   servers: c_epoll strata strata_streams libuv asio_cb asio_coro uvloop uvloop_streams
-#            asyncio asyncio_streams (default: all)
+#              i.e. epoll): each loop after the first adds strata_LOOP and strata_streams_LOOP;
+#              with proactor, the report compares it with c_uring and with the first other
+#              loop; a loop echo_server refuses is skipped with a note
+#   servers: c_epoll c_uring strata strata_streams libuv asio_cb asio_coro uvloop
+#            uvloop_streams asyncio asyncio_streams (default: all)
 #
 # Results: build/bench/echo.json and build/bench/echo.md (STRATA_BENCH_BUILD overrides
 # build/bench). Progress goes to stderr, the Markdown tables to stdout.
@@ -78,7 +80,7 @@ fi
 peers=(echo_load c_epoll_echo)
 # The streams comparison (--streams without --servers) needs none of the C++ and libuv peers.
 if [ "$streams" = 0 ] || [ "$servers_given" = 1 ]; then
-  for t in asio_echo_callbacks asio_echo_coro libuv_echo; do
+  for t in c_uring_echo asio_echo_callbacks asio_echo_coro libuv_echo; do
     if cmake --build "$build" --target help 2>/dev/null | grep -q "^$t:"; then peers+=("$t"); fi
   done
 fi

@@ -7,12 +7,13 @@
 # (gnuplot) of requests/s and server CPU per request by message size per server, and of HTTP.
 # See bench/README.md, "The report".
 #
-# Usage: bench/run_report.sh [--quick] [--loops epoll,poll,select] [--docs] [--render-only]
-#                            [--only core,coord,echo,tls,http]
+# Usage: bench/run_report.sh [--quick] [--loops epoll,poll,select,proactor] [--docs]
+#                            [--render-only] [--only core,coord,echo,tls,http]
 #   --quick        smoke run: short windows, one repetition, no counted phases (2-3 minutes
 #                  once built; the full run takes about 40 minutes on 2 CPUs)
-#   --loops        the loops Strata runs on (default: every selector backend, epoll,poll,select;
-#                  the first is the one the ratio columns use)
+#   --loops        the loops Strata runs on (default: every selector backend and the proactor,
+#                  epoll,poll,select,proactor; the first is the one the ratio columns use; a
+#                  loop echo_server refuses is left out of every runner, with a note)
 #   --only         some of the benchmarks: core, coord, echo, tls, http (default: all)
 #   --docs         also copy the charts into docs/bench/ (what README.md shows)
 #   --render-only  redraw the report and charts from the results of the last run
@@ -66,7 +67,7 @@ if [ "$render_only" = 0 ]; then
       -DSTRATA_BUILD_EXAMPLES=ON -DSTRATA_BUILD_BENCH=ON >"$build/report.configure.log" 2>&1; then
     targets=()
     for t in bench_core_micro bench_coord_micro echo_server http_server crawler echo_load \
-        c_epoll_echo asio_echo_callbacks asio_echo_coro libuv_echo c_http_server http_count; do
+        c_epoll_echo c_uring_echo asio_echo_callbacks asio_echo_coro libuv_echo c_http_server http_count; do
       if cmake --build "$build" --target help 2>/dev/null | grep -q "^$t:"; then targets+=("$t"); fi
     done
     nice -n 10 cmake --build "$build" -j 2 --target "${targets[@]}" >&2 ||

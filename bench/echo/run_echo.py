@@ -18,12 +18,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_processes import end, end_all, forget, spawn  # noqa: E402  (bench/ on the path first)
+from bench_processes import end, end_all, forget, refusal, spawn  # noqa: E402  (bench/ on the path first)
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = "/usr/bin/python3"
 SERVER_CPU, LOAD_CPU = "0", "1"
 FLOOR, UVLOOP = "c_epoll", "uvloop"
+# The io_uring floor and the loop it is the floor of: Strata on the proactor loop is compared
+# with it (CPU per request ≤ 1.1×) and with Strata on the selector loop (≤ 1.0× at 10-50
+# connections, ≤ 0.85× from 300 on).
+URING_FLOOR, PROACTOR = "c_uring", "proactor"
+PROACTOR_VS_URING = 1.1
 STRATA, STRATA_STREAMS, UVLOOP_STREAMS = "strata", "strata_streams", "uvloop_streams"
 ASYNCIO, ASYNCIO_STREAMS = "asyncio", "asyncio_streams"
 # --streams: the streams comparison (each streams echo beside its own protocol echo).
@@ -54,6 +59,24 @@ def is_strata(key):
     return key.startswith(STRATA)
 
 
+def proactor_vs_selector_target(conns):
+    """The proactor issue's target for Strata on proactor ÷ Strata on the selector loop, by
+    connection count; None between 50 and 300, where the issue sets none."""
+    return 1.0 if conns <= 50 else 0.85 if conns >= 300 else None
+
+
+def strata_loop_keys(loops):
+    """{loop: {"protocol": key, "streams": key}} for Strata's servers on each loop."""
+    return {lp: {"protocol": strata_key(STRATA, lp, loops),
+                 "streams": strata_key(STRATA_STREAMS, lp, loops)} for lp in loops}
+
+
+def selector_reference(loops):
+    """The loop Strata on proactor is compared with: the first of --loops that is not proactor
+    (selector by default, epoll in the report's runs)."""
+    return next((lp for lp in loops if lp != PROACTOR), None)
+
+
 def servers_for(build, loops):
     b = Path(build)
     echo = b / "bench" / "echo"
@@ -67,6 +90,7 @@ def servers_for(build, loops):
                                   "--loop", loop], loop=loop))
     return [
         Server(FLOOR, "C epoll (floor)", [str(echo / "c_epoll_echo")]),
+        Server(URING_FLOOR, "C io_uring (floor)", [str(echo / "c_uring_echo")]),
         *strata,
         Server("libuv", "libuv", [str(echo / "libuv_echo")]),
         Server("asio_cb", "Asio callbacks", [str(echo / "asio_echo_callbacks")]),
@@ -523,6 +547,47 @@ def report(results, servers, a):
               f"{fmt_ratio(median(ratios(runs, k, UVLOOP, 'cpu_us_per_mib')))} |")
         p("")
 
+    # Strata on the proactor loop against the io_uring floor and against Strata on the selector
+    # loop (the first other loop of --loops), both APIs; the targets are the protocol API's.
+    loop_keys = results.get("strata_loop_keys", {})
+    pro = loop_keys.get(PROACTOR, {})
+    ref_loop = selector_reference(results.get("loops", []))
+    sel = loop_keys.get(ref_loop, {}) if ref_loop else {}
+    pro_pairs = []
+    for api in ("protocol", "streams"):
+        if pro.get(api) in keys:
+            pro_pairs += [(pro[api], den) for den in (URING_FLOOR, sel.get(api)) if den in keys]
+    if pro_pairs and cfgs:
+        p("### Strata on the proactor loop: median per-repetition ratio of server CPU per "
+          f"request to the io_uring floor and to Strata on {ref_loop}")
+        p("")
+        p("| ratio | " + " | ".join(cfg_label(c) for c in cfgs) + " |")
+        p("|---|" + "---:|" * len(cfgs))
+        checks = []
+        for num, den in pro_pairs:
+            cells = []
+            for c in cfgs:
+                r = median(ratios(pp[c], num, den, "cpu_us_per_req"))
+                results.setdefault("proactor_ratios", {})[f"{c}/{num}/{den}"] = r
+                cells.append(fmt_ratio(r))
+                if num != pro.get("protocol"):
+                    continue
+                conns = int(c.split("x")[1])
+                target = PROACTOR_VS_URING if den == URING_FLOOR else \
+                    proactor_vs_selector_target(conns)
+                if target is not None:
+                    checks.append((f"{cfg_label(c)}: CPU/req ≤ {target:.2f} × {labels[den]}", r,
+                                   r is not None and r <= target))
+            p(f"| {labels[num]} ÷ {labels[den]} | " + " | ".join(cells) + " |")
+        p("")
+        results["proactor_checks"] = [[name, v, ok] for name, v, ok in checks]
+        if checks:
+            p("| target (the proactor issue) | measured | met |")
+            p("|---|---:|:-:|")
+            for name, v, ok in checks:
+                p(f"| {name} | {fmt(v, 2)} | {'yes' if ok else '**no**'} |")
+            p("")
+
     if results["strace"] or results["callgrind"]:
         sizes = a.count_sizes
         p("### System calls and user-space instructions per request (ping-pong, 10 connections; "
@@ -634,11 +699,14 @@ def report(results, servers, a):
         p("")
 
     notes = []
+    for loop, why in results.get("loops_refused", {}).items():
+        notes.append(f"Strata on {loop} not measured: echo_server refused `--loop {loop}` "
+                     f"({why}).")
     if results.get("idle_skipped"):
         notes.append("Idle memory not measured for " + ", ".join(
             labels[k] for k in results["idle_skipped"]) + ": the select loop takes descriptors "
             "below FD_SETSIZE (1,024) only.")
-    if not any(is_strata(k) for k in keys):
+    if not any(is_strata(k) for k in keys) and not results.get("loops_refused"):
         notes.append("**Strata's echo server is not in these tables**: "
                      f"{results.get('strata_note', 'it was not found')}.")
     if a.callgrind_servers is not None and results["callgrind"]:
@@ -741,6 +809,20 @@ def main():
         if not s.available:
             log(f"  ! {s.label}: {s.cmd[0]} not found, skipped")
     present = [s for s in servers if s.available]
+    # A loop Strata's server refuses (--loop proactor before the proactor loop lands) leaves that
+    # loop's servers out of every phase, with one note, rather than a failure per phase and run.
+    loops_refused = {}
+    for s in present:
+        if is_strata(s.key) and s.loop not in loops_refused:
+            why = refusal(["taskset", "-c", SERVER_CPU, *s.cmd])
+            if why:
+                loops_refused[s.loop] = why
+                log(f"  ! Strata on {s.loop}: echo_server refused --loop {s.loop} ({why}); "
+                    "that loop's servers are skipped")
+            else:
+                loops_refused.setdefault(s.loop, None)
+    loops_refused = {lp: why for lp, why in loops_refused.items() if why}
+    present = [s for s in present if not (is_strata(s.key) and s.loop in loops_refused)]
 
     signal.signal(signal.SIGTERM, lambda *_: (end_all(), sys.exit(143)))
     signal.signal(signal.SIGINT, lambda *_: (end_all(), sys.exit(130)))
@@ -748,6 +830,8 @@ def main():
         "present": [s.key for s in present],
         "labels": {s.key: s.label for s in servers},
         "loops": loops,
+        "loops_refused": loops_refused,
+        "strata_loop_keys": strata_loop_keys(loops),
         "pingpong": {}, "stream": {}, "strace": {}, "callgrind": {}, "idle": {},
         "failures": [],
         "strata_note": a.strata_note or "examples/echo_server was not found in the build",
