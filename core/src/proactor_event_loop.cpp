@@ -26,15 +26,19 @@
 
 #if STRATA_HAS_PROACTOR
 
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <asio/bind_allocator.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/generic/stream_protocol.hpp>
 #include <asio/io_context.hpp>
-#include <asio/post.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstddef>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -59,6 +63,43 @@ std::error_code native_error(std::error_code ec) noexcept {
   }
   return ec;
 }
+
+/// Memory for one operation of a channel at a time: Asio allocates an operation's state through
+/// its handler's allocator, and a channel has at most one receive and one send in flight, so one
+/// slot for each replaces a malloc and a free per operation. Asio moves the handler (and the
+/// channel reference it holds) out of the operation before it frees the operation's memory, so
+/// the slot is still alive when it is given back.
+struct OpSlot {
+  alignas(std::max_align_t) unsigned char bytes[320];
+  bool used = false;
+};
+
+/// The allocator that hands out an OpSlot (or the heap, for anything that does not fit).
+template <class T>
+struct SlotAllocator {
+  using value_type = T;
+  explicit SlotAllocator(OpSlot* s) noexcept : slot(s) {}
+  template <class U>
+  SlotAllocator(const SlotAllocator<U>& other) noexcept : slot(other.slot) {}  // NOLINT
+  T* allocate(std::size_t n) {
+    if (!slot->used && sizeof(T) * n <= sizeof slot->bytes) {
+      slot->used = true;
+      return reinterpret_cast<T*>(slot->bytes);
+    }
+    return static_cast<T*>(::operator new(sizeof(T) * n));
+  }
+  void deallocate(T* p, std::size_t) noexcept {
+    if (reinterpret_cast<unsigned char*>(p) == slot->bytes) {
+      slot->used = false;
+    } else {
+      ::operator delete(p);
+    }
+  }
+  friend bool operator==(const SlotAllocator& a, const SlotAllocator& b) noexcept {
+    return a.slot == b.slot;
+  }
+  OpSlot* slot;
+};
 
 /// A descriptor watched for readiness: Asio's descriptor object of it, with the loop's reader
 /// and writer handles. Kept (per descriptor number) until the loop closes, so that a handler
@@ -201,6 +242,8 @@ class ProactorChannel final : public IoChannel {
   std::size_t roff_ = 0;  // the undelivered bytes of the last read: [roff_, roff_ + rlen_)
   std::size_t rlen_ = 0;
   std::error_code rec_;   // how the last read ended, when it brought nothing
+  OpSlot recv_slot_;      // the receive in flight's memory
+  OpSlot send_slot_;      // the send in flight's memory
   WriteBuffer pending_;   // written since the send in flight started
   WriteBuffer inflight_;  // what the send in flight sends; never moved meanwhile
   std::error_code wec_;
@@ -219,12 +262,20 @@ class ProactorChannel final : public IoChannel {
 
 class ProactorEventLoop final : public BaseEventLoop {
  public:
-  ProactorEventLoop() : io_(1), work_(asio::make_work_guard(io_)) {
-    // The backend (the ring, or epoll) starts with the first I/O object: start it now, so that
-    // the loop's descriptors are all open from its creation on, as the selector loop's are.
-    asio::posix::stream_descriptor start(io_);
+  // No locking inside Asio: only this thread touches the io_context. Other threads wake it
+  // through an eventfd that a wait on the ring watches (wake_up()), as on the selector loop.
+  ProactorEventLoop()
+      : io_(ASIO_CONCURRENCY_HINT_UNSAFE), work_(asio::make_work_guard(io_)), wake_(io_) {
+    const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+    wake_.assign(fd);  // starts the backend (the ring, or epoll) too
+    arm_wake();
   }
-  ~ProactorEventLoop() override { close_in_destructor(); }
+  ~ProactorEventLoop() override {
+    close_in_destructor();
+    std::error_code ec;
+    wake_.close(ec);
+  }
 
   std::string_view backend_name() const noexcept override { return proactor_backend(); }
 
@@ -263,12 +314,9 @@ class ProactorEventLoop final : public BaseEventLoop {
   }
 
   void wake_up() noexcept override {
-    if (wake_posted_.exchange(true, std::memory_order_acq_rel)) return;  // one is on its way
-    try {
-      asio::post(io_, [this] { wake_posted_.store(false, std::memory_order_release); });
-    } catch (...) {
-      wake_posted_.store(false, std::memory_order_release);
-    }
+    std::uint64_t one = 1;
+    // EAGAIN means the counter is saturated: the loop is woken already.
+    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
   }
 
   void close_backend() noexcept override {
@@ -284,7 +332,8 @@ class ProactorEventLoop final : public BaseEventLoop {
       release(*w);
     }
     to_arm_.clear();
-    // The io_context itself lives until the destructor: another thread may still call stop().
+    // The io_context and the eventfd live until the destructor: another thread may still call
+    // stop().
   }
 
  private:
@@ -348,6 +397,17 @@ class ProactorEventLoop final : public BaseEventLoop {
   }
 
   /// Starts the waits that registrations and reports since the last wait asked for.
+  void arm_wake() {
+    wake_fd_ = wake_.native_handle();
+    wake_.async_wait(asio::posix::descriptor_base::wait_read, [this](std::error_code ec) {
+      if (ec) return;  // closing
+      std::uint64_t n;
+      while (::read(wake_fd_, &n, sizeof n) > 0) {
+      }
+      arm_wake();
+    });
+  }
+
   void arm_watches() {
     for (int fd : to_arm_) {
       FdWatch& w = *watches_[static_cast<std::size_t>(fd)];
@@ -376,7 +436,8 @@ class ProactorEventLoop final : public BaseEventLoop {
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::vector<std::unique_ptr<FdWatch>> watches_;  // by descriptor
   std::vector<int> to_arm_;
-  std::atomic<bool> wake_posted_{false};
+  asio::posix::stream_descriptor wake_;  // the eventfd that wake_up() writes to
+  int wake_fd_ = -1;  // its number, for other threads: the descriptor object is this thread's
 };
 
 
@@ -419,7 +480,8 @@ void ProactorChannel::submit_read() {
   }
   read_in_flight_ = true;
   socket_.async_receive(asio::buffer(rbuf_.get(), rcap_), 0,
-                        [self = Ref(this)](std::error_code ec, std::size_t n) {
+                        asio::bind_allocator(SlotAllocator<void>(&recv_slot_),
+                                             [self = Ref(this)](std::error_code ec, std::size_t n) {
     ProactorChannel& c = *self;
     c.read_in_flight_ = false;
     if (c.closed_ || ec == asio::error::operation_aborted) return;
@@ -429,7 +491,7 @@ void ProactorChannel::submit_read() {
     c.rec_ = ec == asio::error::eof ? std::error_code() : native_error(ec);
     c.has_result_ = true;
     if (c.reading_) c.queue(c.read_handle_);
-  });
+  }));
 }
 
 void ProactorChannel::deliver_read() noexcept {
@@ -475,7 +537,10 @@ void ProactorChannel::start_send() {
 void ProactorChannel::send_inflight() {
   send_in_flight_ = true;
   socket_.async_send(asio::buffer(inflight_.data(), inflight_.size()), MSG_NOSIGNAL,
-                     [self = Ref(this)](std::error_code ec, std::size_t n) { self->sent(ec, n); });
+                     asio::bind_allocator(SlotAllocator<void>(&send_slot_),
+                                          [self = Ref(this)](std::error_code ec, std::size_t n) {
+                                            self->sent(ec, n);
+                                          }));
 }
 
 void ProactorChannel::sent(std::error_code ec, std::size_t n) {

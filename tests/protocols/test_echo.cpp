@@ -496,9 +496,17 @@ STRATA_LOOP_TEST_CASE(
     strata::Connection<PumpClient> c = co_await connect;
     PumpClient& client = *c.protocol;
 
-    // Wait until the flow stalls: the client cannot write, and the server stopped reading.
-    for (int i = 0; i < 10000; ++i) {
-      if (client.write_paused() && stats.transport != nullptr && !stats.transport->is_reading()) break;
+    // Wait until the flow stalls: the client cannot write, the server stopped reading, and no
+    // byte has moved for 20 ms. (On the proactor, the client pauses as soon as its own buffer
+    // passes high-water, while its send in flight still feeds the kernel's buffers, which TCP
+    // keeps growing for a while: the pause alone does not mean the kernel is full.)
+    std::uint64_t last_sent = 0;
+    int still = 0;
+    for (int i = 0; i < 10000 && still < 20; ++i) {
+      const bool stalled =
+          client.write_paused() && stats.transport != nullptr && !stats.transport->is_reading();
+      still = stalled && client.sent() == last_sent ? still + 1 : 0;
+      last_sent = client.sent();
       co_await strata::sleep(1ms);
     }
     REQUIRE(stats.transport != nullptr);
