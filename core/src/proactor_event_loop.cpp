@@ -136,19 +136,19 @@ class ProactorChannel final : public IoChannel {
   }
   void stop_reading() noexcept override { reading_ = false; }
 
-  std::error_code write(std::span<const std::byte> data) override {
-    pending_.append(data.data(), data.size());
+  int write_rest(std::span<const std::byte> data, ssize_t /*sent*/) override {
+    pending_.append(data.data(), data.size());  // nothing is sent inline here (direct_fd_ -1)
     buffered_ += data.size();
     if (!send_in_flight_) start_send();
-    return {};
+    return 0;
   }
-  std::error_code writev(std::span<const std::span<const std::byte>> buffers) override {
+  int writev(std::span<const std::span<const std::byte>> buffers) override {
     for (const auto& b : buffers) {
       pending_.append(b.data(), b.size());
       buffered_ += b.size();
     }
     if (!send_in_flight_ && buffered_ != 0) start_send();
-    return {};
+    return 0;
   }
   void discard_writes() noexcept override {
     pending_.clear();
@@ -195,7 +195,7 @@ class ProactorChannel final : public IoChannel {
     Ref(const Ref&) = delete;
     Ref& operator=(const Ref&) = delete;
     Ref& operator=(Ref&&) = delete;
-    ~Ref() {
+    [[gnu::always_inline]] ~Ref() {  // mostly moved-from: Asio moves a handler several times
       if (c_) c_->unref();
     }
     ProactorChannel* operator->() const noexcept { return c_; }
@@ -207,8 +207,9 @@ class ProactorChannel final : public IoChannel {
 
   ~ProactorChannel() override = default;
   void unref() noexcept {
-    if (--refs_ == 0) delete this;
+    if (--refs_ == 0) destroy();
   }
+  [[gnu::noinline]] void destroy() noexcept { delete this; }
   void end() noexcept {
     closed_ = true;
     reading_ = watch_read_ = watch_write_ = false;
@@ -268,8 +269,14 @@ class ProactorEventLoop final : public BaseEventLoop {
       : io_(ASIO_CONCURRENCY_HINT_UNSAFE), work_(asio::make_work_guard(io_)), wake_(io_) {
     const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
-    wake_.assign(fd);  // starts the backend (the ring, or epoll) too
-    arm_wake();
+    wake_fd_ = fd;  // set once, before any other thread can see the loop
+    try {
+      wake_.assign(fd);  // starts the backend (the ring, or epoll) too
+      arm_wake();
+    } catch (...) {
+      ::close(fd);
+      throw;
+    }
   }
   ~ProactorEventLoop() override {
     close_in_destructor();
@@ -398,7 +405,6 @@ class ProactorEventLoop final : public BaseEventLoop {
 
   /// Starts the waits that registrations and reports since the last wait asked for.
   void arm_wake() {
-    wake_fd_ = wake_.native_handle();
     wake_.async_wait(asio::posix::descriptor_base::wait_read, [this](std::error_code ec) {
       if (ec) return;  // closing
       std::uint64_t n;
@@ -500,7 +506,7 @@ void ProactorChannel::deliver_read() noexcept {
   if (rlen_ == 0) {  // the end of the stream, or a failure
     has_result_ = false;
     reading_ = false;
-    client_->read_done({}, rec_);
+    client_->read_ended(rec_);
     return;
   }
   const bool filled = rlen_ == rcap_ && roff_ == 0;
@@ -518,7 +524,7 @@ void ProactorChannel::deliver_read() noexcept {
     roff_ += chunk.size();
     rlen_ -= chunk.size();
     if (rlen_ == 0) has_result_ = false;
-    client_->read_done(chunk, {});
+    client_->read_done(chunk);
     if (closed_ || !reading_) return;
   }
   if (filled && rcap_ < 64 * 1024) {  // reads fill the buffer: a bigger one for the next

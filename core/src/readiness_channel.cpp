@@ -64,14 +64,7 @@ inline std::byte* read_buffer() {
 // instructions an echo request may cost. Strata never uses pthread_cancel (a C++ thread cannot
 // be unwound safely from one), so the switch buys nothing. Sanitizer builds keep the wrappers,
 // which the sanitizers intercept to check the buffers and to see the synchronisation.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define STRATA_LIBC_SOCKET_CALLS 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define STRATA_LIBC_SOCKET_CALLS 1
-#endif
-#endif
+// (STRATA_LIBC_SOCKET_CALLS: see io_channel.hpp.)
 
 inline ssize_t sys_recv(int fd, void* buf, std::size_t len) noexcept {
 #if defined(STRATA_LIBC_SOCKET_CALLS) || !defined(SYS_recvfrom)
@@ -81,18 +74,15 @@ inline ssize_t sys_recv(int fd, void* buf, std::size_t len) noexcept {
 #endif
 }
 
-inline ssize_t sys_send(int fd, const void* buf, std::size_t len) noexcept {
-#if defined(STRATA_LIBC_SOCKET_CALLS) || !defined(SYS_sendto)
-  return ::send(fd, buf, len, MSG_NOSIGNAL);
-#else
-  return ::syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, nullptr, 0);
-#endif
-}
-
 class ReadinessChannel final : public IoChannel {
  public:
   ReadinessChannel(EventLoop& loop, int fd, ChannelKind kind, IoClient& client) noexcept
-      : loop_(&loop), client_(&client), fd_(fd), is_socket_(kind == ChannelKind::socket) {}
+      : loop_(&loop), client_(&client), fd_(fd), is_socket_(kind == ChannelKind::socket) {
+    if (is_socket_) {
+      direct_fd_ = fd;
+      bytes_written_ = &loop.stats().bytes_written;
+    }
+  }
   ReadinessChannel(const ReadinessChannel&) = delete;
   ReadinessChannel& operator=(const ReadinessChannel&) = delete;
   ~ReadinessChannel() override = default;
@@ -107,18 +97,8 @@ class ReadinessChannel final : public IoChannel {
     if (reader_ && !watch_read_) remove_reader();
   }
 
-  std::error_code write(std::span<const std::byte> data) override {
-    if (buffer_.empty()) [[likely]] {
-      // The hot path: one send(), no allocation.
-      const ssize_t n = raw_send(data.data(), data.size());
-      if (static_cast<std::size_t>(n) == data.size()) [[likely]] return {};
-      return write_rest(data, n);
-    }
-    buffer_.append(data.data(), data.size());  // behind what waits already
-    buffered_ = buffer_.size();
-    return {};
-  }
-  std::error_code writev(std::span<const std::span<const std::byte>> buffers) override;
+  int write_rest(std::span<const std::byte> data, ssize_t sent) override;
+  int writev(std::span<const std::span<const std::byte>> buffers) override;
   void discard_writes() noexcept override {
     buffer_.clear();
     buffered_ = 0;
@@ -171,18 +151,18 @@ class ReadinessChannel final : public IoChannel {
  private:
   void on_readable() noexcept;
   void on_writable() noexcept;
-  [[gnu::noinline]] std::error_code write_rest(std::span<const std::byte> data, ssize_t sent);
 
   ssize_t raw_send(const std::byte* data, std::size_t size) noexcept {
-    ssize_t n;
-    if (is_socket_) [[likely]] {
-      n = sys_send(fd_, data, size);
-    } else {
-      SigpipeSuppressor guard;
-      n = ::write(fd_, data, size);
-      guard.after_write(n < 0 && errno == EPIPE);
-    }
+    const ssize_t n = is_socket_ ? send_now(fd_, data, size) : pipe_write(data, size);
     if (n > 0) loop_->stats().bytes_written += static_cast<std::size_t>(n);
+    return n;
+  }
+  /// write() to a pipe with SIGPIPE suppressed. Out of line: the socket path then saves no
+  /// registers and keeps no signal set on its stack.
+  [[gnu::noinline]] ssize_t pipe_write(const std::byte* data, std::size_t size) noexcept {
+    SigpipeSuppressor guard;
+    const ssize_t n = ::write(fd_, data, size);
+    guard.after_write(n < 0 && errno == EPIPE);
     return n;
   }
 
@@ -230,18 +210,27 @@ void ReadinessChannel::on_readable() noexcept {
   const ssize_t n = is_socket_ ? sys_recv(fd_, buf, size) : ::read(fd_, buf, size);
   if (n > 0) [[likely]] {
     loop_->stats().bytes_read += static_cast<std::size_t>(n);
-    client_->read_done(std::span<const std::byte>(buf, static_cast<std::size_t>(n)), {});
+    client_->read_done(std::span<const std::byte>(buf, static_cast<std::size_t>(n)));
     return;
   }
   if (n < 0 && is_transient(errno)) return;
   const std::error_code ec = n == 0 ? std::error_code() : errno_code(errno);
   remove_reader();  // the end of the stream, or a failure: nothing more to read
-  client_->read_done({}, ec);
+  client_->read_ended(ec);
 }
 
-std::error_code ReadinessChannel::write_rest(std::span<const std::byte> data, ssize_t sent) {
+int ReadinessChannel::write_rest(std::span<const std::byte> data, ssize_t sent) {
+  if (!buffer_.empty()) {
+    buffer_.append(data.data(), data.size());  // behind what waits already
+    buffered_ = buffer_.size();
+    return 0;
+  }
+  if (sent == 0 && !is_socket_) {  // a pipe: write() does not send inline
+    sent = raw_send(data.data(), data.size());
+    if (static_cast<std::size_t>(sent) == data.size()) return 0;
+  }
   if (sent < 0) {
-    if (!is_transient(errno)) return errno_code(errno);
+    if (!is_transient(errno)) return errno;
     sent = 0;
   }
   try {
@@ -250,15 +239,15 @@ std::error_code ReadinessChannel::write_rest(std::span<const std::byte> data, ss
     add_writer();
   } catch (const std::system_error& e) {
     discard_writes();
-    return e.code();
+    return e.code().value() != 0 ? e.code().value() : ENOMEM;
   } catch (...) {
     discard_writes();
-    return std::make_error_code(std::errc::not_enough_memory);
+    return ENOMEM;
   }
-  return {};
+  return 0;
 }
 
-std::error_code ReadinessChannel::writev(std::span<const std::span<const std::byte>> buffers) {
+int ReadinessChannel::writev(std::span<const std::span<const std::byte>> buffers) {
   std::size_t skip = 0;  // bytes of `buffers` already sent
   if (buffer_.empty()) {
     iovec iov[max_iovecs];
@@ -283,12 +272,12 @@ std::error_code ReadinessChannel::writev(std::span<const std::span<const std::by
       guard.after_write(n < 0 && errno == EPIPE);
     }
     if (n < 0) {
-      if (!is_transient(errno)) return errno_code(errno);
+      if (!is_transient(errno)) return errno;
       n = 0;
     }
     loop_->stats().bytes_written += static_cast<std::size_t>(n);
     skip = static_cast<std::size_t>(n);
-    if (skip == total) return {};
+    if (skip == total) return 0;
   }
   try {
     for (const auto& b : buffers) {
@@ -303,12 +292,12 @@ std::error_code ReadinessChannel::writev(std::span<const std::span<const std::by
     add_writer();
   } catch (const std::system_error& e) {
     discard_writes();
-    return e.code();
+    return e.code().value() != 0 ? e.code().value() : ENOMEM;
   } catch (...) {
     discard_writes();
-    return std::make_error_code(std::errc::not_enough_memory);
+    return ENOMEM;
   }
-  return {};
+  return 0;
 }
 
 void ReadinessChannel::on_writable() noexcept {

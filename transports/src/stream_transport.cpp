@@ -180,7 +180,8 @@ class StreamTransport final : public Transport,
 
   // What the channel reports (IoClient).
   std::span<std::byte> read_target() noexcept override;
-  void read_done(std::span<const std::byte> data, std::error_code ec) noexcept override;
+  void read_done(std::span<const std::byte> data) noexcept override;
+  void read_ended(std::error_code ec) noexcept override;
   void write_done(std::error_code ec) noexcept override;
   void writable() noexcept override;
   void readable() noexcept override;
@@ -528,25 +529,26 @@ std::span<std::byte> StreamTransport::read_target() noexcept {
   return buf;
 }
 
-void StreamTransport::read_done(std::span<const std::byte> data, std::error_code ec) noexcept {
-  if (conn_lost_) return;
-  if (!data.empty()) [[likely]] {
-    STRATA_ASSERT(state_ == ProtocolState::connected);
-    if (buffered_ != nullptr) {
-      try {
-        buffered_->buffer_updated(data.size());
-      } catch (...) {
-        callback_failed("buffer_updated");
-      }
-      return;
-    }
+void StreamTransport::read_done(std::span<const std::byte> data) noexcept {
+  if (conn_lost_) [[unlikely]] return;
+  STRATA_ASSERT(state_ == ProtocolState::connected);
+  if (buffered_ != nullptr) {
     try {
-      plain_->data_received(data);
+      buffered_->buffer_updated(data.size());
     } catch (...) {
-      callback_failed("data_received");
+      callback_failed("buffer_updated");
     }
     return;
   }
+  try {
+    plain_->data_received(data);
+  } catch (...) {
+    callback_failed("data_received");
+  }
+}
+
+void StreamTransport::read_ended(std::error_code ec) noexcept {
+  if (conn_lost_) return;
   reader_ = false;  // the channel stopped reading at the end or the failure
   if (ec) {
     force_close(ec);
@@ -643,8 +645,8 @@ inline void StreamTransport::send_or_buffer(std::span<const std::byte> data) {
     drop_write();
     return;
   }
-  if (const std::error_code ec = channel_->write(data)) [[unlikely]] {
-    force_close(ec);
+  if (const int e = channel_->write(data)) [[unlikely]] {
+    force_close(errno_code(e));
     return;
   }
   if (channel_->buffered() > high_water_) [[unlikely]] maybe_pause_protocol();
@@ -664,8 +666,8 @@ void StreamTransport::writelines(std::span<const std::span<const std::byte>> buf
     drop_write();
     return;
   }
-  if (const std::error_code ec = channel_->writev(buffers)) {
-    force_close(ec);
+  if (const int e = channel_->writev(buffers)) {
+    force_close(errno_code(e));
     return;
   }
   maybe_pause_protocol();

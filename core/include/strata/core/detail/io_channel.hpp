@@ -7,7 +7,10 @@
 /// how. The selector loop waits for readiness and then calls recv()/send(); the proactor loop
 /// starts the operations on io_uring (or Asio's reactor) and reports their completions.
 
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +21,18 @@
 namespace strata {
 class EventLoop;
 }
+
+// The sanitizers intercept the C library's socket calls, not syscall(2): keep them there.
+#if !defined(STRATA_LIBC_SOCKET_CALLS)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define STRATA_LIBC_SOCKET_CALLS 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define STRATA_LIBC_SOCKET_CALLS 1
+#endif
+#endif
+#endif
 
 namespace strata::detail {
 
@@ -31,10 +46,11 @@ class IoClient {
   /// and asks once the bytes are there, to copy them. On a failure (a protocol that threw),
   /// the client ends the connection itself and returns empty.
   virtual std::span<std::byte> read_target() noexcept = 0;
-  /// A read ended: @p data holds the bytes (in read_target()'s memory or the channel's), or
-  /// is empty: at the end of the stream when @p ec is clear, or a failure (@p ec). After an
-  /// end or a failure the channel reads no more.
-  virtual void read_done(std::span<const std::byte> data, std::error_code ec) noexcept = 0;
+  /// A read brought @p data (never empty), in read_target()'s memory or the channel's.
+  virtual void read_done(std::span<const std::byte> data) noexcept = 0;
+  /// Reading ended: the end of the stream (@p ec clear) or a failure. The channel reads no
+  /// more. (Apart from read_done() so that the hot path carries no error code.)
+  virtual void read_ended(std::error_code ec) noexcept = 0;
   /// The write buffer shrank (buffered() tells how far), or writing failed (@p ec set, the
   /// buffer is then dropped).
   virtual void write_done(std::error_code ec) noexcept = 0;
@@ -72,10 +88,22 @@ class IoChannel {
 
   /// Sends @p data: on the selector loop, at once as far as the kernel takes it; the rest is
   /// buffered and sent as the descriptor turns writable (write_done() reports progress).
-  /// @return a failure of the immediate send (then nothing was buffered).
-  virtual std::error_code write(std::span<const std::byte> data) = 0;
+  /// @return 0, or the errno value of a failure of the immediate send (then nothing was
+  /// buffered). An int rather than a std::error_code: this is every request's path.
+  ///
+  /// The selector loop's common case (a socket, nothing buffered) is inline: one send() and
+  /// no call through the vtable, as when the transports made the system calls themselves.
+  int write(std::span<const std::byte> data) {
+    if (direct_fd_ >= 0 && buffered_ == 0) [[likely]] {
+      const ssize_t n = send_now(direct_fd_, data.data(), data.size());
+      if (n > 0) *bytes_written_ += static_cast<std::size_t>(n);
+      if (static_cast<std::size_t>(n) == data.size()) [[likely]] return 0;
+      return write_rest(data, n);
+    }
+    return write_rest(data, 0);
+  }
   /// write() of several buffers, as one gathering send where possible.
-  virtual std::error_code writev(std::span<const std::span<const std::byte>> buffers) = 0;
+  virtual int writev(std::span<const std::span<const std::byte>> buffers) = 0;
   /// Bytes accepted by write() and not yet sent.
   std::size_t buffered() const noexcept { return buffered_; }
   /// Drops what is buffered (an abort). A send in flight on the proactor still completes; its
@@ -109,6 +137,24 @@ class IoChannel {
  protected:
   IoChannel() = default;
   IoChannel(const IoChannel&) = delete;
+
+  /// write() past its inline part: @p sent bytes of @p data went already (-1: the send failed,
+  /// errno tells why); buffers and sends the rest, or reports the failure as write() does.
+  virtual int write_rest(std::span<const std::byte> data, ssize_t sent) = 0;
+
+  /// send(MSG_NOSIGNAL) through syscall(2): glibc's send() is a cancellation point, which
+  /// costs about 60 instructions per call in a threaded process; Strata never cancels threads.
+  /// Sanitizer builds keep the wrapper, which the sanitizers intercept.
+  static ssize_t send_now(int fd, const void* buf, std::size_t len) noexcept {
+#if defined(STRATA_LIBC_SOCKET_CALLS) || !defined(SYS_sendto)
+    return ::send(fd, buf, len, MSG_NOSIGNAL);
+#else
+    return ::syscall(SYS_sendto, fd, buf, len, MSG_NOSIGNAL, nullptr, 0);
+#endif
+  }
+
+  int direct_fd_ = -1;  ///< the socket that write() sends to inline, or -1 (see write())
+  std::size_t* bytes_written_ = nullptr;  ///< the loop's counter, with direct_fd_
   IoChannel& operator=(const IoChannel&) = delete;
 
   std::size_t buffered_ = 0;     ///< what buffered() reports; kept up to date by the channel
