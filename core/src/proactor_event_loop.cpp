@@ -42,6 +42,7 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -528,10 +529,18 @@ void ProactorChannel::deliver_read() noexcept {
     if (closed_ || !reading_) return;
   }
   if (filled && rcap_ < 64 * 1024) {  // reads fill the buffer: a bigger one for the next
-    rcap_ *= 2;
-    rbuf_.reset(new std::byte[rcap_]);
+    if (auto* bigger = new (std::nothrow) std::byte[rcap_ * 2]) {
+      rbuf_.reset(bigger);
+      rcap_ *= 2;
+    }
   }
-  if (!read_in_flight_) submit_read();
+  if (read_in_flight_) return;
+  try {
+    submit_read();
+  } catch (...) {  // out of memory: the connection cannot go on reading
+    reading_ = false;
+    client_->read_ended(std::make_error_code(std::errc::not_enough_memory));
+  }
 }
 
 void ProactorChannel::start_send() {

@@ -99,6 +99,8 @@ class ReadinessChannel final : public IoChannel {
 
   int write_rest(std::span<const std::byte> data, ssize_t sent) override;
   int writev(std::span<const std::span<const std::byte>> buffers) override;
+  /// Buffers @p buffers past their first @p skip bytes (sent already) and waits to write.
+  int buffer_rest(std::span<const std::span<const std::byte>> buffers, std::size_t skip);
   void discard_writes() noexcept override {
     buffer_.clear();
     buffered_ = 0;
@@ -233,8 +235,21 @@ int ReadinessChannel::write_rest(std::span<const std::byte> data, ssize_t sent) 
     if (!is_transient(errno)) return errno;
     sent = 0;
   }
+  const std::span<const std::byte> one[] = {data};
+  return buffer_rest(one, static_cast<std::size_t>(sent));
+}
+
+int ReadinessChannel::buffer_rest(std::span<const std::span<const std::byte>> buffers,
+                                  std::size_t skip) {
   try {
-    buffer_.append(data.data() + sent, data.size() - static_cast<std::size_t>(sent));
+    for (const auto& b : buffers) {
+      if (skip >= b.size()) {
+        skip -= b.size();
+        continue;
+      }
+      buffer_.append(b.data() + skip, b.size() - skip);
+      skip = 0;
+    }
     buffered_ = buffer_.size();
     add_writer();
   } catch (const std::system_error& e) {
@@ -279,25 +294,7 @@ int ReadinessChannel::writev(std::span<const std::span<const std::byte>> buffers
     skip = static_cast<std::size_t>(n);
     if (skip == total) return 0;
   }
-  try {
-    for (const auto& b : buffers) {
-      if (skip >= b.size()) {
-        skip -= b.size();
-        continue;
-      }
-      buffer_.append(b.data() + skip, b.size() - skip);
-      skip = 0;
-    }
-    buffered_ = buffer_.size();
-    add_writer();
-  } catch (const std::system_error& e) {
-    discard_writes();
-    return e.code().value() != 0 ? e.code().value() : ENOMEM;
-  } catch (...) {
-    discard_writes();
-    return ENOMEM;
-  }
-  return 0;
+  return buffer_rest(buffers, skip);
 }
 
 void ReadinessChannel::on_writable() noexcept {
