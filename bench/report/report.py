@@ -627,30 +627,26 @@ def echo_section(raw, charts):
             rows.append(row)
         out.append(table(header, rows))
     pairs = j.get("ratios") or {}
-    if pairs and cfgs:
-        out.append("### Streams against protocols (server CPU per request)\n")
+    def ratio_table(ratios):
+        # ratios: {"CFG/NUM/DEN": value}; one row per NUM ÷ DEN, one column per configuration.
         names = []
-        for name in pairs:
+        for name in ratios:
             _, num_key, den_key = name.split("/")
             if (num_key, den_key) not in names:
                 names.append((num_key, den_key))
-        out.append(table(["ratio"] + [f"{size_label(int(c.split('x')[0]))} × "
-                                      f"{c.split('x')[1]}" for c in cfgs],
-                         [[f"{label(n)} ÷ {label(d)}"] +
-                          [ratio(pairs.get(f"{c}/{n}/{d}")) for c in cfgs] for n, d in names]))
+        return table(["ratio"] + [f"{size_label(int(c.split('x')[0]))} × "
+                                  f"{c.split('x')[1]}" for c in cfgs],
+                     [[f"{label(n)} ÷ {label(d)}"] +
+                      [ratio(ratios.get(f"{c}/{n}/{d}")) for c in cfgs] for n, d in names])
+
+    if pairs and cfgs:
+        out.append("### Streams against protocols (server CPU per request)\n")
+        out.append(ratio_table(pairs))
     pro = j.get("proactor_ratios") or {}
     if pro and cfgs:
         out.append("### Strata on the proactor loop against the io_uring floor and the selector "
                    "loop (server CPU per request)\n")
-        names = []
-        for name in pro:
-            _, num_key, den_key = name.split("/")
-            if (num_key, den_key) not in names:
-                names.append((num_key, den_key))
-        out.append(table(["ratio"] + [f"{size_label(int(c.split('x')[0]))} × "
-                                      f"{c.split('x')[1]}" for c in cfgs],
-                         [[f"{label(n)} ÷ {label(d)}"] +
-                          [ratio(pro.get(f"{c}/{n}/{d}")) for c in cfgs] for n, d in names]))
+        out.append(ratio_table(pro))
         checks = j.get("proactor_checks") or []
         if checks:
             out.append("Targets (the proactor issue): CPU per request ≤ 1.10× the io_uring "
