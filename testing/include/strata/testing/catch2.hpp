@@ -119,16 +119,65 @@ class TestLoop {
 
 }  // namespace strata::testing
 
+namespace strata::testing {
+/// The backend that the running STRATA_LOOP_TEST_CASE was registered for: the test body's
+/// TestType. Set before each run of the body; a test runs on one thread at a time.
+struct CurrentLoop {
+  static inline LoopKind kind = LoopKind::epoll;  ///< the backend  // NOLINT(*-non-const-global-variables)
+};
+}  // namespace strata::testing
+
+/// @cond INTERNAL
+// One registration of a loop test's body for one backend: its name is "<name> - <tag type>".
+#define STRATA_LOOP_TEST_REGISTER_(fn, registrar, name, tags, tag_type)                       \
+  namespace {                                                                                \
+  const ::Catch::AutoReg registrar(/* NOLINT(cert-err58-cpp) */                              \
+                                   ::Catch::makeTestInvoker(+[] {                            \
+                                     ::strata::testing::CurrentLoop::kind = tag_type::kind;  \
+                                     fn<>();                                                 \
+                                   }),                                                       \
+                                   CATCH_INTERNAL_LINEINFO, ::Catch::StringRef(),            \
+                                   ::Catch::NameAndTags{name " - " #tag_type, tags});        \
+  }
+
+// The body is a function template whose TestType defaults to CurrentLoop: it is compiled once
+// (a TEMPLATE_TEST_CASE would compile it once per backend) and registered once per backend.
+#define STRATA_LOOP_TEST_DECLARE_(fn) \
+  template <class TestType = ::strata::testing::CurrentLoop>    \
+  static void fn();
+
+// Expands the unique function name before the macros that paste it.
+#define STRATA_LOOP_TEST_EXPAND_(macro, fn, name, tags) macro(fn, name, tags)
+
+#define STRATA_LOOP_TEST_CASE_(fn, name, tags)                                               \
+  STRATA_LOOP_TEST_DECLARE_(fn)                                                              \
+  STRATA_LOOP_TEST_REGISTER_(fn, fn##_epoll, name, tags, ::strata::testing::EpollLoop)       \
+  STRATA_LOOP_TEST_REGISTER_(fn, fn##_poll, name, tags, ::strata::testing::PollLoop)         \
+  STRATA_LOOP_TEST_REGISTER_(fn, fn##_select, name, tags, ::strata::testing::SelectLoop)     \
+  STRATA_LOOP_TEST_REGISTER_(fn, fn##_proactor, name, tags, ::strata::testing::ProactorLoop) \
+  template <class TestType>                                                                  \
+  static void fn()
+
+#define STRATA_SELECTOR_LOOP_TEST_CASE_(fn, name, tags)                                    \
+  STRATA_LOOP_TEST_DECLARE_(fn)                                                            \
+  STRATA_LOOP_TEST_REGISTER_(fn, fn##_epoll, name, tags, ::strata::testing::EpollLoop)     \
+  STRATA_LOOP_TEST_REGISTER_(fn, fn##_poll, name, tags, ::strata::testing::PollLoop)       \
+  STRATA_LOOP_TEST_REGISTER_(fn, fn##_select, name, tags, ::strata::testing::SelectLoop)   \
+  template <class TestType>                                                                \
+  static void fn()
+/// @endcond
+
 /// A Catch2 test case that runs once per loop: the selector loop's three backends and the
-/// proactor loop; TestType::kind is its LoopKind. Lists as "<name> - EpollLoop",
-/// "<name> - PollLoop", "<name> - SelectLoop", "<name> - ProactorLoop".
-#define STRATA_LOOP_TEST_CASE(name, tags)                                                   \
-  TEMPLATE_TEST_CASE(name, tags, ::strata::testing::EpollLoop, ::strata::testing::PollLoop, \
-                     ::strata::testing::SelectLoop, ::strata::testing::ProactorLoop)
+/// proactor loop; in its body, TestType::kind is the LoopKind of the run. Lists as
+/// "<name> - ::strata::testing::EpollLoop", "... PollLoop", "... SelectLoop",
+/// "... ProactorLoop". The body is compiled once (TestType is strata::testing::CurrentLoop,
+/// whose kind is set before each run), not once per backend.
+#define STRATA_LOOP_TEST_CASE(name, tags) \
+  STRATA_LOOP_TEST_EXPAND_(STRATA_LOOP_TEST_CASE_, INTERNAL_CATCH_UNIQUE_NAME(strata_loop_test_), name, tags)
 
 /// A Catch2 test case that runs once per backend of the selector loop only: for what only
 /// readiness has, e.g. faults injected at the C library's recv()/send(), which the proactor's
 /// io_uring operations never call. Lists as STRATA_LOOP_TEST_CASE does, without the proactor.
-#define STRATA_SELECTOR_LOOP_TEST_CASE(name, tags)                                          \
-  TEMPLATE_TEST_CASE(name, tags, ::strata::testing::EpollLoop, ::strata::testing::PollLoop, \
-                     ::strata::testing::SelectLoop)
+#define STRATA_SELECTOR_LOOP_TEST_CASE(name, tags)                                     \
+  STRATA_LOOP_TEST_EXPAND_(STRATA_SELECTOR_LOOP_TEST_CASE_,                             \
+                           INTERNAL_CATCH_UNIQUE_NAME(strata_loop_test_), name, tags)
