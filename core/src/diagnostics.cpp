@@ -34,8 +34,7 @@ TaskInfo info_of(TaskCore& task, std::set<const TaskCore*>& shown) {
     return info;  // its frames describe earlier co_awaits: nothing to show
   }
   if (!task.started()) return info;
-  info.state = task.waiting_on() != nullptr ? TaskInfo::State::suspended
-                                            : TaskInfo::State::scheduled;
+  info.state = task.suspended() ? TaskInfo::State::suspended : TaskInfo::State::scheduled;
   info.suspended_for = loop.iteration_time() - task.suspended_since();
   info.chain = chain_of(task);
   if (detail::FutureStateBase* f = task.waiting_on()) {

@@ -9,6 +9,7 @@
 #endif
 
 #include "strata/core/detail/assert.hpp"
+#include "strata/core/detail/waiter_queue.hpp"
 #include "strata/core/log.hpp"
 #include "task_registry.hpp"
 
@@ -96,6 +97,12 @@ bool TaskCore::cancel(std::string message) {
   if (self_->done()) return false;
   ++cancels_requested_;
   if (waiter_ && waiter_->cancel(message)) return true;
+  if (parked_ != nullptr) {
+    // asyncio cancels the waiter future: the task resumes and the wait throws CancelledError.
+    cancel_message_ = std::move(message);
+    cancel_parked();
+    return true;
+  }
   must_cancel_ = true;
   cancel_message_ = std::move(message);
   return true;
@@ -167,6 +174,34 @@ void TaskCore::await_future(FutureStateBase& f, std::coroutine_handle<> h) {
   if (must_cancel_ && f.cancel(cancel_message_)) must_cancel_ = false;
 }
 
+void TaskCore::park(Waiter& w, std::coroutine_handle<> h) {
+  w.task_ = this;
+  w.state_ = Waiter::State::waiting;
+  parked_ = &w;
+  parked_keep_ = Ref<FutureStateBase>(self_);
+  resume_point_ = h;
+  record_suspension();
+  // A cancel() made while this task was running (it cancelled itself) found nothing to cancel:
+  // it cancels this wait, as await_future() hands it to the awaited future.
+  if (must_cancel_) {
+    must_cancel_ = false;
+    cancel_parked();
+  }
+}
+
+void TaskCore::cancel_parked() {
+  parked_->state_ = Waiter::State::cancelled;
+  unpark();
+}
+
+void TaskCore::unpark() {
+  parked_ = nullptr;
+  const Ref<FutureStateBase> keep = std::move(parked_keep_);  // the step takes its own
+  schedule_step();
+}
+
+void TaskCore::throw_parked_cancel() { throw CancelledError(std::move(cancel_message_)); }
+
 void TaskCore::yield(std::coroutine_handle<> h) {
   schedule_step();
   resume_point_ = h;
@@ -185,6 +220,8 @@ void TaskCore::abandon() noexcept {
   resume_point_ = {};
   if (waiter_) waiter_->remove_done_callback(waiter_callback_);  // it would keep us alive
   waiter_ = nullptr;
+  parked_ = nullptr;
+  parked_keep_ = nullptr;
   self_->status_ = FutureStateBase::Status::cancelled;
   self_->drop_callbacks();
 }

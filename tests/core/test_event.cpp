@@ -66,6 +66,31 @@ STRATA_LOOP_TEST_CASE("Event: set wakes every waiter and later waits return at o
                    "B woke", "main passed, set", "callback"});
 }
 
+STRATA_LOOP_TEST_CASE("Event: a waiting task that nobody holds lives until it is woken",
+                      "[core][event]") {
+  // A waiting task is parked on its waiter, not on a future: the park itself must keep the
+  // task alive, as a future's done callback keeps asyncio's.
+  strata::testing::TestLoop loop(TestType::kind);
+  Event event;
+  Event finished;
+  Log log;
+  auto body = [&]() -> Coro<void> {
+    auto forgotten = [](Event* e, Event* done, Log* l) -> Coro<void> {
+      co_await waiter(e, l, "A");
+      done->set();
+    };
+    {
+      Task<void> dropped = strata::create_task(forgotten(&event, &finished, &log));
+    }
+    co_await next_iteration();
+    CHECK(strata::all_tasks().size() == 2);
+    event.set();
+    co_await finished.wait();
+  };
+  loop.run(body());
+  CHECK(log == Log{"A waits", "A woke"});
+}
+
 STRATA_LOOP_TEST_CASE("Event: waiters woken by set return even if clear follows at once",
                       "[core][event]") {
   strata::testing::TestLoop loop(TestType::kind);

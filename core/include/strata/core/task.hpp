@@ -14,6 +14,8 @@ namespace strata {
 
 namespace detail {
 
+class Waiter;
+
 /// The untyped machinery of a task: stepping its coroutine, what it waits on, cancellation.
 class TaskCore {
  public:
@@ -41,6 +43,19 @@ class TaskCore {
   void wakeup();
   /// Suspends on @p f: resumes @p h when @p f is done.
   void await_future(FutureStateBase& f, std::coroutine_handle<> h);
+  /// Suspends on @p w (WaiterQueue::suspend()): resumes @p h once the waiter is woken or the
+  /// task cancelled. No future: waking schedules the next step directly.
+  void park(Waiter& w, std::coroutine_handle<> h);
+  /// The waiter this task is parked on was woken: schedules the next step.
+  void unpark();
+  /// @p w, which this task is parked on, is being destroyed (so is the task's frame).
+  void forget_parked(const Waiter& w) noexcept {
+    if (parked_ != &w) return;
+    parked_ = nullptr;
+    parked_keep_ = nullptr;
+  }
+  /// Throws the CancelledError of a cancel that found this task parked.
+  [[noreturn]] void throw_parked_cancel();
   /// Suspends for one loop iteration (sleep(0)): resumes @p h through call_soon.
   void yield(std::coroutine_handle<> h);
   /// Throws CancelledError if a cancel request awaits delivery.
@@ -58,8 +73,11 @@ class TaskCore {
   // For task dumps and stall reports (src/diagnostics.cpp).
   /// The await record of the task's root coroutine: the head of its await chain.
   const AwaitFrame* root_frame() const noexcept { return root_frame_; }
-  /// The future the task is suspended on, or nullptr (scheduled, running or not started).
+  /// The future the task is suspended on, or nullptr (parked on a waiter, scheduled, running
+  /// or not started).
   FutureStateBase* waiting_on() const noexcept { return waiter_.get(); }
+  /// Whether the task waits: on a future, or parked on a waiter.
+  bool suspended() const noexcept { return waiter_ || parked_ != nullptr; }
   /// Whether the coroutine has started.
   bool started() const noexcept { return started_; }
   /// The innermost co_await of the task's last suspension, and the loop's time then.
@@ -89,6 +107,8 @@ class TaskCore {
   void unlink() noexcept;
   /// Notes where and when the task suspends: the leaf of its await chain.
   void record_suspension() noexcept;
+  /// Marks the waiter this task is parked on cancelled and schedules the step that throws.
+  void cancel_parked();
 
   FutureStateBase* self_;
   const AwaitFrame* root_frame_ = nullptr;
@@ -98,6 +118,9 @@ class TaskCore {
   std::uint64_t id_;
   Ref<FutureStateBase> waiter_;   // the future being awaited (asyncio's _fut_waiter)
   CallbackId waiter_callback_ = 0;  // this task's wake-up on waiter_
+  Waiter* parked_ = nullptr;      // the waiter it is parked on (instead of a future)
+  Ref<FutureStateBase> parked_keep_;  // while parked: keeps the task alive, as a future's
+                                      // done callback would (nobody may hold the Task)
   TaskCore* prev_ = nullptr;      // the loop's list of live tasks
   TaskCore* next_ = nullptr;
   int cancels_requested_ = 0;

@@ -1,21 +1,25 @@
 #pragma once
 /// @file
-/// WaiterQueue: the FIFO of suspended tasks behind Lock, Event, Condition and Semaphore
-/// (asyncio's deque of waiter futures, made intrusive).
+/// WaiterQueue: the FIFO of suspended tasks behind Lock, Event, Condition, Semaphore and the
+/// streams (asyncio's deque of waiter futures, made intrusive and future-free).
 
 #include <coroutine>
 #include <cstddef>
 
-#include "strata/core/detail/ref.hpp"
-#include "strata/core/event_loop.hpp"
-#include "strata/core/future.hpp"
+#include "strata/core/detail/assert.hpp"
+#include "strata/core/task.hpp"
 
 namespace strata::detail {
 
 class WaiterQueue;
 
-/// One suspended task's place in a WaiterQueue: the future it awaits. The node lives in the
-/// awaiter, inside the waiting coroutine's frame, and unlinks itself when destroyed.
+/// One suspended task's place in a WaiterQueue. The node lives in the awaiter, inside the
+/// waiting coroutine's frame, and unlinks itself when destroyed.
+///
+/// A waiting task is parked on its node (TaskCore::park()), not on a Future: waking it
+/// schedules its next step directly, and Task::cancel() marks the node cancelled and schedules
+/// the step that throws CancelledError. What asyncio does with a waiter future, without
+/// allocating one per wait.
 class Waiter {
  public:
   Waiter() noexcept = default;
@@ -23,21 +27,30 @@ class Waiter {
   Waiter& operator=(const Waiter&) = delete;
   inline ~Waiter();
 
-  /// Its future is done: woken, or cancelled.
-  bool done() const noexcept { return future_ && future_->done(); }
-  /// Its future is cancelled: the waiting task is being cancelled.
-  bool cancelled() const noexcept { return future_ && future_->cancelled(); }
-  /// Woken (its future has a result): it was chosen, and must act on it or pass it on.
-  bool woken() const noexcept { return done() && !cancelled(); }
-  /// Completes the future; the task resumes through call_soon, never inside this call.
-  void wake() { future_->set_result(); }
+  /// Woken or cancelled: its task's step is scheduled, or has run.
+  bool done() const noexcept { return state_ == State::woken || state_ == State::cancelled; }
+  /// Cancelled: the waiting task is being cancelled.
+  bool cancelled() const noexcept { return state_ == State::cancelled; }
+  /// Woken: it was chosen, and must act on it or pass it on.
+  bool woken() const noexcept { return state_ == State::woken; }
+  /// Wakes the waiting task; it resumes through call_soon, never inside this call.
+  /// Precondition: it waits (not done()).
+  void wake() {
+    STRATA_ASSERT(state_ == State::waiting);
+    state_ = State::woken;
+    task_->unpark();
+  }
 
  private:
   friend class WaiterQueue;
-  Ref<FutureState<void>> future_;
+  friend class TaskCore;
+  enum class State : unsigned char { idle, waiting, woken, cancelled };
+
+  TaskCore* task_ = nullptr;
   WaiterQueue* queue_ = nullptr;
   Waiter* prev_ = nullptr;
   Waiter* next_ = nullptr;
+  State state_ = State::idle;
 };
 
 /// An intrusive FIFO of Waiter nodes; removal is O(1). Loop thread only.
@@ -56,14 +69,18 @@ class WaiterQueue {
   Waiter* front() const noexcept { return head_; }
   static Waiter* next(const Waiter& w) noexcept { return w.next_; }
 
-  /// Gives @p w a fresh future on the running loop, queues it last and suspends the current
-  /// task on that future.
-  /// @throws EventLoopError  no loop is running.  @throws InvalidStateError  not in a task.
+  /// Queues @p w last and parks the current task on it until it is woken or cancelled.
+  /// @throws InvalidStateError  not in a task.
   void suspend(Waiter& w, std::coroutine_handle<> h) {
-    w.future_ = Ref<FutureState<void>>(new FutureState<void>(get_running_loop()));
+    TaskCore* task = TaskCore::current();
+    if (task == nullptr) {
+      throw InvalidStateError(
+          "a wait outside a Task; run the coroutine with create_task(), run_until_complete() "
+          "or strata::run()");
+    }
     push_back(w);
     try {
-      suspend_on_future(*w.future_, h);
+      task->park(w, h);
     } catch (...) {
       remove(w);
       throw;
@@ -71,11 +88,12 @@ class WaiterQueue {
   }
 
   /// After the task resumes from suspend(): unlinks @p w, then throws CancelledError if the
-  /// task was cancelled (its future cancelled, or a cancel arrived after it was woken).
+  /// task was cancelled (while it waited, or after it was woken). woken() and cancelled() keep
+  /// their answers for the caller's clean-up.
   void resume(Waiter& w) {
     remove(w);
     deliver_pending_cancel();
-    w.future_->take();
+    if (w.cancelled()) TaskCore::current()->throw_parked_cancel();
   }
 
   /// Unlinks @p w; a no-op when it is not queued.
@@ -105,6 +123,8 @@ class WaiterQueue {
 
 inline Waiter::~Waiter() {
   if (queue_) queue_->remove(*this);
+  // Destroyed while its task is parked on it (the task's frame is being destroyed).
+  if (state_ == State::waiting && task_ != nullptr) task_->forget_parked(*this);
 }
 
 }  // namespace strata::detail
