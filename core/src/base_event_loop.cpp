@@ -45,6 +45,12 @@ Handle BaseEventLoop::do_call_soon(Callback&& callback) {
   return Handle(h);
 }
 
+void BaseEventLoop::do_call_soon_handle(HandleImpl& handle) {
+  check_open();
+  if (debug_) check_thread("call_soon");
+  push_ready(&handle);
+}
+
 TimerHandle BaseEventLoop::do_call_at(TimePoint when, Callback&& callback) {
   check_open();
   if (debug_) check_thread("call_later/call_at");

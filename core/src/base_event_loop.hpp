@@ -46,6 +46,7 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
   BaseEventLoop() = default;
 
   Handle do_call_soon(Callback&& callback) override;
+  void do_call_soon_handle(HandleImpl& handle) override;
   TimerHandle do_call_at(TimePoint when, Callback&& callback) override;
   Handle do_call_soon_threadsafe(Callback&& callback) override;
   void do_add_signal_handler(int sig, Callback&& callback) override;

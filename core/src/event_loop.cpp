@@ -274,7 +274,9 @@ void HandleImpl::cancel() noexcept {
 }
 
 void HandleImpl::destroy() noexcept {
-  if (is_timer_) {
+  if (embedded_) {
+    release_embedded_handle(*this);  // may free the owner, and this handle with it
+  } else if (is_timer_) {
     static_cast<TimerHandleImpl*>(this)->~TimerHandleImpl();
     small_deallocate(this, sizeof(TimerHandleImpl));
   } else if (threadsafe_) {

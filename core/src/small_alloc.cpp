@@ -24,7 +24,7 @@ namespace strata::detail {
 namespace {
 
 constexpr std::size_t granule = 16;
-constexpr std::size_t classes = 32;             // sizes up to 512 bytes: a task with a
+constexpr std::size_t classes = 64;             // sizes up to 1 KiB: a task with a
                                                 // large result (an HTTP response) fits
 constexpr std::size_t chunk_bytes = 64 * 1024;  // fresh blocks are carved from chunks
 

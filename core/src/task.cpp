@@ -24,8 +24,17 @@ std::atomic<std::uint64_t> task_counter{0};
 
 
 
-/// The call_soon callback that steps a task; names the task in logs.
+/// The callback of a task's step handle; names the task in logs. The handle's queueing holds
+/// the task's reference (schedule_step(), release_embedded_handle()).
 struct TaskStep {
+  TaskCore* task;
+  void operator()() const { task->step(); }
+  std::string describe() const { return "step of Task '" + task->name() + "'"; }
+};
+
+/// The fallback when the step handle is queued already: a fresh handle holding its own
+/// reference.
+struct TaskStepOnce {
   Ref<FutureStateBase> keep;
   TaskCore* task;
   void operator()() const { task->step(); }
@@ -61,7 +70,9 @@ void coroutine_frame_miscompiled() noexcept {
 }
 
 TaskCore::TaskCore(FutureStateBase& self, std::string&& name)
-    : self_(&self), id_(task_counter.fetch_add(1, std::memory_order_relaxed) + 1) {
+    : self_(&self),
+      id_(task_counter.fetch_add(1, std::memory_order_relaxed) + 1),
+      step_handle_(*this) {
   if (!name.empty()) name_ = std::move(name);  // most tasks keep the default, made lazily
   link();
 }
@@ -91,7 +102,29 @@ void TaskCore::unlink() noexcept {
   prev_ = next_ = nullptr;
 }
 
-void TaskCore::schedule_step() { self_->loop().call_soon(TaskStep{Ref<FutureStateBase>(self_), this}); }
+void TaskCore::schedule_step() {
+  if (step_handle_.queued()) {  // not expected: a task waits for one thing at a time
+    self_->loop().call_soon(TaskStepOnce{Ref<FutureStateBase>(self_), this});
+    return;
+  }
+  // The queue's reference to the handle stands for one on the task, dropped by
+  // release_embedded_handle() once the loop has run (or dropped) the step.
+  self_->add_ref();
+  try {
+    self_->loop().do_call_soon_handle(step_handle_);
+  } catch (...) {
+    self_->release();
+    throw;
+  }
+}
+
+TaskStepHandle::TaskStepHandle(TaskCore& task) noexcept
+    : HandleImpl(TaskStep{&task}, Embedded{}), task_(&task) {}
+
+void release_embedded_handle(HandleImpl& handle) noexcept {
+  // The only embedded handles are tasks' steps.
+  static_cast<TaskStepHandle&>(handle).task().future().release();
+}
 
 bool TaskCore::cancel(std::string message) {
   if (self_->done()) return false;

@@ -360,6 +360,9 @@ class EventLoop {
 
   /// The backend's call_soon(), with the callable already type-erased.
   virtual Handle do_call_soon(Callback&& callback) = 0;
+  /// call_soon() of a handle that exists already (a task's embedded step): queues it, taking
+  /// one reference.
+  virtual void do_call_soon_handle(detail::HandleImpl& handle) = 0;
   /// The backend's call_at() (call_later() passes time() + delay).
   virtual TimerHandle do_call_at(TimePoint when, Callback&& callback) = 0;
   /// The backend's call_soon_threadsafe(); must be safe to call from any thread.

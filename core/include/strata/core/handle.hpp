@@ -36,6 +36,19 @@ class HandleImpl {
                       bool is_timer = false) noexcept
       : callback_(std::move(callback)), threadsafe_(threadsafe), is_timer_(is_timer) {}
 
+  /// Tag of the constructor of an embedded handle.
+  struct Embedded {};
+  /// A handle that lives inside its owner (a task's step) and is queued again and again: its
+  /// count starts at 0, each queueing takes one reference, and the last release calls
+  /// release_embedded_handle() (which drops the owner's reference) instead of freeing it.
+  template <class F>
+  HandleImpl(F&& callback, Embedded) noexcept
+      : callback_(std::forward<F>(callback)), refs_(0), threadsafe_(false), is_timer_(false),
+        embedded_(true) {}
+
+  /// Whether a queue holds it (embedded handles: it must not be queued twice).
+  bool queued() const noexcept { return refs_.load(std::memory_order_relaxed) != 0; }
+
   /// Makes a handle: from the thread's small-object cache, except for thread-safe handles,
   /// which foreign (possibly short-lived) threads make.
   static HandleImpl* create(UniqueFunction<void()>&& callback, bool threadsafe = false) {
@@ -95,8 +108,13 @@ class HandleImpl {
   std::atomic<bool> cancelled_{false};
   bool threadsafe_;
   bool is_timer_;
+  bool embedded_ = false;
   bool running_ = false;
 };
+
+/// The last release of an embedded handle (HandleImpl::Embedded): its owner lets go of the
+/// reference it took when it queued the handle. Defined by the owner's kind (task.cpp).
+void release_embedded_handle(HandleImpl& handle) noexcept;
 
 /// A HandleImpl with a deadline and its place in the owner's timer queue.
 class TimerHandleImpl final : public HandleImpl {

@@ -15,6 +15,22 @@ namespace strata {
 namespace detail {
 
 class Waiter;
+class TaskCore;
+
+/// A task's step: the handle embedded in the task that schedule_step() queues, so that waking
+/// a task allocates nothing.
+class TaskStepHandle final : public HandleImpl {
+ public:
+  explicit TaskStepHandle(TaskCore& task) noexcept;
+  TaskStepHandle(const TaskStepHandle&) = delete;
+  TaskStepHandle& operator=(const TaskStepHandle&) = delete;
+  ~TaskStepHandle() = default;
+
+  TaskCore& task() const noexcept { return *task_; }
+
+ private:
+  TaskCore* task_;
+};
 
 /// The untyped machinery of a task: stepping its coroutine, what it waits on, cancellation.
 class TaskCore {
@@ -119,6 +135,7 @@ class TaskCore {
   Ref<FutureStateBase> waiter_;   // the future being awaited (asyncio's _fut_waiter)
   CallbackId waiter_callback_ = 0;  // this task's wake-up on waiter_
   Waiter* parked_ = nullptr;      // the waiter it is parked on (instead of a future)
+  TaskStepHandle step_handle_;     // the step, queued by schedule_step()
   Ref<FutureStateBase> parked_keep_;  // while parked: keeps the task alive, as a future's
                                       // done callback would (nobody may hold the Task)
   TaskCore* prev_ = nullptr;      // the loop's list of live tasks
