@@ -138,3 +138,49 @@ STRATA_LOOP_TEST_CASE("Event: a cancelled waiter leaves the other waiters to be 
   CHECK(a.cancelled());
   CHECK(c.cancelled());
 }
+
+STRATA_LOOP_TEST_CASE("Event: a cancel reaches a waiting task as it reaches one awaiting a future",
+                      "[core][event][cancel]") {
+  // The waiting task is parked on its waiter, not on a future: the messages, the count and
+  // uncancel() must still behave as asyncio's (see the Task test with a future).
+  strata::testing::TestLoop loop(TestType::kind);
+  Event event;
+  Log log;
+  auto worker = [&log](Event* e) -> Coro<void> {
+    try {
+      co_await e->wait();
+      log.push_back("woke");
+    } catch (const strata::CancelledError& error) {
+      log.push_back("caught " + error.message() + ", cancelling " +
+                    std::to_string(strata::current_task().cancelling()));
+    }
+  };
+  auto body = [&]() -> Coro<void> {
+    // Two requests before the task runs: the latest message wins.
+    Task<void> twice = strata::create_task(worker(&event));
+    co_await next_iteration();
+    CHECK(twice.cancel("first"));
+    CHECK(twice.cancel("second"));
+    CHECK(twice.cancelling() == 2);
+    co_await twice;
+    // A request taken back before the task runs: the wait was cancelled already, so the
+    // task still gets its CancelledError (asyncio: the waiter future stays cancelled).
+    Task<void> taken_back = strata::create_task(worker(&event));
+    co_await next_iteration();
+    CHECK(taken_back.cancel("only"));
+    CHECK(taken_back.uncancel() == 0);
+    co_await taken_back;
+    // Woken first, cancelled before it runs: the cancel wins, and set() is not lost for the
+    // other waiter.
+    Task<void> woken = strata::create_task(worker(&event));
+    Task<void> other = strata::create_task(worker(&event));
+    co_await next_iteration();
+    event.set();
+    CHECK(woken.cancel("late"));
+    co_await woken;
+    co_await other;
+  };
+  loop.run(body());
+  CHECK(log == Log{"caught second, cancelling 2", "caught only, cancelling 0",
+                   "caught late, cancelling 1", "woke"});
+}
