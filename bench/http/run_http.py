@@ -220,6 +220,15 @@ class Running:
         except (OSError, ValueError):
             return ""
 
+    def nudge(self):
+        """Opens and closes one connection to the server's port (to wake a blocked loop)."""
+        if getattr(self, "port", None) is None:
+            return
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=2.0).close()
+        except OSError:
+            pass
+
     def stop(self, grace=10.0):
         """SIGINT to the server itself (a wrapper, strace or valgrind, then exits on its own),
         repeated every 5 s: a server whose handler only sets a flag can miss one that lands
@@ -234,7 +243,9 @@ class Running:
             try:
                 self.proc.wait(max(0.1, min(5.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
-                pass
+                # Under valgrind, a loop blocked in io_uring_enter (the proactor) may not see
+                # the signal until something completes: a connection wakes it.
+                self.nudge()
         rc = end(self.proc, signal.SIGKILL, 5.0)
         self.err.write(f"== exit status {rc}\n")
         self.err.close()
