@@ -103,7 +103,9 @@ void TaskCore::unlink() noexcept {
 }
 
 void TaskCore::schedule_step() {
-  if (step_handle_.queued()) {  // not expected: a task waits for one thing at a time
+  // The step handle is queued or running: the task was woken inside its own step (DrainOp's
+  // yield does that). A fresh handle then, with its own reference.
+  if (step_handle_.queued()) {
     self_->loop().call_soon(TaskStepOnce{Ref<FutureStateBase>(self_), this});
     return;
   }
