@@ -139,19 +139,21 @@ std::optional<int> parse_options(int argc, char** argv) {
 // ---- Serving one connection -------------------------------------------------------------------
 
 /// The bytes one read of echo_stream() takes at most.
-constexpr std::ptrdiff_t stream_chunk = 64 * 1024;
+constexpr std::size_t stream_chunk = 64 * 1024;
 
-/// --api streams: echoes one connection, as start_server() calls it. send() waits only while
-/// the peer does not read (the writer is above its high-water mark), so a peer that sends and
-/// never reads stops being read from (the reader's buffer fills and pauses the socket) instead
-/// of growing the server's memory. At EOF it returns, and start_server() closes the connection
-/// once what was written is sent.
+/// --api streams: echoes one connection, as start_server() calls it. Each read goes into one
+/// string whose capacity is reused (no allocation per read; a connection that has sent nothing
+/// holds no buffer). send() waits only while the peer does not read (the writer is above its
+/// high-water mark), so a peer that sends and never reads stops being read from (the reader's
+/// buffer fills and pauses the socket) instead of growing the server's memory. At EOF it
+/// returns, and start_server() closes the connection once what was written is sent.
+// [snippet:echo_stream]
 strata::Coro<void> echo_stream(strata::StreamReader reader, strata::StreamWriter writer) {
   try {
+    std::string data;
     for (;;) {
-      strata::detail::ReadOp read = reader.read(stream_chunk);
-      std::string data = co_await read;
-      if (data.empty()) break;  // EOF
+      strata::detail::ReadIntoOp read = reader.read_into(data, stream_chunk);
+      if (co_await read == 0) break;  // EOF
       strata::detail::DrainOp send = writer.send(data);
       co_await send;
     }
@@ -159,6 +161,7 @@ strata::Coro<void> echo_stream(strata::StreamReader reader, strata::StreamWriter
     // Reset or lost: there is no one left to echo to, and nothing to report.
   }
 }
+// [/snippet:echo_stream]
 
 // ---- One loop's listener ------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 // Fuzz target stream_reader: strata::StreamReader driven by a script that the input spells out:
 // feed_data() of input bytes in chunks of input-chosen sizes, feed_eof(), set_exception(),
-// and the reads read(n) (n = -1, 0 or more), readexactly(n), readline() and readuntil() with
-// one or two input-chosen separators, each read in a task of its own (so that a read that must
+// and the reads read(n) (n = -1, 0 or more), read_into() of a span or a string, readexactly(n),
+// readline() and readuntil() with one or two input-chosen separators, each read in a task of its own (so that a read that must
 // wait does, and a read issued meanwhile is refused), and the cancellation of a waiting read.
 // Optionally with a transport, to exercise the flow control.
 //
@@ -28,7 +28,8 @@
 //             3: read(k - 1)            4: readexactly(k)          5: readline()
 //             6: readuntil(): the next (k & 3) + 1 bytes are a separator, and when
 //                (k >> 2) & 3 is not 0, that many more bytes are a second one
-//             7: k < 4: feed_eof(); k < 6: set_exception(); else cancel the waiting read
+//             7: k < 4: feed_eof(); k < 6: set_exception(); k < 16: cancel the waiting
+//                read; else read_into() of (k - 16) / 2 bytes, k odd: into a string
 #include <strata/core/coro.hpp>
 #include <strata/core/errors.hpp>
 #include <strata/core/task.hpp>
@@ -41,6 +42,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -61,7 +63,8 @@ struct ConnectionError : std::runtime_error {
 
 /// A read the script issues.
 struct ReadRequest {
-  enum class Kind { read, readexactly, readline, readuntil } kind = Kind::read;
+  enum class Kind { read, readexactly, readline, readuntil, read_into_span, read_into_string };
+  Kind kind = Kind::read;
   std::ptrdiff_t n = 0;
   std::vector<std::string> separators;
 
@@ -69,6 +72,8 @@ struct ReadRequest {
     switch (kind) {
       case Kind::read: return "read(" + std::to_string(n) + ")";
       case Kind::readexactly: return "readexactly(" + std::to_string(n) + ")";
+      case Kind::read_into_span: return "read_into(span of " + std::to_string(n) + ")";
+      case Kind::read_into_string: return "read_into(string, " + std::to_string(n) + ")";
       case Kind::readline: return "readline()";
       case Kind::readuntil: {
         std::string s = "readuntil(";
@@ -118,6 +123,19 @@ Coro<void> run_read(StreamReader reader, std::shared_ptr<Reading> r) {
     const ReadRequest& q = r->request;
     switch (q.kind) {
       case ReadRequest::Kind::read: o.bytes = co_await reader.read(q.n); break;
+      case ReadRequest::Kind::read_into_span: {
+        std::vector<char> buffer(static_cast<std::size_t>(q.n));
+        const std::size_t got = co_await reader.read_into(std::span<char>(buffer));
+        o.bytes.assign(buffer.data(), got);
+        break;
+      }
+      case ReadRequest::Kind::read_into_string: {
+        std::string buffer = "stale";
+        const std::size_t got = co_await reader.read_into(buffer, static_cast<std::size_t>(q.n));
+        if (got != buffer.size()) throw std::logic_error("read_into() returned a wrong count");
+        o.bytes = buffer;
+        break;
+      }
       case ReadRequest::Kind::readexactly:
         o.bytes = co_await reader.readexactly(static_cast<std::size_t>(q.n));
         break;
@@ -176,6 +194,8 @@ struct Model {
     }
     switch (q.kind) {
       case ReadRequest::Kind::read:
+      case ReadRequest::Kind::read_into_span:
+      case ReadRequest::Kind::read_into_string:
         if (q.n == 0) return o;
         if (q.n < 0) {
           if (!eof) return std::nullopt;
@@ -524,8 +544,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             script.feed_eof();
           } else if (k < 6) {
             script.set_exception();
-          } else {
+          } else if (k < 16) {
             script.cancel();
+          } else {
+            q.kind = (k & 1) != 0 ? ReadRequest::Kind::read_into_string
+                                  : ReadRequest::Kind::read_into_span;
+            q.n = static_cast<std::ptrdiff_t>((k - 16) / 2);
+            script.read(q);
           }
           break;
       }

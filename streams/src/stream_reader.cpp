@@ -15,7 +15,6 @@
 #include <stdexcept>
 #include <utility>
 
-#include "reader_state.hpp"
 #include "strata/core/detail/assert.hpp"
 #include "strata/core/errors.hpp"
 #include "strata/transports/transport.hpp"
@@ -78,7 +77,7 @@ void ReaderState::wake_if_ready() {
 
 // ---- ReadOp ------------------------------------------------------------------------------
 
-ReadOp::ReadOp(std::shared_ptr<ReaderState> state, Kind kind, std::ptrdiff_t n,
+ReadOp::ReadOp(Ref<ReaderState> state, Kind kind, std::ptrdiff_t n,
                std::vector<std::string> separators) noexcept
     : state_(std::move(state)), separators_(std::move(separators)), n_(n), kind_(kind) {}
 
@@ -86,6 +85,9 @@ ReadOp::ReadOp(ReadOp&& other) noexcept
     : state_(std::move(other.state_)),
       separators_(std::move(other.separators_)),
       accumulated_(std::move(other.accumulated_)),
+      into_(other.into_),
+      into_string_(other.into_string_),
+      filled_(other.filled_),
       n_(other.n_),
       searched_(other.searched_),
       kind_(other.kind_) {
@@ -101,6 +103,33 @@ ReadOp::~ReadOp() {
     st.data = std::move(accumulated_) + std::string(st.view());
     st.head = 0;
   }
+  give_back_filled();
+}
+
+void ReadOp::fill(std::string_view bytes) {
+  if (into_string_ != nullptr) {
+    into_string_->append(bytes);
+  } else {
+    std::memcpy(into_ + filled_, bytes.data(), bytes.size());
+    filled_ += bytes.size();
+  }
+}
+
+std::string_view ReadOp::filled() const noexcept {
+  return into_string_ != nullptr ? std::string_view(*into_string_)
+                                 : std::string_view(into_, filled_);
+}
+
+void ReadOp::give_back_filled() noexcept {
+  const std::string_view bytes = filled();
+  if (bytes.empty()) return;
+  ReaderState& st = *state_;
+  // The filled bytes were taken while the buffer was empty: they go before all of it. (Only
+  // the allocation can fail; a reader that cannot hold its own bytes has no way on.)
+  st.data = std::string(bytes) + std::string(st.view());
+  st.head = 0;
+  if (into_string_ != nullptr) into_string_->clear();
+  filled_ = 0;
 }
 
 std::size_t ReadOp::search_start() const noexcept { return searched_; }
@@ -128,6 +157,8 @@ bool ReadOp::can_complete() const noexcept {
   switch (kind_) {
     case Kind::read:
       return n_ == 0 || (n_ > 0 && st.size() > 0);
+    case Kind::read_into:
+      return n_ == 0 || st.size() > 0 || !filled().empty();
     case Kind::readexactly:
       return st.size() >= static_cast<std::size_t>(n_);
     case Kind::readline:
@@ -166,24 +197,49 @@ void ReadOp::await_suspend(std::coroutine_handle<> h) {
   waiting_ = true;
 }
 
-std::string ReadOp::await_resume() {
+void ReadOp::end_wait() {
   ReaderState& st = *state_;
-  if (waiting_) {
-    waiting_ = false;
-    if (st.waiting == this) st.waiting = nullptr;
-    try {
-      st.queue.resume(waiter_);
-    } catch (...) {
-      // Cancelled: nothing is consumed; what read(-1) took goes back to the buffer.
-      if (!accumulated_.empty()) {
-        st.data = std::move(accumulated_) + std::string(st.view());
-        st.head = 0;
-        accumulated_.clear();
-      }
-      throw;
+  waiting_ = false;
+  if (st.waiting == this) st.waiting = nullptr;
+  try {
+    st.queue.resume(waiter_);
+  } catch (...) {
+    // Cancelled: nothing is consumed; what read(-1) or read_into() took goes back.
+    if (!accumulated_.empty()) {
+      st.data = std::move(accumulated_) + std::string(st.view());
+      st.head = 0;
+      accumulated_.clear();
+    }
+    give_back_filled();
+    throw;
+  }
+}
+
+std::string ReadOp::await_resume() {
+  if (waiting_) end_wait();
+  return complete();
+}
+
+std::size_t ReadOp::resume_into() {
+  if (waiting_) end_wait();
+  ReaderState& st = *state_;
+  if (st.exception) {
+    give_back_filled();
+    std::rethrow_exception(st.exception);
+  }
+  // Top up from the buffer: what feed_data() copied in came before all of it.
+  const std::size_t have = filled().size();
+  const std::size_t more = std::min(static_cast<std::size_t>(n_) - have, st.size());
+  if (more > 0) {
+    fill(st.view().substr(0, more));
+    st.head += more;
+    if (st.head == st.data.size()) {
+      st.data.clear();
+      st.head = 0;
     }
   }
-  return complete();
+  st.maybe_resume_transport();
+  return have + more;
 }
 
 std::string ReadOp::complete() {
@@ -212,6 +268,9 @@ std::string ReadOp::complete() {
     }
     case Kind::readuntil:
       out = complete_readuntil();
+      break;
+    case Kind::read_into:
+      STRATA_ASSERT(false && "a read_into() completes in resume_into()");
       break;
     case Kind::readline:
       try {
@@ -258,7 +317,7 @@ using detail::ReadOp;
 
 StreamReader::StreamReader(std::size_t limit) {
   if (limit == 0) throw std::invalid_argument("StreamReader: limit must be > 0");
-  state_ = std::make_shared<detail::ReaderState>(limit);
+  state_ = detail::Ref<detail::ReaderState>(new detail::ReaderState(limit));
 }
 
 ReadOp StreamReader::read(std::ptrdiff_t n) { return ReadOp(state_, ReadOp::Kind::read, n, {}); }
@@ -292,6 +351,27 @@ ReadOp StreamReader::readuntil(std::vector<std::string> separators) {
   return ReadOp(state_, ReadOp::Kind::readuntil, 0, std::move(separators));
 }
 
+detail::ReadIntoOp StreamReader::make_read_into(char* fixed, std::string* growing,
+                                                std::size_t n) {
+  if (n > static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max())) {
+    throw std::invalid_argument("read_into: n is too large");
+  }
+  if (growing != nullptr) growing->clear();
+  return detail::ReadIntoOp(state_, fixed, growing, n);
+}
+
+detail::ReadIntoOp StreamReader::read_into(std::span<std::byte> buffer) {
+  return make_read_into(reinterpret_cast<char*>(buffer.data()), nullptr, buffer.size());
+}
+
+detail::ReadIntoOp StreamReader::read_into(std::span<char> buffer) {
+  return make_read_into(buffer.data(), nullptr, buffer.size());
+}
+
+detail::ReadIntoOp StreamReader::read_into(std::string& buffer, std::size_t n) {
+  return make_read_into(nullptr, &buffer, n);
+}
+
 namespace {
 AsyncGenerator<std::string> lines_of(StreamReader reader) {
   for (;;) {
@@ -312,6 +392,17 @@ void StreamReader::feed_data(std::string_view data) {
   detail::ReaderState& st = *state_;
   if (st.eof) throw InvalidStateError("feed_data() after feed_eof()");
   if (data.empty()) return;
+  ReadOp* const into = st.waiting;
+  if (into != nullptr && into->kind_ == ReadOp::Kind::read_into && st.size() == 0 &&
+      !st.exception) {
+    // A read_into() waits on an empty buffer: the bytes go straight into the caller's.
+    const std::size_t room = static_cast<std::size_t>(into->n_) - into->filled().size();
+    const std::size_t n = std::min(room, data.size());
+    into->fill(data.substr(0, n));
+    data.remove_prefix(n);
+    if (!into->waiter_.done() && n > 0) into->waiter_.wake();
+    if (data.empty()) return;
+  }
   st.data.append(data);
   if (st.waiting != nullptr) {
     if (st.feed_read_to_eof()) return;

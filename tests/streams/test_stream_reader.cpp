@@ -9,6 +9,7 @@
 #include <cxxabi.h>
 
 #include <any>
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdlib>
@@ -1275,6 +1276,50 @@ STRATA_LOOP_TEST_CASE("StreamReader: pauses its transport past 2 x limit and res
     auto d = reader.read(100);
     std::string s4 = co_await d;
     CHECK(s4.size() == 51);
+    reader.clear_transport();
+  };
+  loop.run(body(), 5s);
+}
+
+STRATA_LOOP_TEST_CASE("StreamReader: read_into resumes a paused transport once reads bring it to the limit",
+                      "[streams][reader][read_into]") {
+  TestLoop loop(TestType::kind);
+  FakeTransport transport(loop.get());
+  StreamReader reader(10);
+  auto body = [&]() -> Coro<void> {
+    reader.set_transport(transport);
+    reader.feed_data(std::string(25, 'x'));
+    CHECK(transport.events == std::vector<std::string>{"pause_reading"});
+    std::array<char, 8> buffer{};
+    auto a = reader.read_into(std::span<char>(buffer));
+    std::size_t n1 = co_await a;
+    CHECK(n1 == 8);
+    CHECK(reader.buffered() == 17);
+    CHECK(transport.events.size() == 1);  // 17 > limit: still paused
+    auto b = reader.read_into(std::span<char>(buffer));
+    std::size_t n2 = co_await b;
+    CHECK(n2 == 8);
+    CHECK(reader.buffered() == 9);
+    CHECK(transport.events == std::vector<std::string>{"pause_reading", "resume_reading"});
+    // A read_into that waits on an empty buffer takes the data straight in: no pause.
+    std::string into;
+    auto c = reader.read_into(into, 64);
+    std::size_t n3 = co_await c;
+    CHECK(n3 == 9);
+    auto read_more = [&]() -> Coro<std::size_t> {
+      auto op = reader.read_into(into, 64);
+      std::size_t n = co_await op;
+      co_return n;
+    };
+    Task<std::size_t> t = loop->create_task(read_more(), "read_into");
+    auto step = next_iteration();
+    co_await step;
+    reader.feed_data(std::string(40, 'y'));  // 40 > 2 x limit, but all of it is the read's
+    CHECK(reader.buffered() == 0);
+    CHECK(transport.events.size() == 2);
+    std::size_t n4 = co_await t;
+    CHECK(n4 == 40);
+    CHECK(into == std::string(40, 'y'));
     reader.clear_transport();
   };
   loop.run(body(), 5s);

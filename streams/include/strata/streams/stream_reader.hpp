@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "strata/core/async_generator.hpp"
+#include "strata/core/detail/ref.hpp"
 #include "strata/core/detail/waiter_queue.hpp"
 
 namespace strata {
@@ -56,6 +57,7 @@ class LimitOverrunError : public std::runtime_error {
 namespace detail {
 struct ReaderState;
 class ReadOp;
+class ReadIntoOp;
 }  // namespace detail
 
 /// The incoming side of a stream connection (asyncio.StreamReader).
@@ -64,7 +66,9 @@ class ReadOp;
 /// by their connection; a reader made here is fed by hand (feed_data(), feed_eof()), which
 /// is what tests and parsers of in-memory data want.
 ///
-/// Each read returns a std::string of bytes. A read that can complete from the buffer does so
+/// Each read returns a std::string of bytes, except read_into(), which fills the caller's
+/// buffer and returns a count: a loop that reads into one buffer allocates nothing per read. A
+/// read that can complete from the buffer does so
 /// without suspending or allocating a coroutine frame; otherwise the task waits for data. Only
 /// one task may wait at a time (as in asyncio), and while it waits a read from another task
 /// throws InvalidStateError even if data is buffered (so that the waiting read's data cannot be
@@ -121,6 +125,28 @@ class StreamReader {
   /// @par Cancellation  As readuntil(separator): cancel-safe.
   detail::ReadOp readuntil(std::vector<std::string> separators);
 
+  // ---- Reading into the caller's buffer: each returns an awaitable of std::size_t ----------
+
+  /// read(buffer.size()) into @p buffer: up to buffer.size() bytes, what is buffered or, with
+  /// nothing buffered, the next data to arrive (which goes straight from the transport into
+  /// @p buffer); the count, 0 at EOF or for an empty @p buffer. @p buffer must stay valid
+  /// until the read completes.
+  /// @throws  the exception set by set_exception() (the connection's error).
+  /// @par Cancellation  Cancel-safe: consumes nothing (bytes already copied into @p buffer go
+  /// back to the front of the reader); see the class.
+  detail::ReadIntoOp read_into(std::span<std::byte> buffer);
+  /// read_into() of a span of chars.
+  detail::ReadIntoOp read_into(std::span<char> buffer);
+  /// read(@p n) into @p buffer, whose contents it replaces and whose capacity it reuses: a loop
+  /// that reads into one string allocates only when a read is larger than every one before it,
+  /// and a connection that has sent nothing holds no buffer. Returns buffer.size(): 0 at EOF
+  /// or for @p n = 0. @p buffer must stay valid until the read completes.
+  /// @throws std::invalid_argument  @p n is over PTRDIFF_MAX.
+  /// @throws  the exception set by set_exception() (the connection's error).
+  /// @par Cancellation  Cancel-safe: consumes nothing (what was appended to @p buffer goes
+  /// back to the front of the reader; @p buffer is left empty); see the class.
+  detail::ReadIntoOp read_into(std::string& buffer, std::size_t n = default_limit);
+
   /// The lines until EOF, as readline() reads them (asyncio's `async for line in reader`).
   /// @par Cancellation  Cancel-safe for the data, not for the iteration: a cancelled next()
   /// consumes nothing (the partial line stays in the reader), but the CancelledError ends the
@@ -158,17 +184,56 @@ class StreamReader {
 
  private:
   friend class detail::ReadOp;
-  std::shared_ptr<detail::ReaderState> state_;
+  detail::ReadIntoOp make_read_into(char* fixed, std::string* growing, std::size_t n);
+  detail::Ref<detail::ReaderState> state_;  // loop-thread count: no atomic per read
 };
 
 namespace detail {
 
+/// The shared state behind StreamReader handles and their ReadOps. Counted by Ref<> (loop
+/// thread only, no atomics: a read takes a reference without a locked instruction).
+struct ReaderState {
+  explicit ReaderState(std::size_t limit) noexcept : limit(limit) {}
+  ReaderState(const ReaderState&) = delete;
+  ReaderState& operator=(const ReaderState&) = delete;
+
+  void add_ref() noexcept { ++refs; }
+  void release() noexcept {
+    if (--refs == 0) delete this;
+  }
+
+  /// The unread bytes: data[head, size).
+  std::string data;
+  std::size_t head = 0;
+  std::size_t limit;
+  std::size_t refs = 0;
+  bool eof = false;
+  bool paused = false;  // the transport was told pause_reading()
+  std::exception_ptr exception;
+  Transport* transport = nullptr;
+  ReadOp* waiting = nullptr;  // the read a task waits in (woken or not), or null
+  WaiterQueue queue;          // holds at most that read's Waiter
+
+  std::size_t size() const noexcept { return data.size() - head; }
+  std::string_view view() const noexcept { return std::string_view(data).substr(head); }
+
+  /// Removes and returns the first @p n unread bytes (n <= size()).
+  std::string take(std::size_t n);
+  /// Resumes the transport once reads brought the buffer down to the limit.
+  void maybe_resume_transport() noexcept;
+  /// Wakes the waiting read if it can complete now.
+  void wake_if_ready();
+  /// A waiting read(-1) collects until EOF: it takes what is buffered now, so that the buffer
+  /// never pauses the transport on its behalf. False when no such read waits.
+  bool feed_read_to_eof();
+};
+
 /// The awaitable of one StreamReader read. Completes at once when the buffer allows it.
 class [[nodiscard]] ReadOp {
  public:
-  enum class Kind : unsigned char { read, readline, readexactly, readuntil };
+  enum class Kind : unsigned char { read, readline, readexactly, readuntil, read_into };
 
-  ReadOp(std::shared_ptr<ReaderState> state, Kind kind, std::ptrdiff_t n,
+  ReadOp(Ref<ReaderState> state, Kind kind, std::ptrdiff_t n,
          std::vector<std::string> separators) noexcept;
   using await_result_type = std::string;  // for timeout(), wait_for(), gather()...
   /// What a task dump calls this await.
@@ -191,6 +256,19 @@ class [[nodiscard]] ReadOp {
 
  private:
   friend struct ReaderState;
+  friend class ReadIntoOp;
+  friend class strata::StreamReader;
+  /// await_resume() of a read_into(): the count in the caller's buffer.
+  std::size_t resume_into();
+  /// read_into(): appends @p bytes to the caller's buffer.
+  void fill(std::string_view bytes);
+  /// read_into(): the bytes in the caller's buffer.
+  std::string_view filled() const noexcept;
+  /// read_into(): puts what it filled back at the front of the reader's buffer (the read is
+  /// cancelled, destroyed or failed: it consumes nothing).
+  void give_back_filled() noexcept;
+  /// The waiting part of await_resume(): throws CancelledError (giving back what was taken).
+  void end_wait();
   /// Where readuntil()'s separator search starts: the bytes before cannot hold a match.
   std::size_t search_start() const noexcept;
   /// The first match of the separators at or after search_start(): {start, end}, or npos.
@@ -198,14 +276,46 @@ class [[nodiscard]] ReadOp {
   std::string complete();
   std::string complete_readuntil();
 
-  std::shared_ptr<ReaderState> state_;
+  Ref<ReaderState> state_;
   std::vector<std::string> separators_;
   std::string accumulated_;  // read(-1): what was taken from the buffer while waiting
+  char* into_ = nullptr;                // read_into() of a span: its bytes
+  std::string* into_string_ = nullptr;  // read_into() of a string: the string
+  std::size_t filled_ = 0;              // read_into() of a span: bytes filled
   std::ptrdiff_t n_;
   mutable std::size_t searched_ = 0;  // readuntil(): bytes already scanned without a match
   Kind kind_;
   bool waiting_ = false;
   Waiter waiter_;
+};
+
+/// The awaitable of one StreamReader::read_into(): the count read. Completes at once when the
+/// buffer allows it; while it waits, arriving data is copied straight into the caller's buffer.
+class [[nodiscard]] ReadIntoOp {
+ public:
+  using await_result_type = std::size_t;  // for timeout(), wait_for(), gather()...
+  /// What a task dump calls this await.
+  static constexpr const char* await_name = "StreamReader read_into";
+
+  ReadIntoOp(const ReadIntoOp&) = delete;
+  ReadIntoOp& operator=(const ReadIntoOp&) = delete;
+  /// Moves a read that has not started waiting (as the combinators do before awaiting it).
+  ReadIntoOp(ReadIntoOp&& other) noexcept = default;
+  ReadIntoOp& operator=(ReadIntoOp&&) = delete;
+  ~ReadIntoOp() = default;
+
+  bool await_ready() { return op_.await_ready(); }
+  void await_suspend(std::coroutine_handle<> h) { op_.await_suspend(h); }
+  std::size_t await_resume() { return op_.resume_into(); }
+
+ private:
+  friend class strata::StreamReader;
+  ReadIntoOp(Ref<ReaderState> state, char* fixed, std::string* growing, std::size_t n) noexcept
+      : op_(std::move(state), ReadOp::Kind::read_into, static_cast<std::ptrdiff_t>(n), {}) {
+    op_.into_ = fixed;
+    op_.into_string_ = growing;
+  }
+  ReadOp op_;
 };
 
 }  // namespace detail
