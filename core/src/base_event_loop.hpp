@@ -75,6 +75,8 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
   /// Phase 1 of run_once(): waits for I/O, or on virtual time jumps to the next timer.
   void poll_io();
   void run_handle(HandleImpl* handle);
+  /// Reports the exception in flight, which escaped @p h's callback, to the exception handler.
+  void callback_failed(HandleImpl& h);
   /// The stall detector: @p handle ran for @p held, more than the threshold.
   void stalled(HandleImpl& handle, Duration held) noexcept;
   void take_threadsafe();

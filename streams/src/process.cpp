@@ -29,7 +29,7 @@ namespace detail {
 /// What a Process's handles share with the protocol its transport owns.
 struct ProcessState {
   /// The child's standard streams 0, 1, 2: a connection for each Stdio::pipe() one, else null.
-  std::array<std::shared_ptr<StreamConnection>, 3> pipes;
+  std::array<Ref<StreamConnection>, 3> pipes;
   /// The transport, from connection_made() until connection_lost().
   SubprocessTransport* transport = nullptr;
   int pid = -1;
@@ -145,7 +145,7 @@ std::shared_ptr<ProcessState> new_state(const SubprocessOptions& options, std::s
   for (int fd = 0; fd < 3; ++fd) {
     if (streams[fd].kind() == Stdio::Kind::pipe) {
       // The reader of the stdin connection is never fed; it holds the limit all the same.
-      state->pipes[fd] = std::make_shared<StreamConnection>(loop, limit);
+      state->pipes[fd] = StreamConnection::make(loop, limit);
     }
   }
   return state;

@@ -1,7 +1,7 @@
 #pragma once
-// The state one stream connection shares between its protocol (fed by the transport), its
-// StreamReader and its StreamWriter handles (asyncio's StreamReaderProtocol, whose
-// FlowControlMixin holds the drain waiters).
+// The protocol of a stream connection (asyncio's StreamReaderProtocol); the state it shares
+// with the connection's StreamReader and StreamWriter handles, StreamConnection, is in
+// stream_writer.hpp.
 
 #include <memory>
 #include <system_error>
@@ -13,30 +13,11 @@
 
 namespace strata::detail {
 
-struct StreamConnection {
-  StreamConnection(EventLoop& loop, std::size_t limit) : loop(&loop), reader(limit) {}
-
-  EventLoop* loop;
-  Transport* transport = nullptr;  // null before connection_made() and after connection_lost()
-  StreamReader reader;
-  std::error_code lost_error;  // the error that ended the connection, if any
-  bool made = false;           // connection_made() was called (once, or again by start_tls)
-  bool lost = false;           // connection_lost() was called
-  bool write_paused = false;   // between pause_writing() and resume_writing()
-  bool over_warning = false;   // the buffer is above the forgotten-drain threshold
-  bool warned = false;         // the forgotten-drain warning was logged
-  WaiterQueue drain_waiters;
-  WaiterQueue close_waiters;
-
-  /// The error drain() and wait_closed() report for a lost connection, or null.
-  std::exception_ptr lost_exception() const;
-};
-
 /// The protocol of a stream connection: feeds the reader, tracks flow control and the end of
 /// the connection, and on a server starts the handler once connected.
 class StreamProtocol final : public Protocol {
  public:
-  StreamProtocol(std::shared_ptr<StreamConnection> connection,
+  StreamProtocol(Ref<StreamConnection> connection,
                  std::shared_ptr<const ClientConnected> on_client) noexcept
       : connection_(std::move(connection)), on_client_(std::move(on_client)) {}
 
@@ -48,11 +29,11 @@ class StreamProtocol final : public Protocol {
   void resume_writing() override;
 
  private:
-  std::shared_ptr<StreamConnection> connection_;
+  Ref<StreamConnection> connection_;
   std::shared_ptr<const ClientConnected> on_client_;  // server side only
 };
 
 /// A reader and writer over @p connection.
-Streams make_streams(const std::shared_ptr<StreamConnection>& connection);
+Streams make_streams(const Ref<StreamConnection>& connection);
 
 }  // namespace strata::detail

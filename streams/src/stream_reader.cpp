@@ -56,6 +56,31 @@ std::string ReaderState::take(std::size_t n) {
   return out;
 }
 
+void ReaderState::take_into(char* out, std::size_t n) noexcept {
+  if (n == 0) return;
+  std::memcpy(out, data.data() + head, n);
+  head += n;
+  if (head == data.size()) {
+    data.clear();  // keeps the capacity for the next feed
+    head = 0;
+  }
+}
+
+void ReaderState::take_into(std::string& out, std::size_t n) {
+  if (n == 0) return;
+  out.append(data, head, n);
+  head += n;
+  if (head == data.size()) {
+    data.clear();
+    head = 0;
+  }
+}
+
+void ReaderState::give_back(std::string_view bytes) {
+  data = std::string(bytes) + std::string(view());
+  head = 0;
+}
+
 void ReaderState::maybe_resume_transport() noexcept {
   if (paused && size() <= limit) {
     paused = false;
@@ -70,6 +95,10 @@ bool ReaderState::feed_read_to_eof() {
 }
 
 void ReaderState::wake_if_ready() {
+  if (waiting_into != nullptr && !waiting_into->waiter_.done() &&
+      (size() > 0 || eof || exception)) {
+    waiting_into->waiter_.wake();
+  }
   if (waiting != nullptr && !waiting->waiter_.done() && waiting->can_complete()) {
     waiting->waiter_.wake();
   }
@@ -85,9 +114,6 @@ ReadOp::ReadOp(ReadOp&& other) noexcept
     : state_(std::move(other.state_)),
       separators_(std::move(other.separators_)),
       accumulated_(std::move(other.accumulated_)),
-      into_(other.into_),
-      into_string_(other.into_string_),
-      filled_(other.filled_),
       n_(other.n_),
       searched_(other.searched_),
       kind_(other.kind_) {
@@ -99,37 +125,7 @@ ReadOp::~ReadOp() {
   // Destroyed while suspended (its task was destroyed): give back what it took.
   ReaderState& st = *state_;
   if (st.waiting == this) st.waiting = nullptr;
-  if (!accumulated_.empty()) {
-    st.data = std::move(accumulated_) + std::string(st.view());
-    st.head = 0;
-  }
-  give_back_filled();
-}
-
-void ReadOp::fill(std::string_view bytes) {
-  if (into_string_ != nullptr) {
-    into_string_->append(bytes);
-  } else {
-    std::memcpy(into_ + filled_, bytes.data(), bytes.size());
-    filled_ += bytes.size();
-  }
-}
-
-std::string_view ReadOp::filled() const noexcept {
-  return into_string_ != nullptr ? std::string_view(*into_string_)
-                                 : std::string_view(into_, filled_);
-}
-
-void ReadOp::give_back_filled() noexcept {
-  const std::string_view bytes = filled();
-  if (bytes.empty()) return;
-  ReaderState& st = *state_;
-  // The filled bytes were taken while the buffer was empty: they go before all of it. (Only
-  // the allocation can fail; a reader that cannot hold its own bytes has no way on.)
-  st.data = std::string(bytes) + std::string(st.view());
-  st.head = 0;
-  if (into_string_ != nullptr) into_string_->clear();
-  filled_ = 0;
+  if (!accumulated_.empty()) st.give_back(accumulated_);
 }
 
 std::size_t ReadOp::search_start() const noexcept { return searched_; }
@@ -157,8 +153,6 @@ bool ReadOp::can_complete() const noexcept {
   switch (kind_) {
     case Kind::read:
       return n_ == 0 || (n_ > 0 && st.size() > 0);
-    case Kind::read_into:
-      return n_ == 0 || st.size() > 0 || !filled().empty();
     case Kind::readexactly:
       return st.size() >= static_cast<std::size_t>(n_);
     case Kind::readline:
@@ -175,13 +169,13 @@ bool ReadOp::can_complete() const noexcept {
 
 bool ReadOp::await_ready() {
   // While another task waits, a read must wait too (and await_suspend() refuses it).
-  if (state_->waiting != nullptr) return false;
+  if (state_->has_waiter()) return false;
   return can_complete();
 }
 
 void ReadOp::await_suspend(std::coroutine_handle<> h) {
   ReaderState& st = *state_;
-  if (st.waiting != nullptr) {
+  if (st.has_waiter()) {
     throw InvalidStateError(
         "StreamReader: a read was called while another task is already waiting for incoming "
         "data");
@@ -197,49 +191,99 @@ void ReadOp::await_suspend(std::coroutine_handle<> h) {
   waiting_ = true;
 }
 
-void ReadOp::end_wait() {
+std::string ReadOp::await_resume() {
+  ReaderState& st = *state_;
+  if (waiting_) {
+    waiting_ = false;
+    if (st.waiting == this) st.waiting = nullptr;
+    try {
+      st.queue.resume(waiter_);
+    } catch (...) {
+      // Cancelled: nothing is consumed; what read(-1) took goes back to the buffer.
+      if (!accumulated_.empty()) {
+        st.give_back(accumulated_);
+        accumulated_.clear();
+      }
+      throw;
+    }
+  }
+  return complete();
+}
+
+// ---- ReadIntoOp --------------------------------------------------------------------------
+
+void ReadIntoOp::await_suspend(std::coroutine_handle<> h) {
+  ReaderState& st = *state_;
+  if (st.has_waiter()) {
+    throw InvalidStateError(
+        "StreamReader: a read was called while another task is already waiting for incoming "
+        "data");
+  }
+  TaskCore* task = TaskCore::current();
+  if (task == nullptr) {
+    throw InvalidStateError(
+        "StreamReader::read_into() awaited outside a Task; run the coroutine with "
+        "create_task(), run_until_complete() or strata::run()");
+  }
+  if (st.paused) {
+    // This read needs more than the buffer holds: let the transport bring it.
+    st.paused = false;
+    if (st.transport != nullptr) st.transport->resume_reading();
+  }
+  // One waiter at most: the task parks on this read's node, no queue needed.
+  task->park(waiter_, h);
+  st.waiting_into = this;
+  waiting_ = true;
+}
+
+void ReadIntoOp::end_wait() {
   ReaderState& st = *state_;
   waiting_ = false;
-  if (st.waiting == this) st.waiting = nullptr;
+  if (st.waiting_into == this) st.waiting_into = nullptr;
+  // What WaiterQueue::resume() does, for a node in no queue.
   try {
-    st.queue.resume(waiter_);
+    detail::deliver_pending_cancel();
+    if (waiter_.cancelled()) TaskCore::current()->throw_parked_cancel();
   } catch (...) {
-    // Cancelled: nothing is consumed; what read(-1) or read_into() took goes back.
-    if (!accumulated_.empty()) {
-      st.data = std::move(accumulated_) + std::string(st.view());
-      st.head = 0;
-      accumulated_.clear();
-    }
-    give_back_filled();
+    give_back_filled();  // cancelled: nothing is consumed
     throw;
   }
 }
 
-std::string ReadOp::await_resume() {
-  if (waiting_) end_wait();
-  return complete();
+void ReadIntoOp::abandon() noexcept {
+  ReaderState& st = *state_;
+  if (st.waiting_into == this) st.waiting_into = nullptr;
+  waiting_ = false;
+  try {
+    give_back_filled();
+  } catch (...) {  // NOLINT(bugprone-empty-catch): no memory for them; the task is gone anyway
+  }
 }
 
-std::size_t ReadOp::resume_into() {
-  if (waiting_) end_wait();
+void ReadIntoOp::give_back_filled() {
+  const std::string_view bytes = into_string_ != nullptr ? std::string_view(*into_string_)
+                                                         : std::string_view(into_, filled_);
+  if (bytes.empty()) return;
+  state_->give_back(bytes);
+  if (into_string_ != nullptr) into_string_->clear();
+  filled_ = 0;
+}
+
+std::size_t ReadIntoOp::complete() {
   ReaderState& st = *state_;
   if (st.exception) {
-    give_back_filled();
+    give_back_filled();  // the bytes stay in the reader: an error loses no data
     std::rethrow_exception(st.exception);
   }
-  // Top up from the buffer: what feed_data() copied in came before all of it.
-  const std::size_t have = filled().size();
-  const std::size_t more = std::min(static_cast<std::size_t>(n_) - have, st.size());
-  if (more > 0) {
-    fill(st.view().substr(0, more));
-    st.head += more;
-    if (st.head == st.data.size()) {
-      st.data.clear();
-      st.head = 0;
-    }
+  const std::size_t more = std::min(room(), st.size());
+  if (into_string_ != nullptr) {
+    st.take_into(*into_string_, more);
+  } else {
+    st.take_into(into_ + filled_, more);
+    filled_ += more;
   }
   st.maybe_resume_transport();
-  return have + more;
+  return filled();
 }
 
 std::string ReadOp::complete() {
@@ -268,9 +312,6 @@ std::string ReadOp::complete() {
     }
     case Kind::readuntil:
       out = complete_readuntil();
-      break;
-    case Kind::read_into:
-      STRATA_ASSERT(false && "a read_into() completes in resume_into()");
       break;
     case Kind::readline:
       try {
@@ -357,7 +398,7 @@ detail::ReadIntoOp StreamReader::make_read_into(char* fixed, std::string* growin
     throw std::invalid_argument("read_into: n is too large");
   }
   if (growing != nullptr) growing->clear();
-  return detail::ReadIntoOp(state_, fixed, growing, n);
+  return {state_, fixed, growing, n};
 }
 
 detail::ReadIntoOp StreamReader::read_into(std::span<std::byte> buffer) {
@@ -390,17 +431,28 @@ std::size_t StreamReader::limit() const noexcept { return state_->limit; }
 
 void StreamReader::feed_data(std::string_view data) {
   detail::ReaderState& st = *state_;
+  // The common case of a connection read by a read_into() loop: all of @p data fits the
+  // waiting read's buffer. Kept small, so that it costs no more than the copy and the wake-up.
+  if (detail::ReadIntoOp* into = st.waiting_into; into != nullptr && !data.empty() &&
+                                                  data.size() <= into->room() && st.size() == 0 &&
+                                                  !st.eof && !st.exception) {
+    into->fill(data);
+    if (!into->waiter_.done()) into->waiter_.wake();
+    return;
+  }
+  feed_more(data);
+}
+
+void StreamReader::feed_more(std::string_view data) {
+  detail::ReaderState& st = *state_;
   if (st.eof) throw InvalidStateError("feed_data() after feed_eof()");
   if (data.empty()) return;
-  ReadOp* const into = st.waiting;
-  if (into != nullptr && into->kind_ == ReadOp::Kind::read_into && st.size() == 0 &&
-      !st.exception) {
+  if (detail::ReadIntoOp* into = st.waiting_into; into != nullptr && st.size() == 0 && !st.exception) {
     // A read_into() waits on an empty buffer: the bytes go straight into the caller's.
-    const std::size_t room = static_cast<std::size_t>(into->n_) - into->filled().size();
-    const std::size_t n = std::min(room, data.size());
+    const std::size_t n = std::min(into->room(), data.size());
     into->fill(data.substr(0, n));
     data.remove_prefix(n);
-    if (!into->waiter_.done() && n > 0) into->waiter_.wake();
+    if (n > 0 && !into->waiter_.done()) into->waiter_.wake();
     if (data.empty()) return;
   }
   st.data.append(data);
@@ -432,7 +484,6 @@ void StreamReader::set_exception(std::exception_ptr error) {
 }
 
 std::exception_ptr StreamReader::exception() const noexcept { return state_->exception; }
-bool StreamReader::has_exception() const noexcept { return state_->exception != nullptr; }
 
 void StreamReader::set_transport(Transport& transport) {
   if (state_->transport != nullptr) {

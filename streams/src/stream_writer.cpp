@@ -27,11 +27,11 @@ std::exception_ptr StreamConnection::lost_exception() const {
   return std::make_exception_ptr(std::system_error(ec, "Connection lost"));
 }
 
-StreamWriter make_writer(std::shared_ptr<StreamConnection> connection) noexcept {
+StreamWriter make_writer(Ref<StreamConnection> connection) noexcept {
   return StreamWriter(std::move(connection));
 }
 
-Streams make_streams(const std::shared_ptr<StreamConnection>& connection) {
+Streams make_streams(const Ref<StreamConnection>& connection) {
   return Streams{connection->reader, make_writer(connection)};
 }
 
@@ -41,7 +41,7 @@ namespace {
 
 /// The handler of one server connection: the connection closes when it returns or throws.
 Coro<void> run_handler(std::shared_ptr<const ClientConnected> on_client,
-                       std::shared_ptr<StreamConnection> connection) {
+                       Ref<StreamConnection> connection) {
   Streams streams = make_streams(connection);
   try {
     Coro<void> handler = (*on_client)(streams.reader, streams.writer);
@@ -109,13 +109,6 @@ void StreamProtocol::resume_writing() {
 }
 
 // ---- DrainOp -----------------------------------------------------------------------------
-
-bool DrainOp::await_ready() {
-  const StreamConnection& c = *connection_;
-  if (c.lost || c.reader.has_exception()) return true;
-  clear_ = !c.write_paused && !c.transport->is_closing();
-  return clear_;
-}
 
 void DrainOp::await_suspend(std::coroutine_handle<> h) {
   StreamConnection& c = *connection_;
@@ -223,7 +216,7 @@ bool StreamWriter::is_closing() const noexcept {
 }
 
 namespace {
-Coro<void> wait_lost(std::shared_ptr<detail::StreamConnection> connection) {
+Coro<void> wait_lost(detail::Ref<detail::StreamConnection> connection) {
   if (!connection->lost) {
     struct Awaiter {
       detail::StreamConnection& c;
@@ -250,7 +243,7 @@ std::any StreamWriter::get_extra_info(std::string_view name) const {
 }
 
 namespace {
-Coro<void> upgrade(std::shared_ptr<detail::StreamConnection> connection, SslOptions ssl,
+Coro<void> upgrade(detail::Ref<detail::StreamConnection> connection, SslOptions ssl,
                    bool server_side) {
   detail::DrainOp drained(connection);
   co_await drained;

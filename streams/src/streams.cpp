@@ -12,7 +12,7 @@ namespace strata {
 namespace {
 
 /// The protocol factory of a client: one connection, whose state @p connection receives.
-auto client_factory(const std::shared_ptr<detail::StreamConnection>& connection) {
+auto client_factory(const detail::Ref<detail::StreamConnection>& connection) {
   return [connection] { return std::make_unique<detail::StreamProtocol>(connection, nullptr); };
 }
 
@@ -21,7 +21,7 @@ auto server_factory(ClientConnected on_client, std::size_t limit) {
   if (!on_client) throw std::invalid_argument("start_server: the client_connected callback is empty");
   auto shared = std::make_shared<const ClientConnected>(std::move(on_client));
   return [shared, limit] {
-    auto connection = std::make_shared<detail::StreamConnection>(get_running_loop(), limit);
+    auto connection = detail::StreamConnection::make(get_running_loop(), limit);
     return std::make_unique<detail::StreamProtocol>(std::move(connection), shared);
   };
 }
@@ -30,7 +30,7 @@ auto server_factory(ClientConnected on_client, std::size_t limit) {
 
 Coro<Streams> open_connection(std::string host, std::uint16_t port, ConnectOptions options,
                               std::size_t limit) {
-  auto connection = std::make_shared<detail::StreamConnection>(get_running_loop(), limit);
+  auto connection = detail::StreamConnection::make(get_running_loop(), limit);
   auto connecting = create_connection(client_factory(connection), std::move(host), port,
                                       std::move(options));
   co_await connecting;
@@ -46,7 +46,7 @@ Coro<std::unique_ptr<Server>> start_server(ClientConnected on_client, std::strin
 
 Coro<Streams> open_unix_connection(std::string path, UnixConnectOptions options,
                                    std::size_t limit) {
-  auto connection = std::make_shared<detail::StreamConnection>(get_running_loop(), limit);
+  auto connection = detail::StreamConnection::make(get_running_loop(), limit);
   auto connecting =
       create_unix_connection(client_factory(connection), std::move(path), std::move(options));
   co_await connecting;

@@ -5,6 +5,7 @@
 
 #include <coroutine>
 #include <cstddef>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -175,7 +176,7 @@ class StreamReader {
   /// The exception set, or null.
   std::exception_ptr exception() const noexcept;
   /// Whether an exception is set (exception() without copying it).
-  bool has_exception() const noexcept;
+  bool has_exception() const noexcept;  // defined below ReaderState
   /// The transport to pause and resume for flow control; asyncio's set_transport().
   /// @throws InvalidStateError  a transport is set already.
   void set_transport(Transport& transport);
@@ -185,6 +186,8 @@ class StreamReader {
  private:
   friend class detail::ReadOp;
   detail::ReadIntoOp make_read_into(char* fixed, std::string* growing, std::size_t n);
+  /// feed_data() past its fast path.
+  void feed_more(std::string_view data);
   detail::Ref<detail::ReaderState> state_;  // loop-thread count: no atomic per read
 };
 
@@ -211,14 +214,24 @@ struct ReaderState {
   bool paused = false;  // the transport was told pause_reading()
   std::exception_ptr exception;
   Transport* transport = nullptr;
-  ReadOp* waiting = nullptr;  // the read a task waits in (woken or not), or null
-  WaiterQueue queue;          // holds at most that read's Waiter
+  ReadOp* waiting = nullptr;           // the read a task waits in (woken or not), or null
+  ReadIntoOp* waiting_into = nullptr;  // or the read_into() it waits in
+  WaiterQueue queue;                   // holds at most that read's Waiter
+
+  /// Whether a task waits in a read (of either kind).
+  bool has_waiter() const noexcept { return waiting != nullptr || waiting_into != nullptr; }
 
   std::size_t size() const noexcept { return data.size() - head; }
   std::string_view view() const noexcept { return std::string_view(data).substr(head); }
 
   /// Removes and returns the first @p n unread bytes (n <= size()).
   std::string take(std::size_t n);
+  /// Moves the first @p n unread bytes to @p out (n <= size()), appending to what it holds.
+  void take_into(char* out, std::size_t n) noexcept;
+  /// Appends the first @p n unread bytes to @p out (n <= size()).
+  void take_into(std::string& out, std::size_t n);
+  /// Puts @p bytes back before the unread bytes (a read that took them consumed nothing).
+  void give_back(std::string_view bytes);
   /// Resumes the transport once reads brought the buffer down to the limit.
   void maybe_resume_transport() noexcept;
   /// Wakes the waiting read if it can complete now.
@@ -231,7 +244,7 @@ struct ReaderState {
 /// The awaitable of one StreamReader read. Completes at once when the buffer allows it.
 class [[nodiscard]] ReadOp {
  public:
-  enum class Kind : unsigned char { read, readline, readexactly, readuntil, read_into };
+  enum class Kind : unsigned char { read, readline, readexactly, readuntil };
 
   ReadOp(Ref<ReaderState> state, Kind kind, std::ptrdiff_t n,
          std::vector<std::string> separators) noexcept;
@@ -256,19 +269,6 @@ class [[nodiscard]] ReadOp {
 
  private:
   friend struct ReaderState;
-  friend class ReadIntoOp;
-  friend class strata::StreamReader;
-  /// await_resume() of a read_into(): the count in the caller's buffer.
-  std::size_t resume_into();
-  /// read_into(): appends @p bytes to the caller's buffer.
-  void fill(std::string_view bytes);
-  /// read_into(): the bytes in the caller's buffer.
-  std::string_view filled() const noexcept;
-  /// read_into(): puts what it filled back at the front of the reader's buffer (the read is
-  /// cancelled, destroyed or failed: it consumes nothing).
-  void give_back_filled() noexcept;
-  /// The waiting part of await_resume(): throws CancelledError (giving back what was taken).
-  void end_wait();
   /// Where readuntil()'s separator search starts: the bytes before cannot hold a match.
   std::size_t search_start() const noexcept;
   /// The first match of the separators at or after search_start(): {start, end}, or npos.
@@ -279,9 +279,6 @@ class [[nodiscard]] ReadOp {
   Ref<ReaderState> state_;
   std::vector<std::string> separators_;
   std::string accumulated_;  // read(-1): what was taken from the buffer while waiting
-  char* into_ = nullptr;                // read_into() of a span: its bytes
-  std::string* into_string_ = nullptr;  // read_into() of a string: the string
-  std::size_t filled_ = 0;              // read_into() of a span: bytes filled
   std::ptrdiff_t n_;
   mutable std::size_t searched_ = 0;  // readuntil(): bytes already scanned without a match
   Kind kind_;
@@ -290,7 +287,9 @@ class [[nodiscard]] ReadOp {
 };
 
 /// The awaitable of one StreamReader::read_into(): the count read. Completes at once when the
-/// buffer allows it; while it waits, arriving data is copied straight into the caller's buffer.
+/// buffer allows it; while it waits, arriving data is copied straight into the caller's buffer
+/// (ReaderState::feed()). The common paths are inline: a read that waits for the next data and
+/// gets it straight costs a park and a step, no call into the library on resumption.
 class [[nodiscard]] ReadIntoOp {
  public:
   using await_result_type = std::size_t;  // for timeout(), wait_for(), gather()...
@@ -300,23 +299,71 @@ class [[nodiscard]] ReadIntoOp {
   ReadIntoOp(const ReadIntoOp&) = delete;
   ReadIntoOp& operator=(const ReadIntoOp&) = delete;
   /// Moves a read that has not started waiting (as the combinators do before awaiting it).
-  ReadIntoOp(ReadIntoOp&& other) noexcept = default;
+  ReadIntoOp(ReadIntoOp&& other) noexcept
+      : state_(std::move(other.state_)),
+        into_(other.into_),
+        into_string_(other.into_string_),
+        n_(other.n_) {}
   ReadIntoOp& operator=(ReadIntoOp&&) = delete;
-  ~ReadIntoOp() = default;
+  ~ReadIntoOp() {
+    if (waiting_) abandon();
+  }
 
-  bool await_ready() { return op_.await_ready(); }
-  void await_suspend(std::coroutine_handle<> h) { op_.await_suspend(h); }
-  std::size_t await_resume() { return op_.resume_into(); }
+  bool await_ready() const noexcept {
+    const ReaderState& st = *state_;
+    if (st.has_waiter()) return false;  // another task waits: await_suspend() refuses
+    return n_ == 0 || st.size() > 0 || st.eof || st.exception;
+  }
+  void await_suspend(std::coroutine_handle<> h);
+  std::size_t await_resume() {
+    if (waiting_) end_wait();
+    const ReaderState& st = *state_;
+    // Woken by data copied straight in, nothing more buffered: the count is the answer.
+    if (st.size() == 0 && !st.exception) return filled();
+    return complete();
+  }
 
  private:
   friend class strata::StreamReader;
+  friend struct ReaderState;
   ReadIntoOp(Ref<ReaderState> state, char* fixed, std::string* growing, std::size_t n) noexcept
-      : op_(std::move(state), ReadOp::Kind::read_into, static_cast<std::ptrdiff_t>(n), {}) {
-    op_.into_ = fixed;
-    op_.into_string_ = growing;
+      : state_(std::move(state)), into_(fixed), into_string_(growing), n_(n) {}
+
+  /// The bytes in the caller's buffer.
+  std::size_t filled() const noexcept {
+    return into_string_ != nullptr ? into_string_->size() : filled_;
   }
-  ReadOp op_;
+  /// Room left in the caller's buffer.
+  std::size_t room() const noexcept { return n_ - filled(); }
+  /// Appends @p bytes (no more than room()) to the caller's buffer.
+  void fill(std::string_view bytes) {
+    if (into_string_ != nullptr) {
+      into_string_->append(bytes);
+    } else {
+      std::memcpy(into_ + filled_, bytes.data(), bytes.size());
+      filled_ += bytes.size();
+    }
+  }
+  /// Tops the caller's buffer up from the reader's, or throws the connection's error.
+  std::size_t complete();
+  /// After the wait: unlinks it; throws CancelledError (giving the bytes back) if cancelled.
+  void end_wait();
+  /// Destroyed while waiting (its task was destroyed): gives the bytes back.
+  void abandon() noexcept;
+  /// Puts what it filled back at the front of the reader (the read consumes nothing).
+  void give_back_filled();
+
+  Ref<ReaderState> state_;
+  char* into_;                // a span's bytes, or null
+  std::string* into_string_;  // the string, or null
+  std::size_t n_;             // the most bytes to read
+  std::size_t filled_ = 0;    // a span: bytes filled
+  bool waiting_ = false;
+  Waiter waiter_;
 };
 
 }  // namespace detail
+
+inline bool StreamReader::has_exception() const noexcept { return state_->exception != nullptr; }
+
 }  // namespace strata

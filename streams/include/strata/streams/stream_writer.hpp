@@ -9,9 +9,12 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <system_error>
 
 #include "strata/core/coro.hpp"
+#include "strata/core/detail/ref.hpp"
 #include "strata/core/detail/waiter_queue.hpp"
+#include "strata/streams/stream_reader.hpp"
 #include "strata/transports/ssl.hpp"
 #include "strata/transports/transport.hpp"
 
@@ -20,9 +23,43 @@ namespace strata {
 class StreamWriter;
 
 namespace detail {
-struct StreamConnection;
+
+/// The state one stream connection shares between its protocol (fed by the transport), its
+/// StreamReader and its StreamWriter handles (asyncio's StreamReaderProtocol, whose
+/// FlowControlMixin holds the drain waiters). Counted by Ref<> (loop thread only).
+struct StreamConnection {
+  StreamConnection(EventLoop& loop, std::size_t limit) : loop(&loop), reader(limit) {}
+  StreamConnection(const StreamConnection&) = delete;
+  StreamConnection& operator=(const StreamConnection&) = delete;
+
+  /// A new connection state of @p loop whose reader has @p limit.
+  static Ref<StreamConnection> make(EventLoop& loop, std::size_t limit) {
+    return Ref<StreamConnection>(new StreamConnection(loop, limit));
+  }
+  void add_ref() noexcept { ++refs; }
+  void release() noexcept {
+    if (--refs == 0) delete this;
+  }
+
+  EventLoop* loop;
+  Transport* transport = nullptr;  // null before connection_made() and after connection_lost()
+  StreamReader reader;
+  std::error_code lost_error;  // the error that ended the connection, if any
+  std::size_t refs = 0;
+  bool made = false;           // connection_made() was called (once, or again by start_tls)
+  bool lost = false;           // connection_lost() was called
+  bool write_paused = false;   // between pause_writing() and resume_writing()
+  bool over_warning = false;   // the buffer is above the forgotten-drain threshold
+  bool warned = false;         // the forgotten-drain warning was logged
+  WaiterQueue drain_waiters;
+  WaiterQueue close_waiters;
+
+  /// The error drain() and wait_closed() report for a lost connection, or null.
+  std::exception_ptr lost_exception() const;
+};
+
 class DrainOp;
-StreamWriter make_writer(std::shared_ptr<StreamConnection> connection) noexcept;
+StreamWriter make_writer(Ref<StreamConnection> connection) noexcept;
 }  // namespace detail
 
 /// The outgoing side of a stream connection (asyncio.StreamWriter).
@@ -108,10 +145,10 @@ class StreamWriter {
   Transport& transport() const;
 
  private:
-  friend StreamWriter detail::make_writer(std::shared_ptr<detail::StreamConnection>) noexcept;
-  explicit StreamWriter(std::shared_ptr<detail::StreamConnection> connection) noexcept
+  friend StreamWriter detail::make_writer(detail::Ref<detail::StreamConnection>) noexcept;
+  explicit StreamWriter(detail::Ref<detail::StreamConnection> connection) noexcept
       : connection_(std::move(connection)) {}
-  std::shared_ptr<detail::StreamConnection> connection_;
+  detail::Ref<detail::StreamConnection> connection_;
 };
 
 namespace detail {
@@ -123,7 +160,7 @@ class [[nodiscard]] DrainOp {
   /// What a task dump calls this await.
   static constexpr const char* await_name = "StreamWriter drain";
 
-  explicit DrainOp(std::shared_ptr<StreamConnection> connection) noexcept
+  explicit DrainOp(Ref<StreamConnection> connection) noexcept
       : connection_(std::move(connection)) {}
   DrainOp(const DrainOp&) = delete;
   DrainOp& operator=(const DrainOp&) = delete;
@@ -131,12 +168,17 @@ class [[nodiscard]] DrainOp {
   DrainOp(DrainOp&& other) noexcept : connection_(std::move(other.connection_)) {}
   DrainOp& operator=(DrainOp&&) = delete;
 
-  bool await_ready();
+  bool await_ready() {
+    const StreamConnection& c = *connection_;
+    if (c.lost || c.reader.has_exception()) return true;
+    clear_ = !c.write_paused && !c.transport->is_closing();
+    return clear_;
+  }
   void await_suspend(std::coroutine_handle<> h);
   void await_resume();
 
  private:
-  std::shared_ptr<StreamConnection> connection_;
+  Ref<StreamConnection> connection_;
   bool waiting_ = false;
   bool yielding_ = false;  // the connection is closing: one loop iteration, as asyncio's sleep(0)
   bool clear_ = false;     // await_ready() saw no pause, no closing and no error
