@@ -13,9 +13,9 @@
 #include <utility>
 
 #include "strata/core/coro.hpp"
+#include "strata/core/detail/waiter_queue.hpp"
 #include "strata/core/errors.hpp"
 #include "strata/core/event_loop.hpp"
-#include "strata/core/future.hpp"
 
 namespace strata {
 
@@ -69,8 +69,9 @@ class FifoStore {
 /// Queue, PriorityQueue and LifoQueue share. @p Store has push(T&&), T pop() (called only when
 /// not empty) and size().
 ///
-/// Blocked coroutines wait on futures kept in FIFO deques, as asyncio's _getters and
-/// _putters; a put wakes the oldest getter, a get wakes the oldest putter.
+/// Blocked coroutines wait in FIFO WaiterQueues, as asyncio's _getters and _putters deques of
+/// futures (their tasks parked on the queue's nodes: no future allocated per wait); a put wakes
+/// the oldest getter, a get wakes the oldest putter.
 template <class T, class Store>
 class BasicQueue {
  public:
@@ -238,29 +239,23 @@ class BasicQueue {
  private:
   enum class Role { getter, putter, joiner };
 
-  /// co_await on one waiter future; on any exception (a cancellation), undoes the wait as
-  /// asyncio's except branches do.
+  /// One wait of a getter, putter or joiner: its node in the queue of its role. On any
+  /// exception (a cancellation), undoes the wait as asyncio's except branches do.
   class WaitAwaiter {
    public:
     /// What a task dump calls this await.
     static constexpr const char* await_name = "queue wait";
-    WaitAwaiter(BasicQueue& queue, Role role, Future<void> waiter) noexcept
-        : queue_(&queue), role_(role), waiter_(std::move(waiter)), inner_{waiter_.state()} {}
+    WaitAwaiter(BasicQueue& queue, Role role) noexcept : queue_(&queue), role_(role) {}
     WaitAwaiter(const WaitAwaiter&) = delete;
     WaitAwaiter& operator=(const WaitAwaiter&) = delete;
 
     bool await_ready() const noexcept { return false; }
     void await_suspend(std::coroutine_handle<> h) {
-      try {
-        inner_.await_suspend(h);
-      } catch (...) {
-        queue_->abandon(role_, waiter_);
-        throw;
-      }
+      queue_->waiters_of(role_).suspend(waiter_, h);
     }
     void await_resume() {
       try {
-        inner_.await_resume();
+        queue_->waiters_of(role_).resume(waiter_);
       } catch (...) {
         queue_->abandon(role_, waiter_);
         throw;
@@ -270,11 +265,10 @@ class BasicQueue {
    private:
     BasicQueue* queue_;
     Role role_;
-    Future<void> waiter_;
-    detail::FutureAwaiter<void> inner_;
+    detail::Waiter waiter_;
   };
 
-  std::deque<Future<void>>& waiters_of(Role role) noexcept {
+  detail::WaiterQueue& waiters_of(Role role) noexcept {
     switch (role) {
       case Role::getter:
         return getters_;
@@ -286,54 +280,46 @@ class BasicQueue {
     return joiners_;
   }
 
-  /// Enqueues a new waiter future for @p role and returns the awaiter of it.
+  /// The awaiter of one wait for @p role, on the loop the queue is bound to.
   WaitAwaiter wait_turn(Role role) {
-    Future<void> waiter(bound_loop());
-    waiters_of(role).push_back(waiter);
-    return WaitAwaiter(*this, role, std::move(waiter));
+    bind_loop();
+    return WaitAwaiter(*this, role);
   }
 
-  /// The loop the queue is bound to: the running one, bound on first use (asyncio's
-  /// _LoopBoundMixin).
-  EventLoop& bound_loop() {
+  /// Binds the queue to the running loop on first use (asyncio's _LoopBoundMixin).
+  void bind_loop() {
     EventLoop& loop = get_running_loop();
     if (loop_ == nullptr) {
       loop_ = &loop;
     } else if (loop_ != &loop) {
       throw EventLoopError("the queue is bound to a different event loop");
     }
-    return loop;
   }
 
-  /// A waiting coroutine leaves with an exception: forget its future and, if it had been
-  /// woken for an item or a slot it will not take, wake the next one in its place.
-  void abandon(Role role, Future<void>& waiter) {
-    waiter.cancel();  // in case it is still pending
-    auto& waiters = waiters_of(role);
-    auto it = std::find(waiters.begin(), waiters.end(), waiter);
-    if (it != waiters.end()) waiters.erase(it);  // a wake-up or shutdown may have removed it
-    if (waiter.cancelled()) return;
+  /// A waiting coroutine leaves with an exception (a cancellation): if it had been woken for
+  /// an item or a slot it will not take, wake the next one in its place.
+  void abandon(Role role, const detail::Waiter& waiter) {
+    if (!waiter.woken()) return;
     if (role == Role::getter && !empty()) wakeup_next(getters_);
     if (role == Role::putter && !full()) wakeup_next(putters_);
   }
 
-  /// Wakes the oldest waiter that is still pending (asyncio's _wakeup_next).
-  static void wakeup_next(std::deque<Future<void>>& waiters) {
-    while (!waiters.empty()) {
-      Future<void> waiter = std::move(waiters.front());
-      waiters.pop_front();
-      if (!waiter.done()) {
-        waiter.set_result();
+  /// Wakes the oldest waiter that still waits (asyncio's _wakeup_next), taking it out of the
+  /// queue as asyncio pops its future: later wake-ups never walk past it.
+  static void wakeup_next(detail::WaiterQueue& waiters) {
+    while (detail::Waiter* w = waiters.front()) {
+      waiters.remove(*w);
+      if (!w->done()) {
+        w->wake();
         break;
       }
     }
   }
 
-  static void wake_all(std::deque<Future<void>>& waiters) {
-    while (!waiters.empty()) {
-      Future<void> waiter = std::move(waiters.front());
-      waiters.pop_front();
-      if (!waiter.done()) waiter.set_result();
+  static void wake_all(detail::WaiterQueue& waiters) {
+    while (detail::Waiter* w = waiters.front()) {
+      waiters.remove(*w);
+      if (!w->done()) w->wake();
     }
   }
 
@@ -352,9 +338,9 @@ class BasicQueue {
   Store store_;
   std::size_t maxsize_;
   std::size_t unfinished_ = 0;
-  std::deque<Future<void>> getters_;
-  std::deque<Future<void>> putters_;
-  std::deque<Future<void>> joiners_;
+  detail::WaiterQueue getters_;
+  detail::WaiterQueue putters_;
+  detail::WaiterQueue joiners_;
   EventLoop* loop_ = nullptr;
   bool is_shutdown_ = false;
 };
