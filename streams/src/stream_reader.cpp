@@ -392,27 +392,6 @@ ReadOp StreamReader::readuntil(std::vector<std::string> separators) {
   return ReadOp(state_, ReadOp::Kind::readuntil, 0, std::move(separators));
 }
 
-detail::ReadIntoOp StreamReader::make_read_into(char* fixed, std::string* growing,
-                                                std::size_t n) {
-  if (n > static_cast<std::size_t>(std::numeric_limits<std::ptrdiff_t>::max())) {
-    throw std::invalid_argument("read_into: n is too large");
-  }
-  if (growing != nullptr) growing->clear();
-  return {state_, fixed, growing, n};
-}
-
-detail::ReadIntoOp StreamReader::read_into(std::span<std::byte> buffer) {
-  return make_read_into(reinterpret_cast<char*>(buffer.data()), nullptr, buffer.size());
-}
-
-detail::ReadIntoOp StreamReader::read_into(std::span<char> buffer) {
-  return make_read_into(buffer.data(), nullptr, buffer.size());
-}
-
-detail::ReadIntoOp StreamReader::read_into(std::string& buffer, std::size_t n) {
-  return make_read_into(nullptr, &buffer, n);
-}
-
 namespace {
 AsyncGenerator<std::string> lines_of(StreamReader reader) {
   for (;;) {

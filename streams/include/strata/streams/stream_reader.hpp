@@ -142,7 +142,6 @@ class StreamReader {
   /// that reads into one string allocates only when a read is larger than every one before it,
   /// and a connection that has sent nothing holds no buffer. Returns buffer.size(): 0 at EOF
   /// or for @p n = 0. @p buffer must stay valid until the read completes.
-  /// @throws std::invalid_argument  @p n is over PTRDIFF_MAX.
   /// @throws  the exception set by set_exception() (the connection's error).
   /// @par Cancellation  Cancel-safe: consumes nothing (what was appended to @p buffer goes
   /// back to the front of the reader; @p buffer is left empty); see the class.
@@ -185,7 +184,6 @@ class StreamReader {
 
  private:
   friend class detail::ReadOp;
-  detail::ReadIntoOp make_read_into(char* fixed, std::string* growing, std::size_t n);
   /// feed_data() past its fast path.
   void feed_more(std::string_view data);
   detail::Ref<detail::ReaderState> state_;  // loop-thread count: no atomic per read
@@ -365,5 +363,18 @@ class [[nodiscard]] ReadIntoOp {
 }  // namespace detail
 
 inline bool StreamReader::has_exception() const noexcept { return state_->exception != nullptr; }
+
+inline detail::ReadIntoOp StreamReader::read_into(std::span<std::byte> buffer) {
+  return {state_, reinterpret_cast<char*>(buffer.data()), nullptr, buffer.size()};
+}
+
+inline detail::ReadIntoOp StreamReader::read_into(std::span<char> buffer) {
+  return {state_, buffer.data(), nullptr, buffer.size()};
+}
+
+inline detail::ReadIntoOp StreamReader::read_into(std::string& buffer, std::size_t n) {
+  buffer.clear();
+  return {state_, nullptr, &buffer, n};
+}
 
 }  // namespace strata
