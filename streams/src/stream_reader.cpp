@@ -81,6 +81,20 @@ void ReaderState::give_back(std::string_view bytes) {
   head = 0;
 }
 
+void ReaderState::before_wait() {
+  if (has_waiter()) {
+    throw InvalidStateError(
+        "StreamReader: a read was called while another task is already waiting for incoming "
+        "data");
+  }
+  if (paused) {
+    // This read needs more than the buffer holds: let the transport bring it (asyncio's
+    // _wait_for_data).
+    paused = false;
+    if (transport != nullptr) transport->resume_reading();
+  }
+}
+
 void ReaderState::maybe_resume_transport() noexcept {
   if (paused && size() <= limit) {
     paused = false;
@@ -175,17 +189,7 @@ bool ReadOp::await_ready() {
 
 void ReadOp::await_suspend(std::coroutine_handle<> h) {
   ReaderState& st = *state_;
-  if (st.has_waiter()) {
-    throw InvalidStateError(
-        "StreamReader: a read was called while another task is already waiting for incoming "
-        "data");
-  }
-  if (st.paused) {
-    // This read needs more than the buffer holds: let the transport bring it (asyncio's
-    // _wait_for_data).
-    st.paused = false;
-    if (st.transport != nullptr) st.transport->resume_reading();
-  }
+  st.before_wait();
   st.queue.suspend(waiter_, h);
   st.waiting = this;
   waiting_ = true;
@@ -214,22 +218,13 @@ std::string ReadOp::await_resume() {
 
 void ReadIntoOp::await_suspend(std::coroutine_handle<> h) {
   ReaderState& st = *state_;
-  if (st.has_waiter()) {
-    throw InvalidStateError(
-        "StreamReader: a read was called while another task is already waiting for incoming "
-        "data");
-  }
   TaskCore* task = TaskCore::current();
   if (task == nullptr) {
     throw InvalidStateError(
         "StreamReader::read_into() awaited outside a Task; run the coroutine with "
         "create_task(), run_until_complete() or strata::run()");
   }
-  if (st.paused) {
-    // This read needs more than the buffer holds: let the transport bring it.
-    st.paused = false;
-    if (st.transport != nullptr) st.transport->resume_reading();
-  }
+  st.before_wait();
   // One waiter at most: the task parks on this read's node, no queue needed.
   task->park(waiter_, h);
   st.waiting_into = this;

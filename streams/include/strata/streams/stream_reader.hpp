@@ -230,6 +230,9 @@ struct ReaderState {
   void take_into(std::string& out, std::size_t n);
   /// Puts @p bytes back before the unread bytes (a read that took them consumed nothing).
   void give_back(std::string_view bytes);
+  /// What a read does before it waits: refuses to wait beside another read
+  /// (InvalidStateError), and resumes a transport its buffer paused.
+  void before_wait();
   /// Resumes the transport once reads brought the buffer down to the limit.
   void maybe_resume_transport() noexcept;
   /// Wakes the waiting read if it can complete now.
