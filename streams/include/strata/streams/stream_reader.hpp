@@ -68,13 +68,13 @@ class ReadIntoOp;
 /// is what tests and parsers of in-memory data want.
 ///
 /// Each read returns a std::string of bytes, except read_into(), which fills the caller's
-/// buffer and returns a count: a loop that reads into one buffer allocates nothing per read. A
-/// read that can complete from the buffer does so
-/// without suspending or allocating a coroutine frame; otherwise the task waits for data. Only
-/// one task may wait at a time (as in asyncio), and while it waits a read from another task
-/// throws InvalidStateError even if data is buffered (so that the waiting read's data cannot be
-/// taken before it resumes). A read cancelled while it waits consumes nothing: the next read
-/// gets the data. Reads are awaitables that strata::timeout(), wait_for() and gather() accept.
+/// buffer and returns a count: a loop that reads into one buffer allocates nothing per read.
+/// A read that can complete from the buffer does so without suspending or allocating a
+/// coroutine frame; otherwise the task waits for data. Only one task may wait at a time (as in
+/// asyncio), and while it waits a read from another task throws InvalidStateError even if
+/// data is buffered (so that the waiting read's data cannot be taken before it resumes). A
+/// read cancelled while it waits consumes nothing: the next read gets the data. Reads are
+/// awaitables that strata::timeout(), wait_for() and gather() accept.
 ///
 /// Flow control: when more than 2 x limit() bytes are buffered, the transport stops reading
 /// (pause_reading()); once reads bring the buffer down to limit() it reads again. A reader that
@@ -289,7 +289,7 @@ class [[nodiscard]] ReadOp {
 
 /// The awaitable of one StreamReader::read_into(): the count read. Completes at once when the
 /// buffer allows it; while it waits, arriving data is copied straight into the caller's buffer
-/// (ReaderState::feed()). The common paths are inline: a read that waits for the next data and
+/// (by StreamReader::feed_data()). The common paths are inline: a read that waits for the next data and
 /// gets it straight costs a park and a step, no call into the library on resumption.
 class [[nodiscard]] ReadIntoOp {
  public:
