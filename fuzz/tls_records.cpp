@@ -463,6 +463,14 @@ class Run {
       settle();
       if (delivered_ == before && server_stream_.pending() == server_pending) break;
     }
+    // An echoing server may still be paused, its reading stopped until the client takes its
+    // output (the loop above ends when an iteration moves no bytes on the wire, which can
+    // happen while the TLS layer still holds ciphertext it kept while paused). A paused
+    // socket would not see the EOF: let the client read until the server reads again.
+    for (int i = 0; i < 1000 && !server_stream_.can_receive() && server_->lost == 0; ++i) {
+      to_client();
+      settle();
+    }
     eof();
     for (int i = 0; i < 1000 && server_stream_.pending() > 0 && !server_stream_.lost(); ++i) {
       to_client();
