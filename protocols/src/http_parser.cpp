@@ -736,6 +736,26 @@ bool HttpRequestParser::head_complete() {
   return true;
 }
 
+void HttpRequestParser::swap_head(HttpHeadStorage& storage) noexcept {
+  if (state_ != State::body && state_ != State::complete) return;
+  Impl& im = *impl_;
+  const char* const before = im.head.bytes.data();
+  im.head.bytes.swap(storage.bytes);
+  im.head.views.swap(storage.fields);  // a vector's swap keeps its elements where they are
+  const char* const after = storage.bytes.data();
+  if (after == before) return;
+  // The bytes were short enough to sit inside the string object and were copied: point the
+  // views at their new place.
+  const auto rebase = [&](std::string_view v) {
+    return std::string_view(after + (v.data() - before), v.size());
+  };
+  request_.target_ = rebase(request_.target_);
+  for (HttpHeader& h : storage.fields) {
+    h.name = rebase(h.name);
+    h.value = rebase(h.value);
+  }
+}
+
 void HttpRequestParser::feed_eof() {
   switch (state_) {
     case State::idle:

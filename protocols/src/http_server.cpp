@@ -1,7 +1,8 @@
 // The HTTP/1.1 server: HttpConnection is the Protocol of one connection.
 //
 // The data path of a request that its handler answers at once (the common case):
-//   data_received -> HttpRequestParser::feed -> headers_received (take a Slot, copy the head)
+//   data_received -> HttpRequestParser::feed -> headers_received (take a Slot; swap_head()
+//   hands it the head's buffers, nothing is copied)
 //   -> request_received -> dispatch: router, create_eager_task(handler) which finishes inside
 //   the call -> the response is serialised into out_ -> the next pipelined request, if any
 //   -> at the end of data_received, one write of out_ for every response ready.
@@ -152,52 +153,25 @@ HttpResponse& HttpResponse::add_header(std::string name, std::string value) {
 // ---- HttpServerRequest --------------------------------------------------------------------------
 
 HttpServerRequest::HttpServerRequest(std::string_view method, std::string target,
-                                     std::vector<HttpField> headers, std::string body)
-    : method_storage_(method), target_(std::move(target)), keep_alive_(true),
+                                     const std::vector<HttpField>& headers, std::string body)
+    : method_storage_(method), target_storage_(std::move(target)), keep_alive_(true),
       body_(std::move(body)) {
   method_ = method_storage_;
+  target_ = target_storage_;
   query_at_ = std::min(target_.find('?'), target_.size());
-  std::vector<std::pair<std::size_t, std::size_t>> at;  // name offset, value offset
+  std::size_t size = 0;
+  for (const HttpField& f : headers) size += f.name.size() + f.value.size();
+  head_.bytes.reserve(size);  // the views below stay put
   for (const HttpField& f : headers) {
-    at.emplace_back(fields_.size(), fields_.size() + f.name.size());
-    fields_ += f.name;
-    fields_ += f.value;
+    const std::size_t at = head_.bytes.size();
+    head_.bytes += f.name;
+    head_.bytes += f.value;
+    const std::string_view all(head_.bytes);
+    head_.fields.push_back(
+        HttpHeader{all.substr(at, f.name.size()), all.substr(at + f.name.size(), f.value.size())});
   }
-  for (std::size_t i = 0; i < headers.size(); ++i) {
-    header_list_.push_back(HttpHeader{std::string_view(fields_).substr(at[i].first, headers[i].name.size()),
-                                      std::string_view(fields_).substr(at[i].second, headers[i].value.size())});
-  }
-  trailers_at_ = header_list_.size();
-  rebuild_views();
+  headers_ = HttpHeaders(head_.fields);
 }
-
-void HttpServerRequest::rebuild_views() {
-  const std::span<const HttpHeader> all(header_list_);
-  headers_ = HttpHeaders(all.first(trailers_at_));
-  trailers_ = HttpHeaders(all.subspan(trailers_at_));
-}
-
-namespace {
-
-/// Appends @p fields to @p storage (whose capacity covers them, so views stay put) and
-/// their views to @p list.
-void copy_fields(const HttpHeaders& fields, std::string& storage, std::vector<HttpHeader>& list) {
-  for (const HttpHeader& h : fields) {
-    const std::size_t at = storage.size();
-    storage += h.name;
-    storage += h.value;
-    const std::string_view s(storage);
-    list.push_back(HttpHeader{s.substr(at, h.name.size()), s.substr(at + h.name.size(), h.value.size())});
-  }
-}
-
-std::size_t fields_size(const HttpHeaders& fields) noexcept {
-  std::size_t n = 0;
-  for (const HttpHeader& h : fields) n += h.name.size() + h.value.size();
-  return n;
-}
-
-}  // namespace
 
 namespace {
 
@@ -219,49 +193,51 @@ std::size_t absolute_form_path_at(std::string_view target) noexcept {
 }  // namespace
 
 void HttpServerRequest::assign_trailers(const HttpHeaders& trailers) {
-  const std::size_t needed = fields_.size() + fields_size(trailers);
-  if (needed > fields_.capacity()) {
-    // Move every field into a larger buffer, rebuilding the views.
-    std::string storage;
-    storage.reserve(needed);
-    std::vector<HttpHeader> list;
-    list.reserve(header_list_.size() + trailers.size());
-    copy_fields(headers_, storage, list);
-    fields_.swap(storage);
-    header_list_.swap(list);
+  HttpHeadStorage& t = trailers_storage_;
+  t.bytes.clear();
+  t.fields.clear();
+  std::size_t size = 0;
+  for (const HttpHeader& h : trailers) size += h.name.size() + h.value.size();
+  t.bytes.reserve(size);  // the views below stay put
+  for (const HttpHeader& h : trailers) {
+    const std::size_t at = t.bytes.size();
+    t.bytes += h.name;
+    t.bytes += h.value;
+    const std::string_view all(t.bytes);
+    t.fields.push_back(
+        HttpHeader{all.substr(at, h.name.size()), all.substr(at + h.name.size(), h.value.size())});
   }
-  copy_fields(trailers, fields_, header_list_);
-  rebuild_views();
+  trailers_ = HttpHeaders(t.fields);
 }
 
-void HttpServerRequest::assign_head(const HttpRequest& request, Transport& transport) {
+void HttpServerRequest::take_head(HttpRequestParser& parser, Transport& transport) {
+  parser.swap_head(head_);  // the request's views now point into head_
+  const HttpRequest& request = parser.request();
   method_ = request.method();  // static storage
   // An absolute-form target is served as its origin-form ("/path?q"); the Host header stays.
   const std::string_view t = request.target();
   const std::size_t path_at = absolute_form_path_at(t);
   if (path_at == 0) {
-    target_.assign(t);
-  } else if (path_at == t.size() || t[path_at] == '?') {
-    target_.assign("/");
-    target_.append(t.substr(path_at));
+    target_ = t;
+    query_at_ = request.path().size();
   } else {
-    target_.assign(t.substr(path_at));
+    if (path_at == t.size() || t[path_at] == '?') {
+      target_storage_.assign("/");
+      target_storage_.append(t.substr(path_at));
+    } else {
+      target_storage_.assign(t.substr(path_at));
+    }
+    target_ = target_storage_;
+    query_at_ = std::min(target_.find('?'), target_.size());
   }
-  query_at_ = std::min(target_.find('?'), target_.size());
   version_major_ = request.version_major();
   version_minor_ = request.version_minor();
   keep_alive_ = request.keep_alive();
   transport_ = &transport;
   body_.clear();
   route_ = {};
-  fields_.clear();
-  header_list_.clear();
-  // Reserve for the trailers too (at most the head's limit), so that appending them later
-  // never moves the bytes the header views point at.
-  fields_.reserve(fields_size(request.headers()) + 256);
-  copy_fields(request.headers(), fields_, header_list_);
-  trailers_at_ = header_list_.size();
-  rebuild_views();
+  headers_ = request.headers();
+  trailers_ = {};
 }
 
 // ---- HttpRouter ---------------------------------------------------------------------------------
@@ -670,7 +646,7 @@ bool HttpConnection::eof_received() {
 
 void HttpConnection::headers_received(const HttpRequest& request) {
   Slot* slot = take_slot();
-  slot->request.assign_head(request, *transport_);
+  slot->request.take_head(parser_, *transport_);
   slot->head = request.method() == "HEAD";
   slot->keep_alive = request.keep_alive();
   receiving_ = slot;

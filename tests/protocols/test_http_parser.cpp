@@ -2,10 +2,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <new>
 #include <optional>
 #include <random>
@@ -439,6 +441,80 @@ TEST_CASE("HttpRequestParser: header lookup ignores case, keeps order and duplic
                        "\r\nx-dup: two\r\nX-Empty:\r\n\r\n"));
   CHECK(check.seen);
   CHECK(parser.is_paused());
+}
+
+TEST_CASE("HttpRequestParser: swap_head hands the head over; its views outlive resume()",
+          "[protocols][http_parser]") {
+  // Each head goes into storage of its own, as a server's request slot keeps it; the views
+  // taken in headers_received must still read the same after every later request. The heads
+  // range from one whose bytes fit inside a std::string object ("/" and no field) to long ones.
+  struct Taking final : HttpRequestParser::Callbacks {
+    HttpRequestParser* parser = nullptr;
+    std::vector<std::unique_ptr<strata::HttpHeadStorage>> storages;
+    struct Seen {
+      std::string_view target, path, query;
+      strata::HttpHeaders headers;
+    };
+    std::vector<Seen> seen;
+    void headers_received(const HttpRequest& r) override {
+      storages.push_back(std::make_unique<strata::HttpHeadStorage>());
+      parser->swap_head(*storages.back());
+      seen.push_back({r.target(), r.path(), r.query(), r.headers()});
+    }
+    void body_received(std::span<const std::byte>) override {}
+    void request_received(const HttpRequest& r) override {
+      CHECK(r.target() == seen.back().target);  // the parser reads the swapped views too
+    }
+  } taking;
+  HttpRequestParser parser(taking);
+  taking.parser = &parser;
+  const std::string long_value(300, 'v');
+  const std::string input = "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                            "GET /a?b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                            "POST /long/path?q=1 HTTP/1.1\r\nHost: h\r\nX-Long: " + long_value +
+                            "\r\nContent-Length: 2\r\n\r\nok"
+                            "GET /x HTTP/1.1\r\nHost: localhost:8080\r\nAccept: */*\r\n\r\n";
+  std::span<const std::byte> rest = bytes_of(input);
+  while (!rest.empty()) {
+    rest = rest.subspan(parser.feed(rest));
+    REQUIRE(parser.is_paused());
+    parser.resume();
+  }
+  REQUIRE(taking.seen.size() == 4);
+  const auto& s = taking.seen;
+  CHECK(s[0].target == "/");
+  CHECK(s[0].headers.get("connection") == std::optional<std::string_view>("keep-alive"));
+  CHECK(s[1].path == "/a");
+  CHECK(s[1].query == "b");
+  CHECK(s[2].target == "/long/path?q=1");
+  CHECK(s[2].headers.get("x-long") == std::optional<std::string_view>(long_value));
+  CHECK(s[2].headers.get("Content-Length") == std::optional<std::string_view>("2"));
+  CHECK(s[3].path == "/x");
+  REQUIRE(s[3].headers.size() == 2);
+  CHECK(s[3].headers[0].value == "localhost:8080");
+  CHECK(s[3].headers[1].name == "Accept");
+}
+
+TEST_CASE("HttpRequestParser: swap_head outside a request's head-to-resume span does nothing",
+          "[protocols][http_parser]") {
+  struct Nothing final : HttpRequestParser::Callbacks {
+    void headers_received(const HttpRequest&) override {}
+    void body_received(std::span<const std::byte>) override {}
+    void request_received(const HttpRequest&) override {}
+  } nothing;
+  HttpRequestParser parser(nothing);
+  strata::HttpHeadStorage storage;
+  storage.bytes = "kept";
+  parser.swap_head(storage);  // idle
+  CHECK(storage.bytes == "kept");
+  parser.feed(bytes_of("GET /p HTTP/1.1\r\nHo"));
+  parser.swap_head(storage);  // inside the head
+  CHECK(storage.bytes == "kept");
+  parser.feed(bytes_of("st: h\r\n\r\n"));
+  REQUIRE(parser.is_paused());
+  parser.swap_head(storage);  // complete: taken
+  CHECK(parser.request().target() == "/p");
+  CHECK(std::string_view(storage.bytes).substr(0, 2) == "/p");
 }
 
 TEST_CASE("HttpRequestParser: header values keep inner whitespace and obs-text",
@@ -918,4 +994,45 @@ TEST_CASE("HttpRequestParser: a connection's later requests allocate nothing",
   for (int i = 0; i < 100; ++i) run(request);
   CHECK(allocations.load() - before == 0);
   CHECK(counting.requests == 202);
+}
+
+TEST_CASE("HttpRequestParser: heads swapped out to a server's storage allocate nothing",
+          "[protocols][http_parser]") {
+  if (!STRATA_TEST_COUNT_ALLOCATIONS) {
+    WARN("allocations are not counted under a sanitizer; skipped");
+    return;
+  }
+  // Four storages taken in turn, as a server's recycled request slots: buffers circulate
+  // between them and the parser, each keeping its capacity.
+  struct Swapping final : HttpRequestParser::Callbacks {
+    HttpRequestParser* parser = nullptr;
+    std::array<strata::HttpHeadStorage, 4> storages;
+    std::size_t next = 0;
+    std::size_t checked = 0;
+    void headers_received(const HttpRequest& r) override {
+      parser->swap_head(storages[next++ % storages.size()]);
+      if (r.headers().get("host").has_value()) ++checked;
+    }
+    void body_received(std::span<const std::byte>) override {}
+    void request_received(const HttpRequest&) override {}
+  } swapping;
+  HttpRequestParser parser(swapping);
+  swapping.parser = &parser;
+  const std::string request =
+      "GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\n\r\n"
+      "GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+      "GET /json?pretty=1 HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\r\n";
+  auto run = [&] {
+    std::span<const std::byte> rest = bytes_of(request);
+    while (!rest.empty()) {
+      rest = rest.subspan(parser.feed(rest));
+      REQUIRE(parser.is_paused());
+      parser.resume();
+    }
+  };
+  for (int i = 0; i < 8; ++i) run();  // warms every buffer up
+  const std::uint64_t before = allocations.load();
+  for (int i = 0; i < 100; ++i) run();
+  CHECK(allocations.load() - before == 0);
+  CHECK(swapping.checked == 324);
 }

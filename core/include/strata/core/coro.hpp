@@ -92,9 +92,12 @@ class CoroPromise final : public CoroPromiseBase {
   }
 
   /// The result: the value moved out, or the exception rethrown.
-  T take_result() {
+  T take_result() { return std::move(result()); }
+  /// The result in place, or the exception rethrown: for a caller that moves it on once
+  /// (a task into its future) without a temporary in between.
+  T& result() {
     if (exception_) std::rethrow_exception(exception_);
-    return std::move(*value_);
+    return *value_;
   }
 
  private:

@@ -193,7 +193,7 @@ class TaskState final : public FutureState<T>, public TaskCore {
         if (this->take_pending_cancel(message)) throw CancelledError(std::move(message));
         this->set_result();
       } else {
-        T value = h.promise().take_result();
+        T& value = h.promise().result();  // moved once, from the frame into the future
         if (this->take_pending_cancel(message)) throw CancelledError(std::move(message));
         this->set_result(std::move(value));
       }

@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace strata {
 
@@ -39,6 +40,14 @@ struct HttpHeader {
 struct HttpField {
   std::string name;   ///< the field name, e.g. "Cache-Control"
   std::string value;  ///< the field value, sent as is
+};
+
+/// Owned storage of a request head: its bytes and the views of its field lines into them.
+/// What HttpRequestParser::swap_head() exchanges with the parser's own, so that a server can
+/// keep a head past HttpRequestParser::resume() without copying it.
+struct HttpHeadStorage {
+  std::string bytes;                ///< the target and the field names and values
+  std::vector<HttpHeader> fields;   ///< views into bytes, in received order
 };
 
 /// The field lines of a request head or trailer section, in the order received, duplicates
@@ -178,7 +187,9 @@ class HttpRequest {
 /// positions into one vector, the trailers likewise; all are cleared, not freed, between
 /// requests, so a connection allocates only when a request is larger than every earlier one
 /// (at most max_header_bytes per buffer). Body bytes are never copied: body_received views the
-/// fed bytes. The llhttp state is one allocation at construction.
+/// fed bytes. The llhttp state is one allocation at construction. swap_head() trades the
+/// head's buffers for the caller's: a server that hands back storage it took earlier (its
+/// recycled request slots) keeps the steady state free of allocations too.
 /// @par Thread safety  None: one parser per connection, used from one thread (the loop's).
 /// Callbacks run inside feed(), on that thread; a callback must not call feed(), resume() or
 /// feed_eof() of the same parser.
@@ -246,6 +257,14 @@ class HttpRequestParser {
   int error_status() const noexcept { return error_status_; }
   /// What was wrong, for a log line or the error body; empty when not failed. Static storage.
   std::string_view error_reason() const noexcept { return error_reason_; }
+
+  /// From Callbacks::headers_received until resume(): exchanges the storage of the current
+  /// head (the target's and the fields' bytes, and the field views) with @p storage. The
+  /// views of request() (target(), path(), query(), headers()) then point into @p storage and
+  /// stay valid after resume(), for as long as @p storage is neither changed nor destroyed;
+  /// the parser goes on with @p storage's former buffers, reusing their capacity. A server
+  /// that answers later takes the head this way instead of copying it. No-op in other states.
+  void swap_head(HttpHeadStorage& storage) noexcept;
 
   /// The request being parsed or just completed (valid from headers_received until resume()).
   const HttpRequest& request() const noexcept { return request_; }

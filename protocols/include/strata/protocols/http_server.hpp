@@ -131,7 +131,8 @@ class HttpServerRequest {
   HttpServerRequest() = default;
   /// A request made by hand, to test a handler without a connection: @p target as on the
   /// wire ("/path?query"), version 1.1, keep-alive. transport() must not be called on it.
-  HttpServerRequest(std::string_view method, std::string target, std::vector<HttpField> headers = {},
+  HttpServerRequest(std::string_view method, std::string target,
+                    const std::vector<HttpField>& headers = {},
                     std::string body = {});
   HttpServerRequest(const HttpServerRequest&) = delete;
   HttpServerRequest& operator=(const HttpServerRequest&) = delete;
@@ -143,11 +144,10 @@ class HttpServerRequest {
   /// scheme and authority.
   std::string_view target() const noexcept { return target_; }
   /// The target up to its first '?' (not percent-decoded).
-  std::string_view path() const noexcept { return std::string_view(target_).substr(0, query_at_); }
+  std::string_view path() const noexcept { return target_.substr(0, query_at_); }
   /// The target after its first '?'; empty when there is none.
   std::string_view query() const noexcept {
-    return query_at_ < target_.size() ? std::string_view(target_).substr(query_at_ + 1)
-                                      : std::string_view{};
+    return query_at_ < target_.size() ? target_.substr(query_at_ + 1) : std::string_view{};
   }
   /// The major HTTP version: 1.
   int version_major() const noexcept { return version_major_; }
@@ -168,21 +168,21 @@ class HttpServerRequest {
 
  private:
   friend class HttpConnection;
-  void assign_head(const HttpRequest& request, Transport& transport);
+  /// Takes the head of @p parser's current request (swapped, not copied: see
+  /// HttpRequestParser::swap_head()).
+  void take_head(HttpRequestParser& parser, Transport& transport);
   void assign_trailers(const HttpHeaders& trailers);
-
-  void rebuild_views();
 
   std::string_view method_;
   std::string method_storage_;  // a hand-made request's method
-  std::string target_;
+  std::string_view target_;     // into head_.bytes, or into target_storage_
+  std::string target_storage_;  // a rewritten absolute-form target, or a hand-made one
   std::size_t query_at_ = 0;
   int version_major_ = 1;
   int version_minor_ = 1;
   bool keep_alive_ = false;
-  std::string fields_;                 // names and values of headers and trailers, back to back
-  std::vector<HttpHeader> header_list_;  // views into fields_
-  std::size_t trailers_at_ = 0;         // header_list_[trailers_at_..] are trailers
+  HttpHeadStorage head_;      // the target's and the headers' bytes, and the header views
+  HttpHeadStorage trailers_storage_;
   HttpHeaders headers_;
   HttpHeaders trailers_;
   std::string body_;
