@@ -3,6 +3,7 @@
 #include <llhttp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <exception>
@@ -82,20 +83,23 @@ constexpr std::string_view reason_chunk_extensions = "chunk extensions too long"
 /// States, per byte: `start` is before the request line (empty lines allowed, RFC 9112 §2.2);
 /// `line` inside a line; `line_cr` after a CR in a line; `line_start` at the start of a field
 /// line; `end_cr` after the CR of the empty line that ends the section; `done` after its LF.
-/// The first CR or LF in [q, end), or end. Eight bytes at a time (SWAR): a word with no CR
-/// and no LF has no zero byte after XOR with either; the first word that may have one is
-/// searched byte by byte (the zero-byte test can flag a byte after a true match, never miss
-/// one), so the result is exact.
+/// The first CR or LF in [q, end), or end. Eight bytes at a time (SWAR): after XOR with a
+/// word of CRs (or of LFs) a matching byte is zero, and `(x - ones) & ~x & highs` sets the
+/// high bit of every zero byte, and possibly of bytes after one (the borrow), never of one
+/// before: on a little-endian machine the lowest set bit is the first match, exactly.
 inline const char* find_cr_or_lf(const char* q, const char* end) noexcept {
   constexpr std::uint64_t ones = 0x0101010101010101ULL;
   constexpr std::uint64_t highs = 0x8080808080808080ULL;
-  while (end - q >= 8) {
-    std::uint64_t w;
-    std::memcpy(&w, q, sizeof w);
-    const std::uint64_t cr = w ^ (ones * '\r');
-    const std::uint64_t lf = w ^ (ones * '\n');
-    if ((((cr - ones) & ~cr) | ((lf - ones) & ~lf)) & highs) break;
-    q += 8;
+  if constexpr (std::endian::native == std::endian::little) {
+    while (end - q >= 8) {
+      std::uint64_t w;
+      std::memcpy(&w, q, sizeof w);
+      const std::uint64_t cr = w ^ (ones * '\r');
+      const std::uint64_t lf = w ^ (ones * '\n');
+      const std::uint64_t found = (((cr - ones) & ~cr) | ((lf - ones) & ~lf)) & highs;
+      if (found != 0) return q + (std::countr_zero(found) >> 3);
+      q += 8;
+    }
   }
   while (q != end && *q != '\r' && *q != '\n') ++q;
   return q;

@@ -179,6 +179,7 @@ namespace {
 /// §3.2.2 says a server must accept) starts: after its scheme and authority; 0 for a target
 /// of another form.
 std::size_t absolute_form_path_at(std::string_view target) noexcept {
+  if (target.empty() || (target.front() != 'h' && target.front() != 'H')) return 0;
   std::size_t skip = 0;
   if (target.size() >= 7 && http_iequals(target.substr(0, 7), "http://")) {
     skip = 7;
@@ -272,6 +273,16 @@ std::string join_allow(const std::vector<std::pair<std::string, HttpHandler>>& m
 
 }  // namespace
 
+namespace {
+
+/// The order of exact routes: by length, then by bytes, so that a lookup compares bytes only
+/// with paths of its own length.
+bool path_before(std::string_view a, std::string_view b) noexcept {
+  return a.size() != b.size() ? a.size() < b.size() : a < b;
+}
+
+}  // namespace
+
 std::pair<std::string, HttpHandler>* HttpRouter::find_method(Route& route, std::string_view method) {
   for (auto& entry : route.methods) {
     if (entry.first == method) return &entry;
@@ -296,7 +307,7 @@ void HttpRouter::add(std::string_view method, std::string path, bool prefix, Htt
       });
     } else {
       std::sort(routes.begin(), routes.end(),
-                [](const Route& a, const Route& b) { return a.path < b.path; });
+                [](const Route& a, const Route& b) { return path_before(a.path, b.path); });
     }
     it = std::find_if(routes.begin(), routes.end(), [&](const Route& r) { return r.path == path; });
   }
@@ -324,8 +335,9 @@ HttpRouter& HttpRouter::route_prefix(std::string_view method, std::string prefix
 
 HttpRouter::Match HttpRouter::resolve(std::string_view method, std::string_view path) const {
   const Route* route = nullptr;
-  const auto it = std::lower_bound(exact_.begin(), exact_.end(), path,
-                                   [](const Route& r, std::string_view p) { return r.path < p; });
+  const auto it = std::lower_bound(
+      exact_.begin(), exact_.end(), path,
+      [](const Route& r, std::string_view p) { return path_before(r.path, p); });
   if (it != exact_.end() && it->path == path) {
     route = &*it;
   } else {
@@ -337,6 +349,15 @@ HttpRouter::Match HttpRouter::resolve(std::string_view method, std::string_view 
     }
   }
   Match match;
+  if (route) {
+    for (const auto& [m, h] : route->methods) {  // the common case: found at once
+      if (m == method) {
+        match.handler = &h;
+        match.route = route->path;
+        return match;
+      }
+    }
+  }
   const bool known_method = method == "GET" || method == "HEAD" ||
                             std::find(methods_.begin(), methods_.end(), method) != methods_.end();
   if (!known_method) {
@@ -348,17 +369,13 @@ HttpRouter::Match HttpRouter::resolve(std::string_view method, std::string_view 
     return match;
   }
   match.route = route->path;
-  const HttpHandler* get = nullptr;
-  for (const auto& [m, h] : route->methods) {
-    if (m == method) {
-      match.handler = &h;
-      return match;
+  if (method == "HEAD") {
+    for (const auto& [m, h] : route->methods) {
+      if (m == "GET") {
+        match.handler = &h;
+        return match;
+      }
     }
-    if (m == "GET") get = &h;
-  }
-  if (method == "HEAD" && get) {
-    match.handler = get;
-    return match;
   }
   match.status = 405;
   match.allow = route->allow;
@@ -792,19 +809,24 @@ void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
   const std::size_t at = out_.size();
   out_.resize(at + bound);
   HeadWriter w(out_.data() + at);
-  w.put(req.version_minor() == 0 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv);
-  w.put_number(static_cast<std::uint64_t>(r.status));
-  w.put(" "sv);
-  w.put(reason);
-  w.put("\r\n"sv);
-  if (!server_name.empty()) {
-    w.put("Server: "sv);
-    w.put(server_name);
+  const std::string_view date = http_date_now();
+  if (r.status == 200 && req.version_minor() == 1) {
+    w.put(server_->ok_head(date));
+  } else {
+    w.put(req.version_minor() == 0 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv);
+    w.put_number(static_cast<std::uint64_t>(r.status));
+    w.put(" "sv);
+    w.put(reason);
+    w.put("\r\n"sv);
+    if (!server_name.empty()) {
+      w.put("Server: "sv);
+      w.put(server_name);
+      w.put("\r\n"sv);
+    }
+    w.put("Date: "sv);
+    w.put(date);
     w.put("\r\n"sv);
   }
-  w.put("Date: "sv);
-  w.put(http_date_now());
-  w.put("\r\n"sv);
   if (!r.content_type.empty()) {
     w.put("Content-Type: "sv);
     w.put(r.content_type);
@@ -1138,6 +1160,22 @@ HttpServer::HttpServer(HttpRouter router, HttpServerSettings settings)
   if (settings_.max_pipelined == 0) {
     throw std::invalid_argument("HttpServerSettings: max_pipelined must be at least 1");
   }
+}
+
+std::string_view HttpServer::ok_head(std::string_view date) {
+  if (ok_head_.empty() || std::string_view(ok_head_).substr(ok_head_date_at_, date.size()) != date) {
+    ok_head_ = "HTTP/1.1 200 OK\r\n";
+    if (!settings_.server_name.empty()) {
+      ok_head_ += "Server: ";
+      ok_head_ += settings_.server_name;
+      ok_head_ += "\r\n";
+    }
+    ok_head_ += "Date: ";
+    ok_head_date_at_ = ok_head_.size();
+    ok_head_ += date;
+    ok_head_ += "\r\n";
+  }
+  return ok_head_;
 }
 
 HttpServer::~HttpServer() {

@@ -302,9 +302,15 @@ class HttpServer {
 
  private:
   friend class HttpConnection;
+  /// "HTTP/1.1 200 OK", the Server and the Date field lines: the start of most response
+  /// heads, rebuilt when @p date (http_date_now()) changes, once a second.
+  std::string_view ok_head(std::string_view date);
+
   HttpRouter router_;
   HttpServerSettings settings_;
   std::vector<HttpConnection*> connections_;
+  std::string ok_head_;
+  std::size_t ok_head_date_at_ = 0;
   bool shutting_down_ = false;
 };
 
