@@ -112,27 +112,15 @@ HttpFileBody::HttpFileBody(int fd, std::uint64_t offset, std::uint64_t length)
 }
 
 HttpResponse HttpResponse::text(std::string body, int status) {
-  HttpResponse r;
-  r.status = status;
-  r.content_type = "text/plain";
-  r.body = std::move(body);
-  return r;
+  return HttpResponse{.status = status, .content_type = "text/plain", .body = std::move(body)};
 }
 
 HttpResponse HttpResponse::json(std::string body, int status) {
-  HttpResponse r;
-  r.status = status;
-  r.content_type = "application/json";
-  r.body = std::move(body);
-  return r;
+  return HttpResponse{.status = status, .content_type = "application/json", .body = std::move(body)};
 }
 
 HttpResponse HttpResponse::html(std::string body, int status) {
-  HttpResponse r;
-  r.status = status;
-  r.content_type = "text/html; charset=utf-8";
-  r.body = std::move(body);
-  return r;
+  return HttpResponse{.status = status, .content_type = "text/html; charset=utf-8", .body = std::move(body)};
 }
 
 HttpResponse HttpResponse::error(int status, std::string_view detail) {
@@ -801,10 +789,9 @@ void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
   const HttpServerRequest& req = slot.request;
   const bool keep_alive = slot.keep_alive && !server_->is_shutting_down() && !eof_;
   const std::string_view server_name = server_->settings().server_name;
-  const std::string_view reason = http_reason_phrase(r.status);
   // An upper bound of the head's size, reserved at once; the fixed pieces need under 180
-  // bytes (two numbers of up to 20 digits included).
-  std::size_t bound = 180 + reason.size() + server_name.size() + r.content_type.size();
+  // bytes (two numbers of up to 20 digits included), the reason phrase under 40.
+  std::size_t bound = 220 + server_name.size() + r.content_type.size();
   for (const HttpField& f : r.headers) bound += f.name.size() + f.value.size() + 4;
   const std::size_t at = out_.size();
   out_.resize(at + bound);
@@ -816,7 +803,7 @@ void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
     w.put(req.version_minor() == 0 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv);
     w.put_number(static_cast<std::uint64_t>(r.status));
     w.put(" "sv);
-    w.put(reason);
+    w.put(http_reason_phrase(r.status));
     w.put("\r\n"sv);
     if (!server_name.empty()) {
       w.put("Server: "sv);
@@ -1163,7 +1150,8 @@ HttpServer::HttpServer(HttpRouter router, HttpServerSettings settings)
 }
 
 std::string_view HttpServer::ok_head(std::string_view date) {
-  if (ok_head_.empty() || std::string_view(ok_head_).substr(ok_head_date_at_, date.size()) != date) {
+  if (ok_head_.empty() || date.size() != http_date_length ||
+      std::memcmp(ok_head_.data() + ok_head_date_at_, date.data(), http_date_length) != 0) {
     ok_head_ = "HTTP/1.1 200 OK\r\n";
     if (!settings_.server_name.empty()) {
       ok_head_ += "Server: ";
