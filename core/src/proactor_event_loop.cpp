@@ -18,9 +18,10 @@
 // send go to a second buffer, swapped in when it completes). Completions are queued on the
 // ready queue and reach the transport in the callback phase. The channel's memory, which the
 // kernel writes into, lives until the last of its operations has completed, however early the
-// transport lets go of it. Pipes keep the readiness channel: a write to a pipe whose reader
-// is gone raises SIGPIPE in the thread that submits it, and io_uring writes have no flag to
-// prevent it (sockets have MSG_NOSIGNAL).
+// transport lets go of it; so does Asio's object of the socket on io_uring (ops_outlive_cancel
+// says why), while the descriptor closes at once. Pipes keep the readiness channel: a write to
+// a pipe whose reader is gone raises SIGPIPE in the thread that submits it, and io_uring writes
+// have no flag to prevent it (sockets have MSG_NOSIGNAL).
 
 #include "proactor_event_loop.hpp"
 
@@ -102,19 +103,42 @@ struct SlotAllocator {
   OpSlot* slot;
 };
 
+/// Whether an operation of an Asio I/O object can still be in the kernel after cancel() has
+/// returned. On io_uring it can: the cancellation is itself a request, answered later. Asio's
+/// epoll reactor takes its operations back at once.
+#if defined(ASIO_HAS_IO_URING_AS_DEFAULT)
+constexpr bool ops_outlive_cancel = true;
+#else
+constexpr bool ops_outlive_cancel = false;
+#endif
+
+// Why that matters: Asio 1.22's io_uring backend must not close() or release() an I/O object
+// while one of its operations is in the kernel. It returns the object's state to a pool with
+// the operation still queued in it, and the next I/O object opened (any descriptor) gets that
+// state: its own operations queue behind the stale one and are never submitted, the stale
+// one's cancellation is ignored (reuse clears the "cancel requested" flag) and it is submitted
+// again, on its old descriptor number, which by then may be a new socket whose bytes it eats.
+// So on io_uring the loop cancels, and lets go of an Asio object only once the completions of
+// its operations have come back: FdWatch and ProactorChannel below.
+
 /// A descriptor watched for readiness: Asio's descriptor object of it, with the loop's reader
-/// and writer handles. Kept (per descriptor number) until the loop closes, so that a handler
-/// still in flight for an earlier registration always finds it; `generation` tells such a
-/// stale handler apart.
+/// and writer handles. Each wait in flight holds a reference to it. Released (clear()), it
+/// leaves its slot at once, so that a new registration of the same number gets a new one, and
+/// it lets go of Asio's descriptor object when the last reference goes (see above).
 struct FdWatch {
   explicit FdWatch(asio::io_context& io) : descriptor(io) {}
+  ~FdWatch() {
+    if (descriptor.is_open()) static_cast<void>(descriptor.release());  // never closes: not ours
+  }
+  FdWatch(const FdWatch&) = delete;
+  FdWatch& operator=(const FdWatch&) = delete;
   asio::posix::stream_descriptor descriptor;
   HandleImpl* reader = nullptr;
   HandleImpl* writer = nullptr;
-  std::uint32_t generation = 0;  // bumped when the descriptor is released
-  bool read_armed = false;       // a read wait is in flight for this generation
+  bool released = false;     // its waits still in flight report nothing
+  bool read_armed = false;   // a read wait is in flight
   bool write_armed = false;
-  bool queued = false;           // on the loop's list of watches to arm
+  bool queued = false;       // on the loop's list of watches to arm
 };
 
 
@@ -175,16 +199,24 @@ class ProactorChannel final : public IoChannel {
   void close() noexcept override {
     end();
     std::error_code ec;
-    socket_.close(ec);  // cancels what is in flight; its completions come back aborted
+    if (ops_outlive_cancel && refs_ > 1) {
+      // An operation is in the kernel: Asio's object of the socket must outlive it (see
+      // ops_outlive_cancel), the descriptor need not. ~ProactorChannel lets go of the object.
+      socket_.cancel(ec);  // what is in flight comes back aborted
+      ::close(fd_);
+    } else {
+      socket_.close(ec);  // cancels what is in flight; its completions come back aborted
+    }
     unref();
   }
   int release() noexcept override {
     end();
     std::error_code ec;
     socket_.cancel(ec);
-    const int fd = socket_.release(ec);
+    // With an operation in the kernel, ~ProactorChannel lets go of Asio's object (as close()).
+    if (!ops_outlive_cancel || refs_ == 1) static_cast<void>(socket_.release(ec));
     unref();
-    return fd;
+    return fd_;
   }
 
  private:
@@ -206,7 +238,12 @@ class ProactorChannel final : public IoChannel {
     ProactorChannel* c_;
   };
 
-  ~ProactorChannel() override = default;
+  ~ProactorChannel() override {
+    // Still open after close() or release() with an operation in the kernel: that operation
+    // has completed now; the descriptor is closed already, or handed back.
+    std::error_code ec;
+    if (socket_.is_open()) static_cast<void>(socket_.release(ec));
+  }
   void unref() noexcept {
     if (--refs_ == 0) destroy();
   }
@@ -337,7 +374,7 @@ class ProactorEventLoop final : public BaseEventLoop {
         }
       }
       w->reader = w->writer = nullptr;
-      release(*w);
+      release(w);
     }
     to_arm_.clear();
     // The io_context and the eventfd live until the destructor: another thread may still call
@@ -351,7 +388,7 @@ class ProactorEventLoop final : public BaseEventLoop {
     }
     const auto i = static_cast<std::size_t>(fd);
     if (i >= watches_.size()) watches_.resize(i + 1);
-    if (!watches_[i]) watches_[i] = std::make_unique<FdWatch>(io_);
+    if (!watches_[i]) watches_[i] = std::make_shared<FdWatch>(io_);
     return *watches_[i];
   }
 
@@ -381,21 +418,23 @@ class ProactorEventLoop final : public BaseEventLoop {
     if (!h) return false;
     h->cancel();  // a report already queued this iteration must not run
     h->release();
-    if (!w.reader && !w.writer) release(w);
+    if (!w.reader && !w.writer) release(watches_[fd]);
     // With one direction left, the other's wait in flight stays: its report finds no handle.
     return true;
   }
 
-  /// Lets go of the descriptor (the loop does not own it): cancels its waits, whose handlers
-  /// then find a newer generation and do nothing.
-  void release(FdWatch& w) noexcept {
-    ++w.generation;
-    w.read_armed = w.write_armed = false;
+  /// Lets go of the descriptor (the loop does not own it) and empties its slot: cancels its
+  /// waits, whose handlers then find it released and do nothing. Asio's descriptor object goes
+  /// now, or on io_uring with the last wait in flight (~FdWatch; see ops_outlive_cancel).
+  void release(std::shared_ptr<FdWatch>& slot) noexcept {
+    FdWatch& w = *slot;
+    w.released = true;
     if (w.descriptor.is_open()) {
       std::error_code ec;
       w.descriptor.cancel(ec);
-      static_cast<void>(w.descriptor.release());
+      if (!ops_outlive_cancel) static_cast<void>(w.descriptor.release());
     }
+    slot.reset();
   }
 
   void queue_arm(int fd, FdWatch& w) {
@@ -417,7 +456,9 @@ class ProactorEventLoop final : public BaseEventLoop {
 
   void arm_watches() {
     for (int fd : to_arm_) {
-      FdWatch& w = *watches_[static_cast<std::size_t>(fd)];
+      FdWatch* found = watches_[static_cast<std::size_t>(fd)].get();
+      if (found == nullptr) continue;  // released since it was queued
+      FdWatch& w = *found;
       w.queued = false;
       if (w.reader && !w.read_armed) arm(fd, w, asio::posix::descriptor_base::wait_read);
       if (w.writer && !w.write_armed) arm(fd, w, asio::posix::descriptor_base::wait_write);
@@ -428,9 +469,10 @@ class ProactorEventLoop final : public BaseEventLoop {
   void arm(int fd, FdWatch& w, asio::posix::descriptor_base::wait_type type) {
     const bool read = type == asio::posix::descriptor_base::wait_read;
     (read ? w.read_armed : w.write_armed) = true;
-    w.descriptor.async_wait(type, [this, fd, read, gen = w.generation](std::error_code ec) {
-      FdWatch& w = *watches_[static_cast<std::size_t>(fd)];
-      if (gen != w.generation) return;  // released meanwhile (maybe reused): not ours
+    w.descriptor.async_wait(type, [this, fd, read, watch = watches_[static_cast<std::size_t>(fd)]](
+                                      std::error_code ec) {
+      FdWatch& w = *watch;
+      if (w.released) return;  // the number may be another descriptor's by now: not ours
       (read ? w.read_armed : w.write_armed) = false;
       HandleImpl* h = read ? w.reader : w.writer;
       if (!h) return;
@@ -441,7 +483,7 @@ class ProactorEventLoop final : public BaseEventLoop {
 
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
-  std::vector<std::unique_ptr<FdWatch>> watches_;  // by descriptor
+  std::vector<std::shared_ptr<FdWatch>> watches_;  // by descriptor
   std::vector<int> to_arm_;
   asio::posix::stream_descriptor wake_;  // the eventfd that wake_up() writes to
   int wake_fd_ = -1;  // its number, for other threads: the descriptor object is this thread's

@@ -831,6 +831,32 @@ STRATA_LOOP_TEST_CASE(
   CHECK(calls == 1);
 }
 
+STRATA_LOOP_TEST_CASE(
+    "EventLoop: a reader added at once after another descriptor's remove_reader and close runs",
+    "[core][event_loop]") {
+  // The removed reader's wait may still be in the kernel (io_uring) when the new one is armed:
+  // nothing of it may stand in the new one's way. The closed number goes to a socket that is
+  // never readable.
+  TestLoop loop(TestType::kind);
+  SocketPair old;
+  loop->add_reader(old.a, [] {});
+  run_for(*loop, 20ms);  // its wait is in flight
+  REQUIRE(loop->remove_reader(old.a));
+  old.close_a();
+  SocketPair idle;  // takes the closed number; nothing is ever sent to it
+  SocketPair watched;
+  int calls = 0;
+  loop->add_reader(watched.a, [&] {
+    ++calls;
+    drain(watched.a);
+    loop->stop();
+  });
+  send_byte(watched.b);
+  run_until_stopped(*loop, 2s);
+  CHECK(calls == 1);
+  CHECK(loop->remove_reader(watched.a));
+}
+
 STRATA_LOOP_TEST_CASE("EventLoop: add_reader and add_writer throw std::invalid_argument for a negative descriptor",
                       "[core][event_loop]") {
   TestLoop loop(TestType::kind);

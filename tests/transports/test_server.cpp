@@ -474,3 +474,38 @@ STRATA_LOOP_TEST_CASE("Server: wait_closed() is cancel-safe", "[transports][serv
   };
   loop.run(body());
 }
+
+STRATA_LOOP_TEST_CASE("Server: a server started at once after another one closed its connections "
+                      "serves",
+                      "[transports][server]") {
+  // Each round starts as soon as wait_closed() returns, while the I/O of the closed sockets
+  // (the listener's wait, the connection's read) may still be ending in the backend, and the
+  // new sockets usually get the closed ones' numbers. Nothing of the old ones may reach them.
+  Accepted accepted;
+  std::vector<std::unique_ptr<Record>> clients;  // each outlives its connection
+  TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    for (int round = 0; round < 3; ++round) {
+      auto serving = serve(accepted);
+      std::unique_ptr<Server> server = co_await serving;
+      clients.push_back(std::make_unique<Record>());
+      Record& client = *clients.back();
+      auto connecting = connect(client, port_of(*server));
+      Connection<RecordingProtocol> c = co_await connecting;
+      auto made = accepted.wait_made(static_cast<std::size_t>(round) + 1);
+      co_await made;
+      auto echo = check_echo(c, &client, "round " + std::to_string(round));
+      co_await echo;
+      server->close();
+      server->close_clients();
+      auto closing = server->wait_closed();
+      co_await closing;
+    }
+    for (auto& client : clients) {
+      auto eof = client->wait_eof();
+      co_await eof;
+    }
+    CHECK(accepted.records.size() == 3);
+  };
+  loop.run(body());
+}
