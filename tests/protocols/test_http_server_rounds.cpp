@@ -49,8 +49,11 @@ STRATA_LOOP_TEST_CASE(
       settings.server_name = name;
       auto s = co_await start_http_server(plaintext_router(), settings);
       auto c = co_await connect_raw(s.port);
-      c->send(get_plaintext + "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n" +
-              "GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + get_plaintext);
+      std::string requests = get_plaintext;
+      requests += "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n";
+      requests += "GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+      requests += get_plaintext;
+      c->send(requests);
       auto r = co_await c->responses(4);
       REQUIRE(r.size() == 4);
       CHECK(r[0].status == 200);
