@@ -140,6 +140,29 @@ HttpResponse& HttpResponse::add_header(std::string name, std::string value) {
 
 // ---- HttpServerRequest --------------------------------------------------------------------------
 
+namespace {
+
+/// Replaces @p storage's contents with copies of @p fields (HttpField or HttpHeader: a name
+/// and a value each) and their views.
+template <class Fields>
+void fill_storage(const Fields& fields, HttpHeadStorage& storage) {
+  storage.bytes.clear();
+  storage.fields.clear();
+  std::size_t size = 0;
+  for (const auto& f : fields) size += f.name.size() + f.value.size();
+  storage.bytes.reserve(size);  // the views below stay put
+  for (const auto& f : fields) {
+    const std::size_t at = storage.bytes.size();
+    storage.bytes += f.name;
+    storage.bytes += f.value;
+    const std::string_view all(storage.bytes);
+    storage.fields.push_back(
+        HttpHeader{all.substr(at, f.name.size()), all.substr(at + f.name.size(), f.value.size())});
+  }
+}
+
+}  // namespace
+
 HttpServerRequest::HttpServerRequest(std::string_view method, std::string target,
                                      const std::vector<HttpField>& headers, std::string body)
     : method_storage_(method), target_storage_(std::move(target)), keep_alive_(true),
@@ -147,17 +170,7 @@ HttpServerRequest::HttpServerRequest(std::string_view method, std::string target
   method_ = method_storage_;
   target_ = target_storage_;
   query_at_ = std::min(target_.find('?'), target_.size());
-  std::size_t size = 0;
-  for (const HttpField& f : headers) size += f.name.size() + f.value.size();
-  head_.bytes.reserve(size);  // the views below stay put
-  for (const HttpField& f : headers) {
-    const std::size_t at = head_.bytes.size();
-    head_.bytes += f.name;
-    head_.bytes += f.value;
-    const std::string_view all(head_.bytes);
-    head_.fields.push_back(
-        HttpHeader{all.substr(at, f.name.size()), all.substr(at + f.name.size(), f.value.size())});
-  }
+  fill_storage(headers, head_);
   headers_ = HttpHeaders(head_.fields);
 }
 
@@ -182,21 +195,8 @@ std::size_t absolute_form_path_at(std::string_view target) noexcept {
 }  // namespace
 
 void HttpServerRequest::assign_trailers(const HttpHeaders& trailers) {
-  HttpHeadStorage& t = trailers_storage_;
-  t.bytes.clear();
-  t.fields.clear();
-  std::size_t size = 0;
-  for (const HttpHeader& h : trailers) size += h.name.size() + h.value.size();
-  t.bytes.reserve(size);  // the views below stay put
-  for (const HttpHeader& h : trailers) {
-    const std::size_t at = t.bytes.size();
-    t.bytes += h.name;
-    t.bytes += h.value;
-    const std::string_view all(t.bytes);
-    t.fields.push_back(
-        HttpHeader{all.substr(at, h.name.size()), all.substr(at + h.name.size(), h.value.size())});
-  }
-  trailers_ = HttpHeaders(t.fields);
+  fill_storage(trailers, trailers_storage_);
+  trailers_ = HttpHeaders(trailers_storage_.fields);
 }
 
 void HttpServerRequest::take_head(HttpRequestParser& parser, Transport& transport) {

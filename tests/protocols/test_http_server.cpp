@@ -204,38 +204,6 @@ STRATA_LOOP_TEST_CASE("HTTP server: 1000 requests on one connection", "[protocol
   loop.run(body(), 30s);
 }
 
-STRATA_LOOP_TEST_CASE("HTTP server: the Server field follows the settings on every status and version",
-                      "[protocols][http]") {
-  // 200 on HTTP/1.1 heads come from a cached prefix; other statuses and HTTP/1.0 are written
-  // piece by piece. Both must agree.
-  const std::string name = GENERATE(as<std::string>{}, "", "test-server/2");
-  strata::testing::TestLoop loop(TestType::kind);
-  auto body = [&]() -> Coro<void> {
-    HttpServerSettings settings;
-    settings.server_name = name;
-    auto s = co_await start_http_server(test_router(), settings);
-    auto c = co_await connect_raw(s.port);
-    c->send(get_plaintext + "GET /missing HTTP/1.1\r\nHost: x\r\n\r\n" +
-            "GET /plaintext HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + get_plaintext);
-    auto r = co_await c->responses(4);
-    REQUIRE(r.size() == 4);
-    CHECK(r[0].status == 200);
-    CHECK(r[1].status == 404);
-    CHECK(r[2].version == "HTTP/1.0");
-    CHECK(r[3].status == 200);
-    for (const auto& response : r) {
-      CHECK(response.header("Date").value_or("").size() == 29);
-      if (name.empty()) {
-        CHECK_FALSE(response.header("Server"));
-      } else {
-        CHECK(response.header("Server") == name);
-      }
-    }
-    co_await s.stop();
-  };
-  loop.run(body());
-}
-
 STRATA_LOOP_TEST_CASE("HTTP server: keep-alive rules of HTTP/1.0 and 1.1", "[protocols][http]") {
   strata::testing::TestLoop loop(TestType::kind);
   auto body = [&]() -> Coro<void> {

@@ -36,7 +36,8 @@ const std::string get_plaintext =  // NOLINT(cert-err58-cpp): test data; a throw
 }  // namespace
 
 STRATA_LOOP_TEST_CASE(
-    "HTTP server: a server started after another one stopped on the same loop serves",
+    "HTTP server: a server started after another one stopped on the same loop serves, with the "
+    "Server field of its own settings on every status and version",
     "[protocols][http]") {
   // Each round: a new server on a new port, a new client, four pipelined requests (a cached
   // 200 head, a 404, an HTTP/1.0 one, a 200 again), then the server stops and its connection
@@ -61,6 +62,7 @@ STRATA_LOOP_TEST_CASE(
       CHECK(r[2].version == "HTTP/1.0");
       CHECK(r[3].status == 200);
       for (const auto& response : r) {
+        CHECK(response.header("Date").value_or("").size() == 29);
         if (name.empty()) {
           CHECK_FALSE(response.header("Server"));
         } else {

@@ -116,37 +116,6 @@ STRATA_LOOP_TEST_CASE("Server: sockets() lists the bound addresses; close() stop
   loop.run(body());
 }
 
-STRATA_LOOP_TEST_CASE("Server: a server started after another one closed serves (descriptors reused)",
-                      "[transports][server]") {
-  // The second listening socket and its connection usually get the numbers the first ones
-  // had: nothing of the closed ones may linger on them.
-  Accepted accepted;
-  std::vector<std::unique_ptr<Record>> clients;  // each outlives its connection
-  TestLoop loop(TestType::kind);
-  auto body = [&]() -> Coro<void> {
-    for (int round = 0; round < 3; ++round) {
-      auto serving = serve(accepted);
-      std::unique_ptr<Server> server = co_await serving;
-      clients.push_back(std::make_unique<Record>());
-      Record& client = *clients.back();
-      auto connecting = connect(client, port_of(*server));
-      Connection<RecordingProtocol> c = co_await connecting;
-      auto made = accepted.wait_made(static_cast<std::size_t>(round) + 1);
-      co_await made;
-      auto echo = check_echo(c, &client, "round " + std::to_string(round));
-      co_await echo;
-      server->close();
-      server->close_clients();
-      auto closing = server->wait_closed();
-      co_await closing;
-      auto eof = client.wait_eof();
-      co_await eof;
-    }
-    CHECK(accepted.records.size() == 3);
-  };
-  loop.run(body());
-}
-
 STRATA_LOOP_TEST_CASE("Server: with start_serving = false, connects are refused until "
                       "start_serving()",
                       "[transports][server]") {
