@@ -7,7 +7,8 @@
 
 #include <catch2/catch.hpp>
 #include <csignal>
-#include <future>
+#include <condition_variable>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 
@@ -79,9 +80,29 @@ Coro<void> raise_times(int sig, int times, Counter* counter) {
   }
 }
 
-Coro<void> wait_then_signal(Future<void> called, std::promise<void>* handled) {
+/// Tells a thread that the loop has run the handler. It waits on a condition variable, not on a
+/// std::future: libstdc++'s future waits in a raw futex syscall, which ThreadSanitizer does not
+/// intercept, and ThreadSanitizer delivers a signal only when its thread next enters the runtime;
+/// a signal the kernel gave that thread would wait out the whole timeout.
+struct Handshake {
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool handled = false;
+
+  void set() {
+    std::lock_guard lock(mutex);
+    handled = true;
+    changed.notify_all();
+  }
+  void wait_for(std::chrono::seconds timeout) {
+    std::unique_lock lock(mutex);
+    changed.wait_for(lock, timeout, [this] { return handled; });
+  }
+};
+
+Coro<void> wait_then_signal(Future<void> called, Handshake* handshake) {
   co_await called;
-  handled->set_value();
+  handshake->set();
 }
 
 Coro<void> yield_a_while() {
@@ -105,6 +126,10 @@ STRATA_LOOP_TEST_CASE("signals: the handler runs on the loop's thread when the s
 
 STRATA_LOOP_TEST_CASE("signals: a signal sent from another thread runs the handler on the loop",
                       "[core][signals]") {
+  // The kernel hands a process-directed signal to any thread that does not block it: each
+  // run makes it one thread or the other by blocking the signal in the other.
+  const bool sender_takes_it = GENERATE(false, true);
+  CAPTURE(sender_takes_it);
   strata::testing::TestLoop loop(TestType::kind);
   Future<void> called(*loop);
   std::thread::id where;
@@ -112,16 +137,24 @@ STRATA_LOOP_TEST_CASE("signals: a signal sent from another thread runs the handl
     where = std::this_thread::get_id();
     called.set_result();
   });
-  // The kernel may hand a process-directed signal to any thread: the sender's included. The
-  // sender stays alive until the handler has run: ThreadSanitizer defers a signal until the
+  sigset_t usr2;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  sigset_t loop_mask;  // this thread's, restored at the end
+  REQUIRE(::pthread_sigmask(SIG_BLOCK, nullptr, &loop_mask) == 0);
+  if (sender_takes_it) REQUIRE(::pthread_sigmask(SIG_BLOCK, &usr2, nullptr) == 0);
+  // The sender stays alive until the handler has run: ThreadSanitizer defers a signal until the
   // receiving thread next enters the runtime, and drops it if that thread exits first.
-  std::promise<void> handled;
-  std::thread sender([done = handled.get_future()] {
+  Handshake handshake;
+  std::thread sender([&] {
+    // A new thread starts with its creator's mask: set its own either way.
+    ::pthread_sigmask(sender_takes_it ? SIG_UNBLOCK : SIG_BLOCK, &usr2, nullptr);
     ::kill(::getpid(), SIGUSR2);
-    done.wait_for(30s);
+    handshake.wait_for(30s);
   });
-  loop.run(wait_then_signal(called, &handled));
+  loop.run(wait_then_signal(called, &handshake));
   sender.join();
+  REQUIRE(::pthread_sigmask(SIG_SETMASK, &loop_mask, nullptr) == 0);
   CHECK(where == std::this_thread::get_id());
 }
 
