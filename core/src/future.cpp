@@ -126,7 +126,7 @@ void suspend_on_future(FutureStateBase& future, std::coroutine_handle<> h) {
 }
 
 void deliver_pending_cancel() {
-  if (TaskCore* task = TaskCore::current()) task->deliver_pending_cancel();
+  if (TaskCore* task = running_task) task->deliver_pending_cancel();
 }
 
 }  // namespace strata::detail

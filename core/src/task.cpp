@@ -17,9 +17,10 @@ namespace strata {
 
 namespace detail {
 
+constinit thread_local TaskCore* running_task = nullptr;
+
 namespace {
 
-thread_local TaskCore* current_task_ = nullptr;
 std::atomic<std::uint64_t> task_counter{0};
 
 
@@ -79,7 +80,6 @@ TaskCore::TaskCore(FutureStateBase& self, std::string&& name)
 
 TaskCore::~TaskCore() { unlink(); }
 
-TaskCore* TaskCore::current() noexcept { return current_task_; }
 
 TaskCore* TaskCore::first(const EventLoop& loop) noexcept { return loop.tasks_; }
 
@@ -174,12 +174,12 @@ void TaskCore::step() {
     loop.stepped_task_ = self_;
     loop.stepped_from_ = suspended_at_;
   }
-  TaskCore* previous = std::exchange(current_task_, this);
+  TaskCore* previous = std::exchange(running_task, this);
   stepping_ = true;
   std::exchange(resume_point_, {}).resume();
   stepping_ = false;
   deliver_cancel_ = false;
-  current_task_ = previous;
+  running_task = previous;
   if (!resume_point_) finish_from_coroutine();
 }
 
@@ -235,6 +235,16 @@ void TaskCore::unpark() {
   schedule_step();
 }
 
+void TaskCore::unpark_now() {
+  if (running_task != nullptr || step_handle_.queued()) {
+    unpark();
+    return;
+  }
+  parked_ = nullptr;
+  const Ref<FutureStateBase> keep = std::move(parked_keep_);
+  step();
+}
+
 void TaskCore::throw_parked_cancel() { throw CancelledError(std::move(cancel_message_)); }
 
 void TaskCore::yield(std::coroutine_handle<> h) {
@@ -243,8 +253,7 @@ void TaskCore::yield(std::coroutine_handle<> h) {
   record_suspension();
 }
 
-void TaskCore::deliver_pending_cancel() {
-  if (!deliver_cancel_) return;
+void TaskCore::throw_pending_cancel() {
   deliver_cancel_ = false;
   throw CancelledError(std::move(cancel_message_));
 }

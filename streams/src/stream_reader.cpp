@@ -237,8 +237,9 @@ void ReadIntoOp::end_wait() {
   if (st.waiting_into == this) st.waiting_into = nullptr;
   // What WaiterQueue::resume() does, for a node in no queue.
   try {
-    detail::deliver_pending_cancel();
-    if (waiter_.cancelled()) TaskCore::current()->throw_parked_cancel();
+    TaskCore* task = TaskCore::current();  // the task resuming from this wait
+    task->deliver_pending_cancel();
+    if (waiter_.cancelled()) task->throw_parked_cancel();
   } catch (...) {
     give_back_filled();  // cancelled: nothing is consumed
     throw;
@@ -403,7 +404,9 @@ bool StreamReader::at_eof() const noexcept { return state_->eof && state_->size(
 std::size_t StreamReader::buffered() const noexcept { return state_->size(); }
 std::size_t StreamReader::limit() const noexcept { return state_->limit; }
 
-void StreamReader::feed_data(std::string_view data) {
+void StreamReader::feed_data(std::string_view data) { feed(data, /*resume_now=*/false); }
+
+void StreamReader::feed(std::string_view data, bool resume_now) {
   detail::ReaderState& st = *state_;
   // The common case of a connection read by a read_into() loop: all of @p data fits the
   // waiting read's buffer. Kept small, so that it costs no more than the copy and the wake-up.
@@ -411,7 +414,14 @@ void StreamReader::feed_data(std::string_view data) {
                                                   data.size() <= into->room() && st.size() == 0 &&
                                                   !st.eof && !st.exception) {
     into->fill(data);
-    if (!into->waiter_.done()) into->waiter_.wake();
+    if (into->waiter_.done()) return;
+    // From data_received, the task resumes here: a stream handler's read_into() loop then
+    // costs one loop iteration per read, as a Protocol's data_received does.
+    if (resume_now) {
+      into->waiter_.wake_now();
+    } else {
+      into->waiter_.wake();
+    }
     return;
   }
   feed_more(data);

@@ -69,7 +69,8 @@ void StreamProtocol::connection_made(Transport& transport) {
 }
 
 void StreamProtocol::data_received(std::span<const std::byte> data) {
-  connection_->reader.feed_data(data);
+  connection_->reader.feed(std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
+                           /*resume_now=*/true);
 }
 
 bool StreamProtocol::eof_received() {

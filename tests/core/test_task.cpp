@@ -1,8 +1,10 @@
 #include <strata/core/task.hpp>
+#include <strata/core/detail/waiter_queue.hpp>
 
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <coroutine>
 #include <exception>
 #include <memory>
 #include <stdexcept>
@@ -41,6 +43,7 @@ std::string what_of(const std::exception_ptr& e) {
 
 std::vector<std::string> names_of(const std::vector<strata::TaskRef>& tasks) {
   std::vector<std::string> names;
+  names.reserve(tasks.size());
   for (const strata::TaskRef& t : tasks) names.push_back(t.get_name());
   std::sort(names.begin(), names.end());
   return names;
@@ -790,4 +793,68 @@ STRATA_LOOP_TEST_CASE("Task: a cancel request that no co_await received still en
     message = e.message();
   }
   CHECK(message == "at the end");
+}
+
+// ---- Waiter::wake_now(): the wake-up of an I/O callback ---------------------------------------
+
+namespace {
+
+/// A task parked on a Waiter, as a stream read parks: what wake() and wake_now() wake.
+struct Parked {
+  strata::detail::Waiter waiter;
+  Log* log;
+};
+
+struct ParkOn {
+  Parked* parked;
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) {
+    strata::detail::TaskCore::current()->park(parked->waiter, h);
+  }
+  void await_resume() {
+    if (parked->waiter.cancelled()) strata::detail::TaskCore::current()->throw_parked_cancel();
+  }
+};
+
+Coro<void> park_and_log(Parked* parked) {
+  co_await ParkOn{parked};
+  parked->log->push_back("resumed");
+}
+
+/// From inside a task: wake_now() must not run the other task in this one's step.
+Coro<void> wake_now_from_a_task(Parked* parked) {
+  parked->waiter.wake_now();
+  parked->log->push_back("waker done");
+  co_await strata::sleep(0s);
+  co_await strata::sleep(0s);
+}
+
+}  // namespace
+
+STRATA_LOOP_TEST_CASE("Task: wake_now from a plain callback resumes the parked task inside the call",
+                      "[core][task]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  Log log;
+  Parked parked{{}, &log};
+  Task<void> task = loop->create_task(park_and_log(&parked));
+  // Queued after the task's first step: it finds the task parked.
+  loop->call_soon([&] {
+    log.push_back("waking");
+    parked.waiter.wake_now();
+    log.push_back("woken");
+  });
+  loop->run_until_complete(Future<void>(task));
+  CHECK(log == Log{"waking", "resumed", "woken"});
+}
+
+STRATA_LOOP_TEST_CASE("Task: wake_now inside another task's step schedules the parked task instead",
+                      "[core][task]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  Log log;
+  Parked parked{{}, &log};
+  Task<void> task = loop->create_task(park_and_log(&parked));
+  Task<void> waker = loop->create_task(wake_now_from_a_task(&parked));
+  loop->run_until_complete(Future<void>(waker));
+  CHECK(task.done());
+  CHECK(log == Log{"waker done", "resumed"});
 }

@@ -32,6 +32,10 @@ class TaskStepHandle final : public HandleImpl {
   TaskCore* task_;
 };
 
+/// The task whose coroutine is running on this thread, or nullptr (TaskCore::current()).
+/// Constant-initialized, so that reading it from another translation unit is one load.
+extern constinit thread_local TaskCore* running_task;
+
 /// The untyped machinery of a task: stepping its coroutine, what it waits on, cancellation.
 class TaskCore {
  public:
@@ -64,6 +68,11 @@ class TaskCore {
   void park(Waiter& w, std::coroutine_handle<> h);
   /// The waiter this task is parked on was woken: schedules the next step.
   void unpark();
+  /// As unpark(), from a plain callback of the task's loop that hands the task what it waited
+  /// for (an I/O callback): runs the next step inside this call when no task is running on this
+  /// thread and the step is not queued already, saving the trip through the ready queue and a
+  /// loop iteration. Schedules it as unpark() does otherwise.
+  void unpark_now();
   /// @p w, which this task is parked on, is being destroyed (so is the task's frame).
   void forget_parked(const Waiter& w) noexcept {
     if (parked_ != &w) return;
@@ -72,15 +81,19 @@ class TaskCore {
   }
   /// Throws the CancelledError of a cancel that found this task parked.
   [[noreturn]] void throw_parked_cancel();
+  /// Throws the CancelledError whose delivery this step owes (deliver_pending_cancel()).
+  [[noreturn]] void throw_pending_cancel();
   /// Suspends for one loop iteration (sleep(0)): resumes @p h through call_soon.
   void yield(std::coroutine_handle<> h);
   /// Throws CancelledError if a cancel request awaits delivery.
-  void deliver_pending_cancel();
+  void deliver_pending_cancel() {
+    if (deliver_cancel_) [[unlikely]] throw_pending_cancel();
+  }
   /// Destroys the coroutine of a pending task (the loop is closing).
   void abandon() noexcept;
 
   /// The task whose coroutine is running on this thread, or nullptr.
-  static TaskCore* current() noexcept;
+  static TaskCore* current() noexcept { return running_task; }
 
   /// The live tasks of a loop, as an intrusive list: first(loop), then next_live().
   static TaskCore* first(const EventLoop& loop) noexcept;

@@ -59,6 +59,7 @@ namespace detail {
 struct ReaderState;
 class ReadOp;
 class ReadIntoOp;
+class StreamProtocol;
 }  // namespace detail
 
 /// The incoming side of a stream connection (asyncio.StreamReader).
@@ -184,6 +185,11 @@ class StreamReader {
 
  private:
   friend class detail::ReadOp;
+  friend class detail::StreamProtocol;
+  /// feed_data(); with @p resume_now (the connection's data_received), a read_into() that the
+  /// bytes complete resumes its task inside this call (Waiter::wake_now()), not on the next
+  /// loop iteration.
+  void feed(std::string_view data, bool resume_now);
   /// feed_data() past its fast path.
   void feed_more(std::string_view data);
   detail::Ref<detail::ReaderState> state_;  // loop-thread count: no atomic per read

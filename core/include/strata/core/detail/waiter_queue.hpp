@@ -40,6 +40,15 @@ class Waiter {
     state_ = State::woken;
     task_->unpark();
   }
+  /// Wakes the waiting task from a plain callback of its loop that hands it what it waited for
+  /// (an I/O callback: the streams' data_received): it resumes inside this call when no task is
+  /// running on this thread (TaskCore::unpark_now()), through call_soon otherwise. Loop thread,
+  /// loop running. Precondition: it waits (not done()).
+  void wake_now() {
+    STRATA_ASSERT(state_ == State::waiting);
+    state_ = State::woken;
+    task_->unpark_now();
+  }
 
  private:
   friend class WaiterQueue;
