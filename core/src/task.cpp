@@ -235,16 +235,6 @@ void TaskCore::unpark() {
   schedule_step();
 }
 
-void TaskCore::unpark_now() {
-  if (running_task != nullptr || step_handle_.queued()) {
-    unpark();
-    return;
-  }
-  parked_ = nullptr;
-  const Ref<FutureStateBase> keep = std::move(parked_keep_);
-  step();
-}
-
 void TaskCore::throw_parked_cancel() { throw CancelledError(std::move(cancel_message_)); }
 
 void TaskCore::yield(std::coroutine_handle<> h) {

@@ -216,7 +216,7 @@ std::string ReadOp::await_resume() {
 
 // ---- ReadIntoOp --------------------------------------------------------------------------
 
-void ReadIntoOp::await_suspend(std::coroutine_handle<> h) {
+void ReadIntoOp::suspend_checked(std::coroutine_handle<> h) {
   ReaderState& st = *state_;
   TaskCore* task = TaskCore::current();
   if (task == nullptr) {
@@ -225,7 +225,6 @@ void ReadIntoOp::await_suspend(std::coroutine_handle<> h) {
         "create_task(), run_until_complete() or strata::run()");
   }
   st.before_wait();
-  // One waiter at most: the task parks on this read's node, no queue needed.
   task->park(waiter_, h);
   st.waiting_into = this;
   waiting_ = true;

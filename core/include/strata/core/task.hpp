@@ -72,7 +72,15 @@ class TaskCore {
   /// for (an I/O callback): runs the next step inside this call when no task is running on this
   /// thread and the step is not queued already, saving the trip through the ready queue and a
   /// loop iteration. Schedules it as unpark() does otherwise.
-  void unpark_now();
+  void unpark_now() {
+    if (running_task != nullptr || step_handle_.queued()) {
+      unpark();
+      return;
+    }
+    parked_ = nullptr;
+    const Ref<FutureStateBase> keep = std::move(parked_keep_);
+    step();
+  }
   /// @p w, which this task is parked on, is being destroyed (so is the task's frame).
   void forget_parked(const Waiter& w) noexcept {
     if (parked_ != &w) return;

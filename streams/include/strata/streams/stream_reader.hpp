@@ -321,7 +321,19 @@ class [[nodiscard]] ReadIntoOp {
     if (st.has_waiter()) return false;  // another task waits: await_suspend() refuses
     return n_ == 0 || st.size() > 0 || st.eof || st.exception;
   }
-  void await_suspend(std::coroutine_handle<> h);
+  void await_suspend(std::coroutine_handle<> h) {
+    ReaderState& st = *state_;
+    TaskCore* task = TaskCore::current();
+    // Outside a task, beside another read, or with the transport paused: the checked path.
+    if (task == nullptr || st.has_waiter() || st.paused) [[unlikely]] {
+      suspend_checked(h);
+      return;
+    }
+    // One waiter at most: the task parks on this read's node, no queue needed.
+    task->park(waiter_, h);
+    st.waiting_into = this;
+    waiting_ = true;
+  }
   std::size_t await_resume() {
     if (waiting_) end_wait();
     const ReaderState& st = *state_;
@@ -336,6 +348,9 @@ class [[nodiscard]] ReadIntoOp {
   ReadIntoOp(Ref<ReaderState> state, char* fixed, std::string* growing, std::size_t n) noexcept
       : state_(std::move(state)), into_(fixed), into_string_(growing), n_(n) {}
 
+  /// await_suspend() with its checks: refuses outside a task or beside another read, resumes
+  /// a transport the buffer paused.
+  void suspend_checked(std::coroutine_handle<> h);
   /// The bytes in the caller's buffer.
   std::size_t filled() const noexcept {
     return into_string_ != nullptr ? into_string_->size() : filled_;
