@@ -193,11 +193,13 @@ handlers as coroutines, pipelined requests answered in order.</p>
 
 strata::HttpRouter make_router() {
   strata::HttpRouter router;
-  router.get("/plaintext", [](strata::HttpServerRequest&) -> strata::Coro<strata::HttpResponse> {
-    co_return strata::HttpResponse::text("Hello, World!");
+  // Fixed answers await nothing: plain handlers, called inside the read callback without a
+  // task of their own. /echo is a coroutine, as every handler that may await I/O is.
+  router.get("/plaintext", [](strata::HttpServerRequest&) {
+    return strata::HttpResponse::text("Hello, World!");
   });
-  router.get("/json", [](strata::HttpServerRequest&) -> strata::Coro<strata::HttpResponse> {
-    co_return strata::HttpResponse::json(R"({"message":"Hello, World!"})");
+  router.get("/json", [](strata::HttpServerRequest&) {
+    return strata::HttpResponse::json(R"({"message":"Hello, World!"})");
   });
   router.post("/echo", [](strata::HttpServerRequest& request) -> strata::Coro<strata::HttpResponse> {
     strata::HttpResponse response;
@@ -208,8 +210,8 @@ strata::HttpRouter make_router() {
   if (options.root) {
     router.route_prefix("GET", "/", strata::static_files(*options.root));
   } else {
-    router.get("/", [](strata::HttpServerRequest&) -> strata::Coro<strata::HttpResponse> {
-      co_return strata::HttpResponse::html(std::string(demo_page));
+    router.get("/", [](strata::HttpServerRequest&) {
+      return strata::HttpResponse::html(std::string(demo_page));
     });
   }
   return router;

@@ -70,6 +70,11 @@ strata::HttpRouter make_router(const std::string& root) {
     co_return response;
   });
   // [/snippet:routes]
+  // [snippet:plain-route]
+  router.get("/version", [](strata::HttpServerRequest&) {  // awaits nothing: a plain handler
+    return strata::HttpResponse::json(R"({"version":"1.0"})");
+  });
+  // [/snippet:plain-route]
   // [snippet:stream-route]
   router.get("/countdown", [](strata::HttpServerRequest&) -> strata::Coro<strata::HttpResponse> {
     strata::HttpResponse response;
@@ -141,6 +146,14 @@ strata::Coro<void> client_demo(std::string base) {
              moved_text == "Hello, old!",
          "client: redirect");
   expect(client.open_connections() == 1, "client: one keep-alive connection for all three");
+
+  auto getting_version = client.get(base + "/version");
+  strata::HttpClientResponse version = co_await getting_version;
+  auto reading_version = version.text();
+  std::string version_json = co_await reading_version;
+  expect(version.status() == 200 && version_json == R"({"version":"1.0"})" &&
+             version.headers().get("Content-Type") == "application/json",
+         "client: a plain handler");
 
   // [snippet:read-chunks]
   auto getting_countdown = client.get(base + "/countdown");

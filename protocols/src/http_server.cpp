@@ -240,11 +240,15 @@ void check_route_path(std::string_view path) {
   }
 }
 
-std::string join_allow(const std::vector<std::pair<std::string, HttpHandler>>& methods) {
+/// The Allow value of a route's methods (each entry has a `method`).
+template <class Methods>
+std::string join_allow(const Methods& methods) {
   std::vector<std::string> names;
+  names.reserve(methods.size() + 1);
   bool get = false;
   bool head = false;
-  for (const auto& [m, h] : methods) {
+  for (const auto& entry : methods) {
+    const std::string& m = entry.method;
     names.push_back(m);
     get = get || m == "GET";
     head = head || m == "HEAD";
@@ -271,17 +275,18 @@ bool path_before(std::string_view a, std::string_view b) noexcept {
 
 }  // namespace
 
-std::pair<std::string, HttpHandler>* HttpRouter::find_method(Route& route, std::string_view method) {
+HttpRouter::MethodHandler* HttpRouter::find_method(Route& route, std::string_view method) {
   for (auto& entry : route.methods) {
-    if (entry.first == method) return &entry;
+    if (entry.method == method) return &entry;
   }
   return nullptr;
 }
 
-void HttpRouter::add(std::string_view method, std::string path, bool prefix, HttpHandler handler) {
+void HttpRouter::add(std::string_view method, std::string path, bool prefix,
+                     MethodHandler handler) {
   check_route_path(path);
   if (method.empty()) throw std::invalid_argument("HttpRouter: empty method");
-  if (!handler) throw std::invalid_argument("HttpRouter: empty handler");
+  if (!handler.handler && !handler.plain) throw std::invalid_argument("HttpRouter: empty handler");
   std::vector<Route>& routes = prefix ? prefixes_ : exact_;
   auto it = std::find_if(routes.begin(), routes.end(), [&](const Route& r) { return r.path == path; });
   if (it == routes.end()) {
@@ -296,6 +301,7 @@ void HttpRouter::add(std::string_view method, std::string path, bool prefix, Htt
     } else {
       std::sort(routes.begin(), routes.end(),
                 [](const Route& a, const Route& b) { return path_before(a.path, b.path); });
+      index_exact();
     }
     it = std::find_if(routes.begin(), routes.end(), [&](const Route& r) { return r.path == path; });
   }
@@ -303,7 +309,8 @@ void HttpRouter::add(std::string_view method, std::string path, bool prefix, Htt
     throw std::invalid_argument("HttpRouter: " + std::string(method) + " " + path +
                                 " has a handler already");
   }
-  it->methods.emplace_back(std::string(method), std::move(handler));
+  handler.method = std::string(method);
+  it->methods.push_back(std::move(handler));
   it->allow = join_allow(it->methods);
   if (std::find(methods_.begin(), methods_.end(), method) == methods_.end()) {
     methods_.emplace_back(method);
@@ -311,24 +318,67 @@ void HttpRouter::add(std::string_view method, std::string path, bool prefix, Htt
 }
 
 HttpRouter& HttpRouter::route(std::string_view method, std::string path, HttpHandler handler) {
-  add(method, std::move(path), false, std::move(handler));
+  add(method, std::move(path), false, MethodHandler{{}, std::move(handler), {}});
+  return *this;
+}
+
+HttpRouter& HttpRouter::route(std::string_view method, std::string path,
+                              HttpPlainHandler handler) {
+  add(method, std::move(path), false, MethodHandler{{}, {}, std::move(handler)});
   return *this;
 }
 
 HttpRouter& HttpRouter::route_prefix(std::string_view method, std::string prefix,
                                      HttpHandler handler) {
-  add(method, std::move(prefix), true, std::move(handler));
+  add(method, std::move(prefix), true, MethodHandler{{}, std::move(handler), {}});
   return *this;
 }
 
+HttpRouter& HttpRouter::route_prefix(std::string_view method, std::string prefix,
+                                     HttpPlainHandler handler) {
+  add(method, std::move(prefix), true, MethodHandler{{}, {}, std::move(handler)});
+  return *this;
+}
+
+void HttpRouter::index_exact() {
+  // exact_ is sorted by length: by_length_[n] is the first route at least n bytes long.
+  const std::size_t longest = exact_.empty() ? 0 : exact_.back().path.size();
+  by_length_.assign(longest + 2, 0);
+  std::size_t i = 0;
+  for (std::size_t n = 0; n < by_length_.size(); ++n) {
+    while (i < exact_.size() && exact_[i].path.size() < n) ++i;
+    by_length_[n] = static_cast<std::uint32_t>(i);
+  }
+}
+
+namespace {
+
+/// a == b, with a call to memcmp only past 8 bytes: a method or a short path costs a few
+/// instructions instead of a call.
+bool same_bytes(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  if (a.size() > 8) return std::memcmp(a.data(), b.data(), a.size()) == 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (a[i] != b[i]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+const HttpRouter::Route* HttpRouter::find_exact(std::string_view path) const noexcept {
+  const std::size_t n = path.size();
+  if (n + 1 >= by_length_.size()) return nullptr;  // longer than every exact route
+  // The routes of the path's own length: usually one, compared with one memcmp.
+  for (std::uint32_t i = by_length_[n]; i < by_length_[n + 1]; ++i) {
+    if (same_bytes(exact_[i].path, path)) return &exact_[i];
+  }
+  return nullptr;
+}
+
 HttpRouter::Match HttpRouter::resolve(std::string_view method, std::string_view path) const {
-  const Route* route = nullptr;
-  const auto it = std::lower_bound(
-      exact_.begin(), exact_.end(), path,
-      [](const Route& r, std::string_view p) { return path_before(r.path, p); });
-  if (it != exact_.end() && it->path == path) {
-    route = &*it;
-  } else {
+  const Route* route = find_exact(path);
+  if (route == nullptr) {
     for (const Route& r : prefixes_) {
       if (path.starts_with(r.path)) {
         route = &r;
@@ -338,9 +388,9 @@ HttpRouter::Match HttpRouter::resolve(std::string_view method, std::string_view 
   }
   Match match;
   if (route) {
-    for (const auto& [m, h] : route->methods) {  // the common case: found at once
-      if (m == method) {
-        match.handler = &h;
+    for (const MethodHandler& entry : route->methods) {  // the common case: found at once
+      if (same_bytes(entry.method, method)) {
+        set_match(match, entry);
         match.route = route->path;
         return match;
       }
@@ -358,9 +408,9 @@ HttpRouter::Match HttpRouter::resolve(std::string_view method, std::string_view 
   }
   match.route = route->path;
   if (method == "HEAD") {
-    for (const auto& [m, h] : route->methods) {
-      if (m == "GET") {
-        match.handler = &h;
+    for (const MethodHandler& entry : route->methods) {
+      if (entry.method == "GET") {
+        set_match(match, entry);
         return match;
       }
     }
@@ -470,6 +520,13 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
   }
   void dispatch(Slot& slot);
   void on_handler_done(Slot& slot);
+  /// Calls a plain handler and responds with what it returns (500 if it throws).
+  void run_plain(Slot& slot, const HttpPlainHandler& handler);
+  /// Passes a handler's exception to the loop's exception handler, naming the request.
+  void report_handler_error(const Slot& slot, std::exception_ptr error);
+  /// Writes @p response at once when @p slot is first in line and it is plain, else keeps it
+  /// in the slot until its turn (complete()). May move from @p response.
+  void respond(Slot& slot, HttpResponse& response);
   void complete(Slot& slot, HttpResponse&& response);
   /// Writes the responses at the front of queue_ that are ready, in order; starts the body
   /// sender of a file or stream response; closes after a response that ends the connection.
@@ -683,6 +740,11 @@ void HttpConnection::request_received(const HttpRequest& request) {
 void HttpConnection::dispatch(Slot& slot) {
   HttpServerRequest& request = slot.request;
   const HttpRouter::Match match = server_->router().resolve(request.method(), request.path());
+  if (match.plain != nullptr) {
+    request.route_ = match.route;
+    run_plain(slot, *match.plain);
+    return;
+  }
   if (!match.handler) {
     HttpResponse response = HttpResponse::error(match.status);
     if (match.status == 405) response.add_header("Allow", std::string(match.allow));
@@ -693,9 +755,7 @@ void HttpConnection::dispatch(Slot& slot) {
   try {
     slot.task = loop_->create_eager_task((*match.handler)(request));
   } catch (...) {  // the handler threw before its first suspension, outside the coroutine
-    loop_->call_exception_handler({"HTTP handler failed for " + std::string(request.method()) +
-                                       " " + std::string(request.path()),
-                                   std::current_exception()});
+    report_handler_error(slot, std::current_exception());
     complete(slot, HttpResponse::error(500));
     return;
   }
@@ -715,32 +775,45 @@ void HttpConnection::dispatch(Slot& slot) {
   });
 }
 
+void HttpConnection::run_plain(Slot& slot, const HttpPlainHandler& handler) {
+  // Called inside parse(): what respond() writes is flushed once the bytes are parsed.
+  std::optional<HttpResponse> response;
+  try {
+    response.emplace(handler(slot.request));
+  } catch (...) {
+    report_handler_error(slot, std::current_exception());
+    complete(slot, HttpResponse::error(500));
+    return;
+  }
+  respond(slot, *response);
+}
+
+void HttpConnection::report_handler_error(const Slot& slot, std::exception_ptr error) {
+  loop_->call_exception_handler({"HTTP handler failed for " + std::string(slot.request.method()) +
+                                     " " + std::string(slot.request.path()),
+                                 std::move(error)});
+}
+
+void HttpConnection::respond(Slot& slot, HttpResponse& response) {
+  if (queue_.front() == &slot && !sending_ && !closing_ && !lost_ && is_plain(slot, response)) {
+    // First in line and plain (the common case): serialised from where it is, not moved.
+    slot.done = true;
+    if (write_plain(&slot, response)) drain();
+  } else {
+    complete(slot, std::move(response));
+  }
+}
+
 void HttpConnection::on_handler_done(Slot& slot) {
-  HttpResponse response;
   Task<HttpResponse> task = std::move(slot.task);
   if (task.cancelled()) {
-    response = HttpResponse::error(503, "the request was cancelled");
+    complete(slot, HttpResponse::error(503, "the request was cancelled"));
   } else if (std::exception_ptr e = task.exception()) {
-    loop_->call_exception_handler({"HTTP handler failed for " + std::string(slot.request.method()) +
-                                       " " + std::string(slot.request.path()),
-                                   e});
-    response = HttpResponse::error(500);
-  } else if (queue_.front() == &slot && !sending_ && !closing_ && !lost_ &&
-             is_plain(slot, task.state()->value())) {
-    // First in line and plain (the common case): serialised from the task's own copy.
-    slot.done = true;
-    if (write_plain(&slot, task.state()->value())) drain();
-    if (!in_parse_) {
-      last_activity_ = loop_->time();
-      flush();
-      resume_input();
-      flush();
-    }
-    return;
+    report_handler_error(slot, std::move(e));
+    complete(slot, HttpResponse::error(500));
   } else {
-    response = task.state()->take();
+    respond(slot, task.state()->value());  // the task's own copy
   }
-  complete(slot, std::move(response));
   if (!in_parse_) {
     last_activity_ = loop_->time();
     flush();

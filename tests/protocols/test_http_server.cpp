@@ -295,6 +295,109 @@ STRATA_LOOP_TEST_CASE("HTTP server: a throwing handler gives 500 and the connect
   CHECK(loop.errors()[0].message == "HTTP handler failed for GET /throw");
 }
 
+namespace {
+
+/// A router that mixes plain handlers (no task) with a coroutine one that suspends.
+HttpRouter plain_router() {
+  HttpRouter router;
+  router.get("/p", [](HttpServerRequest& req) {
+    return HttpResponse::text("plain " + std::string(req.query()));
+  });
+  router.post("/pecho", [](HttpServerRequest& req) {
+    HttpResponse r;
+    r.content_type = "application/octet-stream";
+    r.body = std::string(req.body());
+    return r;
+  });
+  router.get("/pthrow", [](HttpServerRequest&) -> HttpResponse {
+    throw std::runtime_error("plain handler failure");
+  });
+  router.route_prefix("GET", "/pp/", [](HttpServerRequest& req) {
+    return HttpResponse::text(std::string(req.route()) + " " + std::string(req.path()));
+  });
+  router.get("/pstream", [](HttpServerRequest&) {
+    HttpResponse r;
+    r.stream = [](strata::HttpBodyWriter& w) -> Coro<void> {
+      co_await w.write("a,");
+      co_await w.write("b");
+    };
+    return r;
+  });
+  router.get("/pbig", [](HttpServerRequest&) {
+    return HttpResponse::text(std::string(100 * 1024, 'x'));
+  });
+  router.get("/slow", [](HttpServerRequest& req) -> Coro<HttpResponse> {
+    std::string ms(req.query());
+    co_await strata::sleep(std::chrono::milliseconds(std::stoi(ms)));
+    co_return HttpResponse::text("slow " + ms);
+  });
+  return router;
+}
+
+}  // namespace
+
+STRATA_LOOP_TEST_CASE("HTTP server: plain handlers answer in order behind a coroutine handler",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(plain_router());
+    auto c = co_await connect_raw(s.port);
+    // The first request suspends, so every plain answer after it waits for its turn.
+    c->send("GET /slow?30 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /p?1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "HEAD /p?2 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /pthrow HTTP/1.1\r\nHost: x\r\n\r\n"
+            "POST /pecho HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+            "GET /pp/a/b?q HTTP/1.1\r\nHost: x\r\n\r\n"
+            "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            "GET /pstream HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /pbig HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /p?3 HTTP/1.1\r\nHost: x\r\n\r\n");
+    const std::vector<std::size_t> head_at = {2};
+    auto r = co_await c->responses(10, head_at);
+    REQUIRE(r.size() == 10);
+    CHECK(r[0].body == "slow 30");
+    CHECK(r[1].body == "plain 1");
+    CHECK(r[2].status == 200);
+    CHECK(r[2].header("Content-Length") == "7");  // HEAD: the GET handler's head, no body
+    CHECK(r[2].body.empty());
+    CHECK(r[3].status == 500);
+    CHECK(r[4].body == "hello");
+    CHECK(r[4].header("Content-Type") == "application/octet-stream");
+    CHECK(r[5].body == "/pp/ /pp/a/b");
+    CHECK(r[6].status == 405);
+    CHECK(r[6].header("Allow") == "GET, HEAD");
+    CHECK(r[7].header("Transfer-Encoding") == "chunked");
+    CHECK(r[7].body == "a,b");
+    CHECK(r[8].body == std::string(100 * 1024, 'x'));
+    CHECK(r[9].body == "plain 3");
+    CHECK_FALSE(c->eof);  // none of these ends the connection
+    // First in line, a plain handler's answer goes out at once.
+    c->send("GET /p?4 HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto more = co_await c->responses(11, head_at);
+    REQUIRE(more.size() == 11);
+    CHECK(more[10].body == "plain 4");
+    co_await s.stop();
+  };
+  loop.run(body());
+  REQUIRE(loop.errors().size() == 1);
+  CHECK(loop.errors()[0].message == "HTTP handler failed for GET /pthrow");
+}
+
+TEST_CASE("HTTP router: a plain handler must not be empty, nor share a method with a coroutine one",
+          "[protocols][http]") {
+  HttpRouter router;
+  CHECK_THROWS_AS(router.get("/x", strata::HttpPlainHandler{}), std::invalid_argument);
+  router.get("/x", [](HttpServerRequest&) { return HttpResponse::text("x"); });
+  CHECK_THROWS_AS(router.get("/x", [](HttpServerRequest&) -> Coro<HttpResponse> {
+    co_return HttpResponse::text("y");
+  }), std::invalid_argument);
+  const HttpRouter::Match m = router.resolve("HEAD", "/x");
+  CHECK(m.plain != nullptr);
+  CHECK(m.handler == nullptr);
+  CHECK(m.route == "/x");
+}
+
 STRATA_LOOP_TEST_CASE("HTTP server: malformed input, smuggling shapes and limits get their status and a close",
                       "[protocols][http]") {
   struct Case {

@@ -190,8 +190,14 @@ class HttpServerRequest {
   Transport* transport_ = nullptr;
 };
 
-/// A request handler: a coroutine so that it can await I/O. Called on the loop's thread.
+/// A request handler: a coroutine so that it can await I/O. Called on the loop's thread;
+/// each call runs as a task of its own.
 using HttpHandler = std::function<Coro<HttpResponse>(HttpServerRequest&)>;
+/// A plain request handler: a function that returns its response without awaiting anything
+/// (a fixed page, a computation on the request). Called on the loop's thread, inside the read
+/// callback, with no task: it costs a call where a coroutine handler costs a task. It must
+/// not block.
+using HttpPlainHandler = std::function<HttpResponse(HttpServerRequest&)>;
 
 /// Maps method and path to handlers: exact paths first, then the longest matching prefix.
 ///
@@ -205,39 +211,68 @@ class HttpRouter {
   /// Adds a handler for @p method (upper case, e.g. "GET") on the exact @p path.
   /// @throws std::invalid_argument  @p path does not start with '/', or the route exists.
   HttpRouter& route(std::string_view method, std::string path, HttpHandler handler);
+  /// route() with a plain handler.
+  HttpRouter& route(std::string_view method, std::string path, HttpPlainHandler handler);
   /// Adds a handler for @p method on every path that starts with @p prefix ("/static/").
   /// @throws std::invalid_argument  as route().
   HttpRouter& route_prefix(std::string_view method, std::string prefix, HttpHandler handler);
+  /// route_prefix() with a plain handler.
+  HttpRouter& route_prefix(std::string_view method, std::string prefix,
+                           HttpPlainHandler handler);
   /// route("GET", @p path, @p handler); the route serves HEAD too.
   HttpRouter& get(std::string path, HttpHandler handler) {
+    return route("GET", std::move(path), std::move(handler));
+  }
+  /// get() with a plain handler.
+  HttpRouter& get(std::string path, HttpPlainHandler handler) {
     return route("GET", std::move(path), std::move(handler));
   }
   /// route("POST", @p path, @p handler).
   HttpRouter& post(std::string path, HttpHandler handler) {
     return route("POST", std::move(path), std::move(handler));
   }
+  /// post() with a plain handler.
+  HttpRouter& post(std::string path, HttpPlainHandler handler) {
+    return route("POST", std::move(path), std::move(handler));
+  }
 
-  /// What resolve() found.
+  /// What resolve() found: a coroutine handler, a plain handler, or neither and a status.
   struct Match {
-    const HttpHandler* handler = nullptr;  ///< null: answer with status
-    int status = 0;                        ///< 404, 405 or 501 when handler is null
-    std::string_view allow;                ///< for 405: the Allow value
-    std::string_view route;                ///< the matched path or prefix
+    const HttpHandler* handler = nullptr;       ///< a coroutine handler, or null
+    const HttpPlainHandler* plain = nullptr;    ///< a plain handler, or null
+    int status = 0;                             ///< 404, 405 or 501 when both are null
+    std::string_view allow;                     ///< for 405: the Allow value
+    std::string_view route;                     ///< the matched path or prefix
   };
   /// The handler for @p method on @p path (the path without its query, not decoded).
   Match resolve(std::string_view method, std::string_view path) const;
 
  private:
+  /// One method's handler on a route: one of the two is set.
+  struct MethodHandler {
+    std::string method;
+    HttpHandler handler;
+    HttpPlainHandler plain;
+  };
   struct Route {
     std::string path;
     bool prefix = false;
-    std::vector<std::pair<std::string, HttpHandler>> methods;
+    std::vector<MethodHandler> methods;
     std::string allow;
   };
-  void add(std::string_view method, std::string path, bool prefix, HttpHandler handler);
-  static std::pair<std::string, HttpHandler>* find_method(Route& route, std::string_view method);
+  void add(std::string_view method, std::string path, bool prefix, MethodHandler handler);
+  static MethodHandler* find_method(Route& route, std::string_view method);
+  static void set_match(Match& match, const MethodHandler& entry) noexcept {
+    match.handler = entry.handler ? &entry.handler : nullptr;
+    match.plain = entry.plain ? &entry.plain : nullptr;
+  }
+  /// Rebuilds by_length_ after exact_ changed.
+  void index_exact();
+  /// The exact route of @p path, or null.
+  const Route* find_exact(std::string_view path) const noexcept;
 
-  std::vector<Route> exact_;     // sorted by path
+  std::vector<Route> exact_;     // sorted by path length, then bytes
+  std::vector<std::uint32_t> by_length_;  // exact_ index of the first path >= n bytes long
   std::vector<Route> prefixes_;  // longest first
   std::vector<std::string> methods_;  // every method any route has
 };
