@@ -1,6 +1,9 @@
 #include "strata/protocols/http_parser.hpp"
 
 #include <llhttp.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include <algorithm>
 #include <bit>
@@ -87,9 +90,22 @@ constexpr std::string_view reason_chunk_extensions = "chunk extensions too long"
 /// word of CRs (or of LFs) a matching byte is zero, and `(x - ones) & ~x & highs` sets the
 /// high bit of every zero byte, and possibly of bytes after one (the borrow), never of one
 /// before: on a little-endian machine the lowest set bit is the first match, exactly.
+/// On x86-64, SSE2 (part of the base instruction set) does sixteen bytes at a time first:
+/// two byte compares, an OR and a mask of the matches.
 inline const char* find_cr_or_lf(const char* q, const char* end) noexcept {
   constexpr std::uint64_t ones = 0x0101010101010101ULL;
   constexpr std::uint64_t highs = 0x8080808080808080ULL;
+#if defined(__SSE2__)
+  const __m128i crs = _mm_set1_epi8('\r');
+  const __m128i lfs = _mm_set1_epi8('\n');
+  while (end - q >= 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    const __m128i hit = _mm_or_si128(_mm_cmpeq_epi8(v, crs), _mm_cmpeq_epi8(v, lfs));
+    const auto mask = static_cast<unsigned>(_mm_movemask_epi8(hit));
+    if (mask != 0) return q + std::countr_zero(mask);
+    q += 16;
+  }
+#endif
   if constexpr (std::endian::native == std::endian::little) {
     while (end - q >= 8) {
       std::uint64_t w;

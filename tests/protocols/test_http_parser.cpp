@@ -857,6 +857,28 @@ TEST_CASE("HttpRequestParser: CVE-2023-30589, a bare CR cannot end a field line"
   CHECK(parse(inputs[0]).reason.find("bare CR") != std::string::npos);
 }
 
+TEST_CASE("HttpRequestParser: a bare CR or LF is found at every offset of a long field line",
+          "[protocols][http_parser][cve]") {
+  // The head scanner skips to line ends many bytes at a time (16 with SSE2, then 8, then 1):
+  // a stray CR or LF at any offset, in every lane of a block and in the tail, is still found.
+  const std::string value(40, 'v');
+  for (std::size_t at = 0; at < value.size(); ++at) {
+    for (const char stray : {'\r', '\n'}) {
+      std::string v = value;
+      v[at] = stray;
+      const std::string input = "GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + v + "\r\n\r\n";
+      INFO("offset " << at << (stray == '\r' ? " CR" : " LF"));
+      const Outcome out = parse(input);
+      CHECK(out.status == 400);
+      CHECK(out.requests.empty());
+      CHECK(out.reason.find(stray == '\r' ? "bare CR" : "bare LF") != std::string::npos);
+    }
+  }
+  const Outcome clean = parse("GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + value + "\r\n\r\n");
+  REQUIRE(clean.requests.size() == 1);
+  CHECK(clean.status == 0);
+}
+
 TEST_CASE("HttpRequestParser: CVE-2024-27982, an obs-folded Content-Length is not honoured",
           "[protocols][http_parser][cve]") {
   // llhttp 8.1 reads "Content-Length:\r\n 5" as Content-Length 5, where a front end that
