@@ -8,7 +8,8 @@
 // The router has routes of every kind: answered at once (/plaintext, POST /echo, /big with a
 // body over 16 KiB), after yielding to the loop (/slow), failing (/throw inside the coroutine,
 // /throw-early before it), streamed (/stream, chunked on 1.1, to the close on 1.0), a prefix
-// (/files/), and what no route has (404, 405, 501).
+// (/files/), plain handlers called without a task (/plain, /plain-big, /plain-throw), and what
+// no route has (404, 405, 501).
 //
 // What it checks, against a reference: an HttpRequestParser with the same limits fed the whole
 // input at once, which says which requests there are and where the first error is.
@@ -127,6 +128,13 @@ strata::HttpRouter make_router() {
     InFlight counted;
     co_return HttpResponse::text("prefix " + std::string(req.path()));
   });
+  router.get("/plain", [](HttpServerRequest&) { return HttpResponse::text("plain"); });
+  router.get("/plain-big", [](HttpServerRequest&) {
+    return HttpResponse::text(std::string(big_body_size, 'p'));
+  });
+  router.get("/plain-throw", [](HttpServerRequest&) -> HttpResponse {
+    throw std::runtime_error("plain handler failure");
+  });
   return router;
 }
 
@@ -218,7 +226,7 @@ Expected expect(const RefRequest& req) {
   const std::string path = target.substr(0, std::min(target.find('?'), target.size()));
   const std::string query = target.size() > path.size() ? target.substr(path.size() + 1) : "";
   const strata::HttpRouter::Match match = router().resolve(req.method, path);
-  if (!match.handler) {
+  if (!match.handler && !match.plain) {
     e.status = match.status;
     e.body = std::string(strata::http_reason_phrase(match.status)) + "\n";
     e.content_type = "text/plain";
@@ -235,7 +243,11 @@ Expected expect(const RefRequest& req) {
     e.content_type = req.content_type;
   } else if (route == "/slow") {
     e.body = "slow";
-  } else if (route == "/throw" || route == "/throw-early") {
+  } else if (route == "/plain") {
+    e.body = "plain";
+  } else if (route == "/plain-big") {
+    e.body = std::string(big_body_size, 'p');
+  } else if (route == "/throw" || route == "/throw-early" || route == "/plain-throw") {
     e.status = 500;
     e.body = "Internal Server Error\n";
   } else if (route == "/stream") {
@@ -329,9 +341,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   while (pos < payload.size() && !t.close_called() && !t.lost()) {
     if (!t.can_receive()) {
       // Reading is paused: the only thing the server may wait for is the client's reading.
+      // Once the client has read everything, the server reads again, closes, or has written
+      // more (the rest of a pipelined batch) and waits for the client's reading once more.
       t.take(SIZE_MAX);
       run_until_idle();
-      check(t.can_receive() || t.close_called() || t.lost(),
+      check(t.can_receive() || t.close_called() || t.lost() || t.write_paused(),
             "stall: the server stopped reading with nothing to wait for");
       continue;
     }
@@ -432,7 +446,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         "the write buffer grew past the high-water mark plus one batch of responses",
         "peak " + std::to_string(t.peak_buffered()));
   for (const std::string& m : loop_exceptions) {
-    check(m.starts_with("HTTP handler failed for ") && m.find("/throw") != std::string::npos,
+    check(m.starts_with("HTTP handler failed for ") &&
+              (m.find("/throw") != std::string::npos || m.find("/plain-throw") != std::string::npos),
           "an unexpected exception reached the loop", m);
   }
 
