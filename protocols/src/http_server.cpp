@@ -522,6 +522,8 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
   void on_handler_done(Slot& slot);
   /// Calls a plain handler and responds with what it returns (500 if it throws).
   void run_plain(Slot& slot, const HttpPlainHandler& handler);
+  /// The plain handler's response, or a 500 (reported) if it throws.
+  HttpResponse call_plain(Slot& slot, const HttpPlainHandler& handler);
   /// Passes a handler's exception to the loop's exception handler, naming the request.
   void report_handler_error(const Slot& slot, std::exception_ptr error);
   /// Writes @p response at once when @p slot is first in line and it is plain, else keeps it
@@ -776,16 +778,19 @@ void HttpConnection::dispatch(Slot& slot) {
 }
 
 void HttpConnection::run_plain(Slot& slot, const HttpPlainHandler& handler) {
-  // Called inside parse(): what respond() writes is flushed once the bytes are parsed.
-  std::optional<HttpResponse> response;
+  // Called inside parse(): what respond() writes is flushed once the bytes are parsed. The
+  // response is made in place (no move): call_plain() returns the handler's prvalue.
+  HttpResponse response = call_plain(slot, handler);
+  respond(slot, response);
+}
+
+HttpResponse HttpConnection::call_plain(Slot& slot, const HttpPlainHandler& handler) {
   try {
-    response.emplace(handler(slot.request));
+    return handler(slot.request);
   } catch (...) {
     report_handler_error(slot, std::current_exception());
-    complete(slot, HttpResponse::error(500));
-    return;
+    return HttpResponse::error(500);
   }
-  respond(slot, *response);
 }
 
 void HttpConnection::report_handler_error(const Slot& slot, std::exception_ptr error) {
@@ -861,6 +866,18 @@ void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
                                     std::optional<std::uint64_t> content_length, bool chunked) {
   const HttpServerRequest& req = slot.request;
   const bool keep_alive = slot.keep_alive && !server_->is_shutting_down() && !eof_;
+  const std::string_view date = http_date_now();
+  // The most common head (200, HTTP/1.1, keep-alive, Content-Type and Content-Length only)
+  // is made once per second per type and length, and copied whole.
+  const bool cacheable = r.status == 200 && req.version_minor() == 1 && keep_alive &&
+                         !chunked && content_length && r.headers.empty();
+  if (cacheable) {
+    server_->ok_head(date);  // a new second: the cached heads are stale
+    if (const std::string* head = server_->cached_head(r.content_type, *content_length)) {
+      out_ += *head;
+      return;
+    }
+  }
   const std::string_view server_name = server_->settings().server_name;
   // An upper bound of the head's size, reserved at once; the fixed pieces need under 180
   // bytes (two numbers of up to 20 digits included), the reason phrase under 40.
@@ -869,7 +886,6 @@ void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
   const std::size_t at = out_.size();
   out_.resize(at + bound);
   HeadWriter w(out_.data() + at);
-  const std::string_view date = http_date_now();
   if (r.status == 200 && req.version_minor() == 1) {
     w.put(server_->ok_head(date));
   } else {
@@ -912,6 +928,9 @@ void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
   }
   w.put("\r\n"sv);
   out_.resize(static_cast<std::size_t>(w.end() - out_.data()));
+  if (cacheable) {
+    server_->cache_head(r.content_type, *content_length, std::string_view(out_).substr(at));
+  }
 }
 
 void HttpConnection::drain() {
@@ -1235,8 +1254,39 @@ std::string_view HttpServer::ok_head(std::string_view date) {
     ok_head_date_at_ = ok_head_.size();
     ok_head_ += date;
     ok_head_ += "\r\n";
+    ++ok_head_generation_;  // every cached head had the old date
   }
   return ok_head_;
+}
+
+const std::string* HttpServer::cached_head(std::string_view content_type,
+                                           std::uint64_t length) const noexcept {
+  for (const CachedHead& h : heads_) {
+    if (h.generation == ok_head_generation_ && h.length == length &&
+        h.content_type == content_type) {
+      return &h.head;
+    }
+  }
+  return nullptr;
+}
+
+void HttpServer::cache_head(std::string_view content_type, std::uint64_t length,
+                            std::string_view head) {
+  // The entry of the same type and length (stale since the last second) keeps its place and
+  // its memory; a new type and length takes the oldest entry's.
+  CachedHead* entry = nullptr;
+  for (CachedHead& h : heads_) {
+    if (h.generation != 0 && h.length == length && h.content_type == content_type) entry = &h;
+  }
+  if (entry == nullptr) {
+    entry = &heads_[next_head_];
+    next_head_ = (next_head_ + 1) % heads_.size();
+  }
+  CachedHead& h = *entry;
+  h.content_type = content_type;
+  h.length = length;
+  h.generation = ok_head_generation_;
+  h.head = head;
 }
 
 HttpServer::~HttpServer() {

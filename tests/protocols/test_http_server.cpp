@@ -24,6 +24,7 @@
 #include <strata/core/event.hpp>
 #include <strata/core/sleep.hpp>
 #include <strata/core/task.hpp>
+#include <strata/protocols/http_date.hpp>
 
 namespace {
 
@@ -382,6 +383,56 @@ STRATA_LOOP_TEST_CASE("HTTP server: plain handlers answer in order behind a coro
   loop.run(body());
   REQUIRE(loop.errors().size() == 1);
   CHECK(loop.errors()[0].message == "HTTP handler failed for GET /pthrow");
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: a reused response head has the current Date, its own length and "
+                      "type, and no keep-alive where the connection ends",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(plain_router());
+    auto c = co_await connect_raw(s.port);
+    // Alternating lengths and types: each answer must carry its own.
+    c->send("GET /p?1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /p?12 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "POST /pecho HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+            "GET /p?1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            "GET /p?123 HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto r = co_await c->responses(5);
+    REQUIRE(r.size() == 5);
+    CHECK(r[0].body == "plain 1");
+    CHECK(r[1].body == "plain 12");
+    CHECK(r[1].header("Content-Length") == "8");
+    CHECK(r[2].body == "abc");
+    CHECK(r[2].header("Content-Type") == "application/octet-stream");
+    CHECK(r[3].body == "plain 1");
+    CHECK(r[3].header("Content-Type") == "text/plain");
+    CHECK(r[4].header("Content-Length") == "9");
+    const std::string first_date = r[0].header("Date").value_or("");
+    CHECK(r[3].header("Date") == first_date);
+    // Once the clock passes the second, the same response must carry the new Date.
+    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    while (std::string(strata::http_date_now()) == first_date &&
+           std::chrono::steady_clock::now() < deadline) {
+      co_await strata::sleep(50ms);
+    }
+    c->send("GET /p?1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    auto later = co_await c->responses(6);
+    REQUIRE(later.size() == 6);
+    CHECK(later[5].header("Date") != first_date);
+    CHECK(later[5].body == "plain 1");
+    CHECK_FALSE(later[5].header("Connection"));
+    // The same response, ending the connection: Connection: close, then the close.
+    c->send("GET /p?1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    auto last = co_await c->responses(7);
+    REQUIRE(last.size() == 7);
+    CHECK(last[6].header("Connection") == "close");
+    auto closing = c->closed();
+    co_await closing;
+    CHECK(c->eof);
+    co_await s.stop();
+  };
+  loop.run(body());
 }
 
 TEST_CASE("HTTP router: a plain handler must not be empty, nor share a method with a coroutine one",

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -340,12 +341,28 @@ class HttpServer {
   /// "HTTP/1.1 200 OK", the Server and the Date field lines: the start of most response
   /// heads, rebuilt when @p date (http_date_now()) changes, once a second.
   std::string_view ok_head(std::string_view date);
+  /// A whole head, cached: that of a 200 HTTP/1.1 keep-alive response whose only fields
+  /// besides Server and Date are its Content-Type and Content-Length (most responses).
+  struct CachedHead {
+    std::string content_type;
+    std::uint64_t length = 0;
+    std::uint64_t generation = 0;  // ok_head_generation_ when made; 0: empty
+    std::string head;
+  };
+  /// The cached head for @p content_type and @p length, or null. Call ok_head() first: a
+  /// head made under another date does not count.
+  const std::string* cached_head(std::string_view content_type, std::uint64_t length) const noexcept;
+  /// Keeps @p head as the head for @p content_type and @p length (the oldest entry goes).
+  void cache_head(std::string_view content_type, std::uint64_t length, std::string_view head);
 
   HttpRouter router_;
   HttpServerSettings settings_;
   std::vector<HttpConnection*> connections_;
   std::string ok_head_;
   std::size_t ok_head_date_at_ = 0;
+  std::uint64_t ok_head_generation_ = 0;  // counts the rebuilds of ok_head_
+  std::array<CachedHead, 4> heads_;       // a few, for servers that alternate between types
+  std::size_t next_head_ = 0;             // the entry cache_head() replaces next
   bool shutting_down_ = false;
 };
 
