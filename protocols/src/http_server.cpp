@@ -341,9 +341,10 @@ HttpRouter& HttpRouter::route_prefix(std::string_view method, std::string prefix
 }
 
 void HttpRouter::index_exact() {
-  // exact_ is sorted by length: by_length_[n] is the first route at least n bytes long.
+  // exact_ is sorted by length: by_length_[n] is the first route at least n bytes long, for
+  // n up to max_indexed_length + 1 (a long route costs no more index than a short one).
   const std::size_t longest = exact_.empty() ? 0 : exact_.back().path.size();
-  by_length_.assign(longest + 2, 0);
+  by_length_.assign(std::min(longest, max_indexed_length) + 2, 0);
   std::size_t i = 0;
   for (std::size_t n = 0; n < by_length_.size(); ++n) {
     while (i < exact_.size() && exact_[i].path.size() < n) ++i;
@@ -368,6 +369,13 @@ bool same_bytes(std::string_view a, std::string_view b) noexcept {
 
 const HttpRouter::Route* HttpRouter::find_exact(std::string_view path) const noexcept {
   const std::size_t n = path.size();
+  if (by_length_.empty()) return nullptr;
+  if (n > max_indexed_length) {  // the long routes, past the index: compared one by one
+    for (std::size_t i = by_length_.back(); i < exact_.size(); ++i) {
+      if (same_bytes(exact_[i].path, path)) return &exact_[i];
+    }
+    return nullptr;
+  }
   if (n + 1 >= by_length_.size()) return nullptr;  // longer than every exact route
   // The routes of the path's own length: usually one, compared with one memcmp.
   for (std::uint32_t i = by_length_[n]; i < by_length_[n + 1]; ++i) {
@@ -511,6 +519,17 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
   std::size_t parse(std::span<const std::byte> data);
   /// parse() of input_ (the bytes that waited), then of end of file if it came.
   void resume_input();
+  /// Whether the connection ends after @p slot's response (first in line), which then says
+  /// `Connection: close`: its request does not keep alive, the server is shutting down, or
+  /// the client has half-closed and this is the last request it sent (every one before it is
+  /// answered first: a client that sends its requests and then its EOF gets all the answers).
+  bool ends_after(const Slot& slot) const noexcept {
+    if (!slot.keep_alive || server_->is_shutting_down()) return true;
+    if (!eof_) return false;
+    const HttpRequestParser::State state = parser_.state();
+    return queue_.size() <= 1 && input_.empty() &&
+           (state == HttpRequestParser::State::idle || state == HttpRequestParser::State::closed);
+  }
   bool blocked() const noexcept {
     // The request whose body is still arriving (receiving_, at the back of queue_) does not
     // count: its own body must be read for it to run at all.
@@ -865,7 +884,7 @@ class HeadWriter {
 void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
                                     std::optional<std::uint64_t> content_length, bool chunked) {
   const HttpServerRequest& req = slot.request;
-  const bool keep_alive = slot.keep_alive && !server_->is_shutting_down() && !eof_;
+  const bool keep_alive = !ends_after(slot);
   const std::string_view date = http_date_now();
   // The most common head (200, HTTP/1.1, keep-alive, Content-Type and Content-Length only)
   // is made once per second per type and length, and copied whole.
@@ -982,7 +1001,7 @@ bool HttpConnection::write_plain(Slot* slot, const HttpResponse& r) {
   } else {
     serialize_head(*slot, r, length, false);
   }
-  const bool keep_alive = slot->keep_alive && !server_->is_shutting_down() && !eof_;
+  const bool keep_alive = !ends_after(*slot);
   const bool with_body = status_has_body(r.status) && !slot->head;
   if (with_body && !send_file && !r.body.empty()) {
     if (r.body.size() <= 16 * 1024) {
@@ -1087,7 +1106,7 @@ Coro<void> HttpConnection::send_body(Slot* slot) {
     transport_->abort();
     co_return;
   }
-  const bool keep_alive = slot->keep_alive && !server_->is_shutting_down() && !eof_;
+  const bool keep_alive = !ends_after(*slot);
   queue_.pop_front();
   recycle(slot);
   if (!keep_alive) {
@@ -1277,6 +1296,9 @@ void HttpServer::cache_head(std::string_view content_type, std::uint64_t length,
   CachedHead* entry = nullptr;
   for (CachedHead& h : heads_) {
     if (h.generation != 0 && h.length == length && h.content_type == content_type) entry = &h;
+  }
+  for (CachedHead& h : heads_) {  // else a stale entry, else the oldest
+    if (entry == nullptr && h.generation != ok_head_generation_) entry = &h;
   }
   if (entry == nullptr) {
     entry = &heads_[next_head_];

@@ -126,7 +126,8 @@ struct HttpResponse {
 /// A request as a handler sees it: its head and its whole body, owned by the connection.
 ///
 /// @par Lifetime  Valid until the handler's coroutine has finished (the connection keeps it
-/// while a handler runs even if the client disconnects). The views it hands out live as long.
+/// while a handler runs even if the client disconnects); for a plain handler, only during
+/// the call (a task it starts must copy what it needs). The views it hands out live as long.
 class HttpServerRequest {
  public:
   HttpServerRequest() = default;
@@ -220,6 +221,11 @@ class HttpRouter {
   /// route_prefix() with a plain handler.
   HttpRouter& route_prefix(std::string_view method, std::string prefix,
                            HttpPlainHandler handler);
+  /// A null handler would be ambiguous between the two kinds: refused when compiling.
+  HttpRouter& route(std::string_view, std::string, std::nullptr_t) = delete;
+  HttpRouter& route_prefix(std::string_view, std::string, std::nullptr_t) = delete;
+  HttpRouter& get(std::string, std::nullptr_t) = delete;
+  HttpRouter& post(std::string, std::nullptr_t) = delete;
   /// route("GET", @p path, @p handler); the route serves HEAD too.
   HttpRouter& get(std::string path, HttpHandler handler) {
     return route("GET", std::move(path), std::move(handler));
@@ -274,6 +280,7 @@ class HttpRouter {
 
   std::vector<Route> exact_;     // sorted by path length, then bytes
   std::vector<std::uint32_t> by_length_;  // exact_ index of the first path >= n bytes long
+  static constexpr std::size_t max_indexed_length = 256;  // longer paths: compared in turn
   std::vector<Route> prefixes_;  // longest first
   std::vector<std::string> methods_;  // every method any route has
 };
