@@ -1,12 +1,12 @@
 #pragma once
-// ProactorEventLoop: the completion loop, on Asio's io_context (asyncio's ProactorEventLoop).
-// Operations are started on the io_context and their completions queued on the ready queue;
-// with liburing present at configure time, Asio's io_uring backend carries them. The ready
-// queue, timers, signals and the thread-safe inbox are BaseEventLoop's, as on the selector
-// loop: the two loops differ only in how they wait for I/O.
+// ProactorEventLoop: the completion loop (asyncio's ProactorEventLoop). Operations are started
+// and their completions queued on the ready queue. With liburing present at configure time it
+// is Strata's own io_uring loop (uring_event_loop.cpp); without, Asio's io_context on its epoll
+// reactor (proactor_event_loop.cpp). The ready queue, timers, signals and the thread-safe
+// inbox are BaseEventLoop's, as on the selector loop: the loops differ only in how they wait
+// for I/O.
 //
-// Asio stays out of every header but proactor_event_loop.cpp and proactor_channel.cpp: this
-// one only names the types.
+// liburing and Asio stay out of every header: this one only names the entry points.
 
 #include <memory>
 #include <string_view>
@@ -15,8 +15,8 @@
 
 namespace strata::detail {
 
-/// The proactor loop's backend_name(): "proactor/io_uring" (Asio on io_uring), "proactor/epoll"
-/// (Asio's own reactor, without liburing), or empty when this build has no proactor loop.
+/// The proactor loop's backend_name(): "proactor/io_uring" (Strata's io_uring loop),
+/// "proactor/epoll" (Asio's reactor, without liburing), or empty when this build has none.
 std::string_view proactor_backend() noexcept;
 
 /// A new ProactorEventLoop.

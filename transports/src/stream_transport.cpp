@@ -207,6 +207,13 @@ class StreamTransport final : public Transport,
   void start_writer() noexcept;
   void maybe_pause_protocol() noexcept;
   void maybe_resume_protocol() noexcept;
+  /// Tells the channel whether write_done() must hear of every send: only while something
+  /// waits for the buffer to shrink (IoChannel::report_sends()).
+  void update_send_reports() noexcept {
+    if (channel_) {
+      channel_->report_sends(protocol_paused_ || closing_ || eof_written_ || sendfile_ != nullptr);
+    }
+  }
   void drop_write() noexcept;
 
   // sendfile().
@@ -304,6 +311,7 @@ void StreamTransport::start() {
   }
   channel_ = loop_->open_channel(fd_, is_socket_ ? ChannelKind::socket : ChannelKind::pipe, *this);
   channel_->set_client_buffers(buffered_ != nullptr);
+  update_send_reports();
   // Reading from now, rather than after connection_made(), makes a refusal (a descriptor past
   // FD_SETSIZE on select) throw here, before any callback is scheduled. The loop cannot report
   // a read before connection_made() runs: that is already in its ready queue.
@@ -484,6 +492,7 @@ void StreamTransport::loop_closing() noexcept {
 void StreamTransport::close() {
   if (closing_) return;
   closing_ = true;
+  update_send_reports();
   // A sendfile() in progress stops where it is and throws: close() does not wait for the rest
   // of a file as it waits for the buffer (asyncio's fallback raises ConnectionError too).
   if (sendfile_ != nullptr) [[unlikely]] {
@@ -711,6 +720,7 @@ void StreamTransport::write_eof() {
   if (sendfile_ != nullptr) throw_cannot_write("write_eof");
   if (closing_ || eof_written_) return;
   eof_written_ = true;
+  update_send_reports();
   cannot_write_ = true;
   if (kind_ == StreamKind::write_pipe) {
     close();  // a pipe's only way to signal the end: close it once the buffer is sent
@@ -727,6 +737,7 @@ void StreamTransport::maybe_pause_protocol() noexcept {
   // hears of the water marks when the sendfile ends (detach_sendfile()).
   if (sendfile_ != nullptr) return;
   protocol_paused_ = true;
+  update_send_reports();
   try {
     protocol_->pause_writing();
   } catch (...) {
@@ -742,6 +753,7 @@ void StreamTransport::maybe_resume_protocol() noexcept {
   }
   if (!protocol_paused_ || buffered() > low_water_) return;
   protocol_paused_ = false;
+  update_send_reports();
   try {
     protocol_->resume_writing();
   } catch (...) {
@@ -767,6 +779,7 @@ void StreamTransport::attach_sendfile(SendfileJob& job) {
   if (cannot_write_) throw_cannot_write("sendfile");
   if (closing_) throw InvalidStateError("sendfile: the transport is closing");
   sendfile_ = &job;
+  update_send_reports();
   job.host = this;
   cannot_write_ = true;  // write(), writelines() and write_eof() throw until the job ends
   // Nothing reaches the protocol meanwhile, so the peer cannot provoke it into writing
@@ -790,6 +803,7 @@ void StreamTransport::detach_sendfile() noexcept {
   job->native = false;
   job->waiting = false;
   cannot_write_ = kind_ == StreamKind::read_pipe || eof_written_;
+  update_send_reports();
   remove_writer();  // a native send may have left its watch on
   if (std::exchange(sendfile_paused_reading_, false)) {
     try {

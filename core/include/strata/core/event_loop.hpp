@@ -72,7 +72,7 @@ enum class LoopKind {
   epoll,    ///< selector loop on Linux epoll: O(ready) per wait; the default
   poll,     ///< selector loop on POSIX poll: O(registered) per wait
   select,   ///< selector loop on POSIX select: descriptors below FD_SETSIZE only
-  proactor  ///< completion loop on Asio's io_context, on io_uring when the build has liburing
+  proactor  ///< completion loop: io_uring (liburing) when the build has it, else Asio's reactor
 };
 
 /// "epoll", "poll", "select" or "proactor".
@@ -185,7 +185,7 @@ class EventLoop {
   virtual void close() = 0;
 
   /// The backend in use: "epoll", "poll" or "select" for the selector loop; for the proactor
-  /// loop, "proactor/io_uring" (Asio on io_uring) or "proactor/epoll" (Asio's reactor).
+  /// loop, "proactor/io_uring" (Strata's io_uring loop) or "proactor/epoll" (Asio's reactor).
   virtual std::string_view backend_name() const noexcept = 0;
 
   // ---- File descriptors ------------------------------------------------------------------

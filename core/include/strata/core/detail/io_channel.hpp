@@ -106,6 +106,13 @@ class IoChannel {
   virtual int writev(std::span<const std::span<const std::byte>> buffers) = 0;
   /// Bytes accepted by write() and not yet sent.
   std::size_t buffered() const noexcept { return buffered_; }
+  /// Whether IoClient::write_done() must hear of every send that shrinks the buffer (on at
+  /// first). Off, a channel may leave out the reports of sends that succeed: the client then
+  /// waits for nothing (no flow-control pause, no close or shutdown waiting for the buffer).
+  /// Failures are always reported. The proactor saves a trip through the ready queue per
+  /// request with it; the client turns it on before it starts to wait, and a send is in
+  /// flight whenever the buffer is not empty, so the report it waits for still comes.
+  void report_sends(bool on) noexcept { report_sends_ = on; }
   /// Drops what is buffered (an abort). A send in flight on the proactor still completes; its
   /// report is swallowed.
   virtual void discard_writes() noexcept = 0;
@@ -159,6 +166,7 @@ class IoChannel {
 
   std::size_t buffered_ = 0;     ///< what buffered() reports; kept up to date by the channel
   bool client_buffers_ = false;  ///< see set_client_buffers()
+  bool report_sends_ = true;     ///< see report_sends()
 };
 
 /// Owns a channel; destroying it closes the channel.
