@@ -158,8 +158,15 @@ class ProactorChannel final : public IoChannel {
     reading_ = true;
     if (has_result_) {
       queue(read_handle_);  // bytes that arrived while stopped: in a later callback
-    } else if (!read_in_flight_) {
-      submit_read();
+    } else if (!read_in_flight_ && !delivering_) {
+      // (During a delivery the receive starts when it ends: the protocol may still be reading
+      // the bytes of the last one, in the memory the next one would write to.)
+      try {
+        submit_read();
+      } catch (...) {
+        reading_ = false;
+        throw;
+      }
     }
   }
   void stop_reading() noexcept override { reading_ = false; }
@@ -294,6 +301,7 @@ class ProactorChannel final : public IoChannel {
   bool reading_ = false;
   bool read_in_flight_ = false;
   bool has_result_ = false;  // a read completed and is not fully delivered
+  bool delivering_ = false;  // deliver_read() is handing bytes over
   bool send_in_flight_ = false;
   bool discarded_ = false;
   bool watch_read_ = false;
@@ -549,6 +557,11 @@ void ProactorChannel::submit_read() {
 void ProactorChannel::deliver_read() noexcept {
   if (!has_result_ || !reading_ || closed_) return;
   Ref keep(this);
+  delivering_ = true;
+  struct Done {
+    bool& flag;
+    ~Done() { flag = false; }
+  } done{delivering_};
   if (rlen_ == 0) {  // the end of the stream, or a failure
     has_result_ = false;
     reading_ = false;
@@ -573,13 +586,13 @@ void ProactorChannel::deliver_read() noexcept {
     client_->read_done(chunk);
     if (closed_ || !reading_) return;
   }
+  if (read_in_flight_) return;  // (only with bytes that arrived before a stop_reading())
   if (filled && rcap_ < 64 * 1024) {  // reads fill the buffer: a bigger one for the next
     if (auto* bigger = new (std::nothrow) std::byte[rcap_ * 2]) {
       rbuf_.reset(bigger);
       rcap_ *= 2;
     }
   }
-  if (read_in_flight_) return;
   try {
     submit_read();
   } catch (...) {  // out of memory: the connection cannot go on reading

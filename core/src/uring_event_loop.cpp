@@ -34,6 +34,7 @@
 
 #if STRATA_HAS_PROACTOR && STRATA_PROACTOR_URING
 
+#include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -102,8 +103,15 @@ class UringChannel final : public IoChannel {
     reading_ = true;
     if (has_result_) {
       queue(read_handle_);  // bytes that arrived while stopped: in a later callback
-    } else if (!read_in_flight_) {
-      submit_read();
+    } else if (!read_in_flight_ && !delivering_) {
+      // (During a delivery the receive starts when it ends: the protocol may still be reading
+      // the bytes of the last one, in the memory the next one would write to.)
+      try {
+        submit_read();
+      } catch (...) {
+        reading_ = false;
+        throw;
+      }
     }
   }
   void stop_reading() noexcept override { reading_ = false; }
@@ -111,22 +119,23 @@ class UringChannel final : public IoChannel {
   int write_rest(std::span<const std::byte> data, ssize_t /*sent*/) override {
     // Nothing is sent inline here (direct_fd_ is -1). With no send in flight, the bytes go
     // straight into the buffer that the send reads from.
-    buffered_ += data.size();
     if (!send_in_flight_ && !discarded_ && werr_ == 0) [[likely]] {
-      inflight_.append(data.data(), data.size());
-      send_inflight();
-    } else {
-      pending_.append(data.data(), data.size());
+      inflight_.append(data.data(), data.size());  // empty before: nothing is being sent
+      buffered_ += data.size();
+      return send_now();
     }
+    pending_.append(data.data(), data.size());
+    buffered_ += data.size();
     return 0;
   }
   int writev(std::span<const std::span<const std::byte>> buffers) override {
+    const bool now = !send_in_flight_ && !discarded_ && werr_ == 0;
+    WriteBuffer& to = now ? inflight_ : pending_;
     for (const auto& b : buffers) {
-      pending_.append(b.data(), b.size());
+      to.append(b.data(), b.size());
       buffered_ += b.size();
     }
-    if (!send_in_flight_ && buffered_ != 0) start_send();
-    return 0;
+    return now && !inflight_.empty() ? send_now() : 0;
   }
   void discard_writes() noexcept override {
     pending_.clear();
@@ -160,7 +169,9 @@ class UringChannel final : public IoChannel {
   static void on_wait(UringOp& op, int res) noexcept;
 
  private:
-  ~UringChannel() override = default;
+  ~UringChannel() override {
+    if (close_at_end_) ::close(fd_);
+  }
 
   bool& flag(UringOp& op) noexcept {
     switch (op.kind) {
@@ -185,12 +196,26 @@ class UringChannel final : public IoChannel {
   bool cancel_all() noexcept;
   /// Queues @p h for the callback phase.
   void queue(HandleImpl* h);
+  /// A watch_readable() (@p read) or watch_writable() report, in the callback phase.
+  void report_ready(bool read);
 
   [[gnu::always_inline]] inline void submit_read();
   void received(int res) noexcept;
   void deliver_read() noexcept;
   void start_send();
   [[gnu::always_inline]] inline void send_inflight();
+  /// send_inflight() for write(): a ring that takes nothing is write()'s failure, with the
+  /// bytes taken back (nothing buffered, as write() promises).
+  int send_now() noexcept {
+    try {
+      send_inflight();
+      return 0;
+    } catch (const std::system_error& e) {
+      buffered_ -= inflight_.size();
+      inflight_.consume(inflight_.size());
+      return e.code().value();
+    }
+  }
   void sent(int res) noexcept;
   void deliver_write() noexcept;
   void arm_wait(bool read);
@@ -219,6 +244,8 @@ class UringChannel final : public IoChannel {
   bool reading_ = false;
   bool read_in_flight_ = false;
   bool has_result_ = false;  // a receive completed and is not fully delivered
+  bool delivering_ = false;  // deliver_read() is handing bytes over
+  bool close_at_end_ = false;  // close() left the descriptor to the destructor
   bool send_in_flight_ = false;
   bool discarded_ = false;
   bool watch_read_ = false;
@@ -247,6 +274,7 @@ class UringEventLoop final : public BaseEventLoop {
     }
     if (err < 0) throw std::system_error(-err, std::generic_category(), "io_uring_queue_init");
     taskrun_flag_ = (params.flags & IORING_SETUP_TASKRUN_FLAG) != 0;
+    check_kernel();
     const int fd = ::eventfd(0, EFD_CLOEXEC);  // blocking: the ring waits on it, not a read(2)
     if (fd < 0) {
       const int e = errno;
@@ -287,8 +315,9 @@ class UringEventLoop final : public BaseEventLoop {
     return s;
   }
   /// Submits what is prepared (@p prepared: cancellations were) without waiting: for a close.
-  void submit_cancels(bool prepared) noexcept {
-    if (prepared) io_uring_submit(&ring_);
+  /// @return whether the cancellations reached the kernel
+  bool submit_cancels(bool prepared) noexcept {
+    return prepared && io_uring_submit(&ring_) >= 0;
   }
   /// Whether completions are only counted off now: the loop is closing.
   bool draining() const noexcept { return draining_; }
@@ -360,6 +389,26 @@ class UringEventLoop final : public BaseEventLoop {
   static constexpr unsigned sq_entries = 256;
   static constexpr unsigned cq_entries = 4096;
 
+  /// Refuses a kernel without IORING_ASYNC_CANCEL_ANY (Linux 5.19): the loop's close cancels
+  /// everything in flight with it, and would otherwise wait and leak. One probe, with nothing
+  /// in flight: "no match" means the kernel knows the flag.
+  void check_kernel() {
+    io_uring_sqe* s = io_uring_get_sqe(&ring_);
+    io_uring_prep_cancel64(s, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data(s, nullptr);
+    int res = io_uring_submit_and_wait(&ring_, 1);
+    io_uring_cqe* cqe = nullptr;
+    if (res >= 0 && io_uring_peek_cqe(&ring_, &cqe) == 0) {
+      res = cqe->res;
+      io_uring_cqe_seen(&ring_, cqe);
+    }
+    if (res == -EINVAL) {
+      io_uring_queue_exit(&ring_);
+      throw std::system_error(ENOSYS, std::generic_category(),
+                              "the proactor loop needs Linux 5.19 or later (io_uring cancel-any)");
+    }
+  }
+
   [[gnu::noinline]] io_uring_sqe* sqe_after_submit() {
     const int r = io_uring_submit(&ring_);
     io_uring_sqe* s = io_uring_get_sqe(&ring_);
@@ -377,7 +426,8 @@ class UringEventLoop final : public BaseEventLoop {
     for (unsigned i = head; i != tail; ++i) {
       const io_uring_cqe& cqe = ring_.cq.cqes[i & ring_.cq.ring_mask];
       auto* op = static_cast<UringOp*>(io_uring_cqe_get_data(&cqe));
-      if (op == nullptr) continue;
+      // Ignored: cancellations, and the timeouts liburing adds itself on kernels before 5.11.
+      if (op == nullptr || cqe.user_data == LIBURING_UDATA_TIMEOUT) continue;
       --in_flight_;
       op->done(*op, cqe.res);
     }
@@ -441,6 +491,11 @@ class UringEventLoop final : public BaseEventLoop {
   void set(int fd, HandleImpl* FdWatch::*slot, Callback&& callback, const char* method) {
     check_open();
     if (debug_) check_thread(method);
+    // An open descriptor, as epoll_ctl() checks: a poll on a closed one fails only later.
+    if (fd >= 0 && ::fcntl(fd, F_GETFD) < 0) {
+      throw std::system_error(errno, std::generic_category(),
+                              std::string(method) + " on fd " + std::to_string(fd));
+    }
     FdWatch& w = watch(fd);
     auto* h = HandleImpl::create(std::move(callback));
     if (HandleImpl* old = std::exchange(w.*slot, h)) {
@@ -502,8 +557,8 @@ class UringEventLoop final : public BaseEventLoop {
   /// Starts the polls that registrations and reports since the last wait asked for.
   void arm_watches() {
     if (wake_retry_) {
-      wake_retry_ = false;
       arm_wake();
+      wake_retry_ = false;
     }
     for (int fd : to_arm_) {
       FdWatch* found = watches_[static_cast<std::size_t>(fd)];
@@ -526,8 +581,10 @@ class UringEventLoop final : public BaseEventLoop {
   void polled(FdWatch& w, bool read, int res) noexcept {
     (read ? w.read_armed : w.write_armed) = false;
     HandleImpl* h = read ? w.reader : w.writer;
-    if (!w.released && !draining_ && h != nullptr) {
-      if (res != -ECANCELED) push_ready(h);
+    // A failure (-EBADF: the descriptor was closed behind the loop's back) is not readiness:
+    // the watch goes quiet, as epoll forgets a closed descriptor, rather than report it forever.
+    if (!w.released && !draining_ && h != nullptr && (res >= 0 || res == -ECANCELED)) {
+      if (res >= 0) push_ready(h);
       try {
         queue_arm(w);  // level-triggered: look again once this iteration's callbacks ran
       } catch (const std::bad_alloc&) {
@@ -562,23 +619,26 @@ UringChannel::UringChannel(UringEventLoop& loop, int fd, IoClient& client)
       fd_(fd),
       read_handle_(HandleImpl::create([this] { deliver_read(); })),
       write_handle_(HandleImpl::create([this] { deliver_write(); })),
-      readable_handle_(HandleImpl::create([this] {
-        if (!watch_read_) return;
-        ++refs_;
-        client_->readable();
-        if (watch_read_) arm_wait(true);
-        unref();
-      })),
-      writable_handle_(HandleImpl::create([this] {
-        if (!watch_write_) return;
-        ++refs_;
-        client_->writable();
-        if (watch_write_) arm_wait(false);
-        unref();
-      })) {
+      readable_handle_(HandleImpl::create([this] { report_ready(true); })),
+      writable_handle_(HandleImpl::create([this] { report_ready(false); })) {
   // Every write goes through these two: keep their storage rather than allocate per request.
   pending_.keep_storage(WriteBuffer::min_capacity);
   inflight_.keep_storage(WriteBuffer::min_capacity);
+}
+
+void UringChannel::report_ready(bool read) {
+  if (!(read ? watch_read_ : watch_write_)) return;
+  ++refs_;  // the client may close the channel
+  struct Unref {
+    UringChannel* c;
+    ~Unref() { c->unref(); }
+  } keep{this};
+  if (read) {
+    client_->readable();
+  } else {
+    client_->writable();
+  }
+  if (read ? watch_read_ : watch_write_) arm_wait(read);
 }
 
 void UringChannel::queue(HandleImpl* h) {
@@ -616,8 +676,13 @@ void UringChannel::close() noexcept {
   // Operations in flight are cancelled, and submitted now, before the descriptor closes: one
   // prepared and not yet submitted reaches this socket, not another that takes its number, and
   // the cancelled ones let go of the socket's file, so that close(2) closes it here and now.
-  if (in_flight()) loop_->submit_cancels(cancel_all());
-  ::close(fd_);
+  if (in_flight() && !loop_->submit_cancels(cancel_all())) {
+    // The ring took no cancellation: an operation prepared and not yet submitted may still go
+    // to this descriptor number, so it stays ours until the last operation is done with it.
+    close_at_end_ = true;
+  } else {
+    ::close(fd_);
+  }
   unref();
 }
 
@@ -651,8 +716,17 @@ void UringChannel::on_send(UringOp& op, int res) noexcept {
 void UringChannel::on_wait(UringOp& op, int res) noexcept {  // watch_readable(), watch_writable()
   auto& c = *static_cast<UringChannel*>(op.owner);
   c.flag(op) = false;
-  if (!c.loop_->draining() && !c.closed_ && res != -ECANCELED) {
-    c.queue(op.kind == OpKind::wait_read ? c.readable_handle_ : c.writable_handle_);
+  const bool read = op.kind == OpKind::wait_read;
+  if (!c.loop_->draining() && !c.closed_) {
+    if (res != -ECANCELED) {
+      c.queue(read ? c.readable_handle_ : c.writable_handle_);
+    } else if (read ? c.watch_read_ : c.watch_write_) {
+      try {
+        c.arm_wait(read);  // cancelled by the kernel (see received()): wait again
+      } catch (const std::system_error&) {
+        c.queue(read ? c.readable_handle_ : c.writable_handle_);  // let the client look
+      }
+    }
   }
   c.unref();
 }
@@ -677,8 +751,11 @@ void UringChannel::received(int res) noexcept {
     if (reading_) queue(read_handle_);
     return;
   }
-  if (closed_ || res == -ECANCELED) return;
-  if (res == -EAGAIN || res == -EINTR) {  // nothing after all: receive again
+  if (closed_) return;
+  // Nothing after all, or cancelled by the kernel (the thread that submitted it has exited, and
+  // the loop runs on another now): receive again, or when reading starts again.
+  if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) {
+    if (!reading_ || delivering_) return;
     try {
       submit_read();
       return;
@@ -697,10 +774,14 @@ void UringChannel::received(int res) noexcept {
 void UringChannel::deliver_read() noexcept {
   if (!has_result_ || !reading_ || closed_) return;
   ++refs_;  // the client may close the channel: it stays valid until this returns
-  struct Unref {
+  delivering_ = true;
+  struct Done {
     UringChannel* c;
-    ~Unref() { c->unref(); }
-  } keep{this};
+    ~Done() {
+      c->delivering_ = false;
+      c->unref();
+    }
+  } done{this};
   if (rlen_ == 0) {  // the end of the stream, or a failure
     has_result_ = false;
     reading_ = false;
@@ -725,13 +806,13 @@ void UringChannel::deliver_read() noexcept {
     client_->read_done(chunk);
     if (closed_ || !reading_) return;
   }
+  if (read_in_flight_) return;  // (only with bytes that arrived before a stop_reading())
   if (filled && rcap_ < 64 * 1024) {  // receives fill the buffer: a bigger one for the next
     if (auto* bigger = new (std::nothrow) std::byte[rcap_ * 2]) {
       rbuf_.reset(bigger);
       rcap_ *= 2;
     }
   }
-  if (read_in_flight_) return;
   try {
     submit_read();
   } catch (const std::exception& e) {  // out of memory, or a ring that takes nothing
@@ -751,8 +832,9 @@ void UringChannel::start_send() {
 void UringChannel::send_inflight() {
   // MSG_WAITALL: the kernel sends the whole buffer before it completes (as the C floor does), so
   // a slow peer costs one completion per buffer, not one per dribble of the kernel's window.
-  io_uring_prep_send(loop_->sqe(&send_op_), fd_, inflight_.data(), inflight_.size(),
-                     MSG_NOSIGNAL | MSG_WAITALL);
+  // At most 1 GiB per send (the length is 32 bits); the rest goes as a short send's would.
+  const std::size_t n = std::min<std::size_t>(inflight_.size(), std::size_t{1} << 30);
+  io_uring_prep_send(loop_->sqe(&send_op_), fd_, inflight_.data(), n, MSG_NOSIGNAL | MSG_WAITALL);
   send_in_flight_ = true;
   ++refs_;
 }
@@ -779,7 +861,8 @@ void UringChannel::sent(int res) noexcept {
     inflight_.clear();
     return;
   }
-  if (res == -EAGAIN || res == -EINTR) res = 0;  // nothing went: send the same again
+  // Nothing went (or the kernel cancelled it: see received()): send the same again.
+  if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) res = 0;
   if (res >= 0) {
     const auto n = static_cast<std::size_t>(res);
     loop_->stats().bytes_written += n;

@@ -866,6 +866,28 @@ STRATA_LOOP_TEST_CASE("EventLoop: add_reader and add_writer throw std::invalid_a
   CHECK_FALSE(loop->remove_writer(-1));
 }
 
+STRATA_LOOP_TEST_CASE("EventLoop: add_reader on a descriptor that is not open: epoll and the "
+                      "proactor refuse it, poll and select accept it",
+                      "[core][event_loop]") {
+  TestLoop loop(TestType::kind);  // first: its own descriptors must not take the numbers
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  const strata::LoopKind kind = TestType::kind;
+  if (kind == strata::LoopKind::epoll || kind == strata::LoopKind::proactor) {
+    // epoll_ctl() refuses it; the proactor checks it the same way (a poll of it would fail
+    // only later, and must not turn into a callback at every iteration).
+    CHECK_THROWS_AS(loop->add_reader(fds[0], [] {}), std::system_error);
+    CHECK_THROWS_AS(loop->add_writer(fds[0], [] {}), std::system_error);
+    CHECK_FALSE(loop->remove_reader(fds[0]));
+  } else {
+    // poll(2) and select(2) take any number; what they report for it is the kernel's.
+    CHECK_NOTHROW(loop->add_reader(fds[0], [] {}));
+    CHECK(loop->remove_reader(fds[0]));
+  }
+}
+
 STRATA_LOOP_TEST_CASE("EventLoop: close releases the reader and writer callbacks",
                       "[core][event_loop]") {
   SocketPair sp;

@@ -10,10 +10,12 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <strata/core/coro.hpp>
 #include <strata/core/errors.hpp>
+#include <strata/core/sleep.hpp>
 #include <strata/core/socket_address.hpp>
 #include <strata/transports/accepted_socket.hpp>
 
@@ -28,7 +30,6 @@ using strata::testing::connect_records;
 using strata::testing::FdPair;
 using strata::testing::first_mismatch;
 using strata::testing::grammar_error;
-using strata::testing::join;
 using strata::testing::next_iteration;
 using strata::testing::PairKind;
 using strata::testing::pattern;
@@ -104,6 +105,7 @@ STRATA_LOOP_TEST_CASE(
         expected += pieces.back();
       }
       std::vector<std::span<const std::byte>> spans;
+      spans.reserve(pieces.size());
       for (const auto& p : pieces) spans.push_back(bytes(p));
       client.transport->writelines(spans);
       client.transport->writelines({});  // a no-op
@@ -383,6 +385,65 @@ STRATA_LOOP_TEST_CASE("StreamTransport: pause_reading stops data_received until 
   };
   loop.run(body());
   CHECK(reader.events == std::vector<std::string>{"made", "data", "eof", "lost"});
+}
+
+// On the proactor a receive is started before the bytes of the last one have all been handed
+// over: resuming inside data_received() must not let the kernel write into a buffer that the
+// protocol is still reading, or into one freed meanwhile (the buffer grows while receives fill
+// it).
+STRATA_LOOP_TEST_CASE("StreamTransport: pause_reading and resume_reading inside data_received "
+                      "lose and corrupt nothing",
+                      "[transports][stream_transport]") {
+  for (PairKind kind : both_kinds) {
+    INFO("pair: " << to_string(kind));
+    Record client;
+    Record server;
+    int calls = 0;
+    server.on_data = [&calls](Transport& t, std::string_view) {
+      ++calls;
+      t.pause_reading();
+      t.resume_reading();
+    };
+    TestLoop loop(TestType::kind);
+    auto body = [&]() -> Coro<void> {
+      co_await connect_records(make_pair(kind), client, server);
+      const std::string data = pattern(2u << 20, 11);
+      client.transport->write(data);
+      co_await server.wait_received(data.size());
+      REQUIRE(server.received.size() == data.size());
+      CHECK(first_mismatch(server.received, data) == npos);
+      co_await close_and_wait(client);
+      co_await server.wait_lost();
+    };
+    loop.run(body());
+    CHECK(calls > 1);
+    CHECK(grammar_error(server.events) == "");
+  }
+}
+
+// On io_uring the kernel cancels the operations a thread submitted when that thread exits; the
+// proactor then submits them again from the thread that runs the loop now.
+STRATA_LOOP_TEST_CASE("StreamTransport: a loop run by one thread, then by another, goes on reading",
+                      "[transports][stream_transport]") {
+  Record r;
+  TestLoop loop(TestType::kind);
+  FdPair p = strata::testing::unix_pair();
+  std::thread first([&] {
+    loop.run([&]() -> Coro<void> {
+      co_await connect_record(p.a, r);
+      // One wait in the kernel: what the connection started is submitted by this thread.
+      co_await strata::sleep(std::chrono::milliseconds(1));
+    }());
+  });
+  first.join();
+  REQUIRE(r.transport != nullptr);
+  REQUIRE(::send(p.b, "hello", 5, 0) == 5);
+  std::thread second([&] { loop.run(r.wait_received(5)); });
+  second.join();
+  CHECK(r.received == "hello");
+  ::close(p.b);
+  loop.run(r.wait_lost());
+  CHECK(grammar_error(r.events) == "");
 }
 
 STRATA_LOOP_TEST_CASE("StreamTransport: a BufferedProtocol receives into its own buffer",
