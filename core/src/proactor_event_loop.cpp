@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "channel_io.hpp"
+#include "completion_channel.hpp"
 #include "readiness_channel.hpp"
 
 namespace strata::detail {
@@ -147,65 +148,15 @@ struct FdWatch {
 
 class ProactorEventLoop;
 
-/// IoChannel of a connected stream socket on the proactor loop. See the top of this file.
-class ProactorChannel final : public IoChannel {
+/// IoChannel of a connected stream socket on the proactor loop: CompletionChannel's receive and
+/// send buffers, with Asio's socket operations. See the top of this file.
+class ProactorChannel final : public CompletionChannel<ProactorChannel> {
+  friend class CompletionChannel<ProactorChannel>;
+
  public:
   ProactorChannel(ProactorEventLoop& loop, asio::io_context& io, int family, int fd,
                   IoClient& client);
 
-  void start_reading() override {
-    if (reading_ || closed_) return;
-    reading_ = true;
-    if (has_result_) {
-      queue(read_handle_);  // bytes that arrived while stopped: in a later callback
-    } else if (!read_in_flight_ && !delivering_) {
-      // (During a delivery the receive starts when it ends: the protocol may still be reading
-      // the bytes of the last one, in the memory the next one would write to.)
-      try {
-        submit_read();
-      } catch (...) {
-        reading_ = false;
-        throw;
-      }
-    }
-  }
-  void stop_reading() noexcept override { reading_ = false; }
-
-  int write_rest(std::span<const std::byte> data, ssize_t /*sent*/) override {
-    pending_.append(data.data(), data.size());  // nothing is sent inline here (direct_fd_ -1)
-    buffered_ += data.size();
-    if (!send_in_flight_) start_send();
-    return 0;
-  }
-  int writev(std::span<const std::span<const std::byte>> buffers) override {
-    for (const auto& b : buffers) {
-      pending_.append(b.data(), b.size());
-      buffered_ += b.size();
-    }
-    if (!send_in_flight_ && buffered_ != 0) start_send();
-    return 0;
-  }
-  void discard_writes() noexcept override {
-    pending_.clear();
-    buffered_ = 0;
-    discarded_ = true;  // the send in flight completes unreported
-  }
-  void shutdown_write() noexcept override {
-    std::error_code ec;
-    socket_.shutdown(asio::socket_base::shutdown_send, ec);
-  }
-  ssize_t send_file(int file_fd, std::uint64_t& offset, std::size_t count) noexcept override;
-
-  void watch_writable(bool on) override {
-    watch_write_ = on;
-    if (on) arm_wait(false);
-  }
-  void watch_readable(bool on) override {
-    watch_read_ = on;
-    if (on) arm_wait(true);
-  }
-
-  int fd() const noexcept override { return closed_ ? -1 : fd_; }
   void close() noexcept override {
     end();
     std::error_code ec;
@@ -233,7 +184,7 @@ class ProactorChannel final : public IoChannel {
   /// Keeps the channel alive while an operation is in flight: its handler holds one.
   class Ref {
    public:
-    explicit Ref(ProactorChannel* c) noexcept : c_(c) { ++c_->refs_; }
+    explicit Ref(ProactorChannel* c) noexcept : c_(c) { c_->ref(); }
     Ref(Ref&& other) noexcept : c_(std::exchange(other.c_, nullptr)) {}
     Ref(const Ref&) = delete;
     Ref& operator=(const Ref&) = delete;
@@ -254,60 +205,29 @@ class ProactorChannel final : public IoChannel {
     std::error_code ec;
     if (socket_.is_open()) static_cast<void>(socket_.release(ec));
   }
-  void unref() noexcept {
-    if (--refs_ == 0) destroy();
-  }
   [[gnu::noinline]] void destroy() noexcept { delete this; }
-  void end() noexcept {
-    closed_ = true;
-    reading_ = watch_read_ = watch_write_ = false;
-    for (HandleImpl** h : {&read_handle_, &write_handle_, &readable_handle_, &writable_handle_}) {
-      (*h)->cancel();  // already queued: does not run
-      (*h)->release();
-      *h = nullptr;
-    }
+
+  /// An operation's result in CompletionChannel's terms: bytes, 0 at the end of the stream,
+  /// or -errno (-ECANCELED for an aborted one).
+  static int result(std::error_code ec, std::size_t n) noexcept {
+    if (!ec) return static_cast<int>(n);
+    if (ec == asio::error::eof) return 0;
+    if (ec == asio::error::operation_aborted) return -ECANCELED;
+    const std::error_code native = native_error(ec);
+    return native.category() == std::system_category() ? -native.value() : -EIO;
   }
-  /// Queues @p h for the callback phase, once.
+
+  // CompletionChannel's operations.
+  void submit_recv(std::byte* buf, std::size_t len);
+  void submit_send(const std::byte* data, std::size_t len);
+  void submit_wait(bool read);
   void queue(HandleImpl* h);
 
-  void submit_read();
-  void deliver_read() noexcept;
-  void start_send();
-  void send_inflight();
-  void sent(std::error_code ec, std::size_t n);
-  void deliver_write() noexcept;
-  void arm_wait(bool read);
+  ProactorEventLoop& proactor() const noexcept;
 
-  ProactorEventLoop* loop_;
-  IoClient* client_;
   asio::generic::stream_protocol::socket socket_;
-  int fd_;
-  HandleImpl* read_handle_;
-  HandleImpl* write_handle_;
-  HandleImpl* readable_handle_;
-  HandleImpl* writable_handle_;
-  std::unique_ptr<std::byte[]> rbuf_;
-  std::size_t rcap_ = 0;
-  std::size_t roff_ = 0;  // the undelivered bytes of the last read: [roff_, roff_ + rlen_)
-  std::size_t rlen_ = 0;
-  std::error_code rec_;   // how the last read ended, when it brought nothing
   OpSlot recv_slot_;      // the receive in flight's memory
   OpSlot send_slot_;      // the send in flight's memory
-  WriteBuffer pending_;   // written since the send in flight started
-  WriteBuffer inflight_;  // what the send in flight sends; never moved meanwhile
-  std::error_code wec_;
-  unsigned refs_ = 1;     // the owner's, and one per operation in flight
-  bool closed_ = false;
-  bool reading_ = false;
-  bool read_in_flight_ = false;
-  bool has_result_ = false;  // a read completed and is not fully delivered
-  bool delivering_ = false;  // deliver_read() is handing bytes over
-  bool send_in_flight_ = false;
-  bool discarded_ = false;
-  bool watch_read_ = false;
-  bool watch_write_ = false;
-  bool wait_read_in_flight_ = false;
-  bool wait_write_in_flight_ = false;
 };
 
 class ProactorEventLoop final : public BaseEventLoop {
@@ -503,173 +423,39 @@ class ProactorEventLoop final : public BaseEventLoop {
 
 ProactorChannel::ProactorChannel(ProactorEventLoop& loop, asio::io_context& io, int family, int fd,
                                  IoClient& client)
-    : loop_(&loop),
-      client_(&client),
-      socket_(io, asio::generic::stream_protocol(family, SOCK_STREAM), fd),
-      fd_(fd),
-      read_handle_(HandleImpl::create([this] { deliver_read(); })),
-      write_handle_(HandleImpl::create([this] { deliver_write(); })),
-      readable_handle_(HandleImpl::create([this] {
-        wait_read_in_flight_ = false;
-        if (!watch_read_) return;
-        Ref keep(this);
-        client_->readable();
-        if (watch_read_) arm_wait(true);
-      })),
-      writable_handle_(HandleImpl::create([this] {
-        wait_write_in_flight_ = false;
-        if (!watch_write_) return;
-        Ref keep(this);
-        client_->writable();
-        if (watch_write_) arm_wait(false);
-      })) {
-  // Every write goes through these two: keep their storage rather than allocate per request.
-  pending_.keep_storage(WriteBuffer::min_capacity);
-  inflight_.keep_storage(WriteBuffer::min_capacity);
+    : CompletionChannel(loop, fd, client),
+      socket_(io, asio::generic::stream_protocol(family, SOCK_STREAM), fd) {}
+
+ProactorEventLoop& ProactorChannel::proactor() const noexcept {
+  return static_cast<ProactorEventLoop&>(*loop_);
 }
 
 void ProactorChannel::queue(HandleImpl* h) {
   // A handle runs once per push; the channel's flags keep a second push from doing anything.
-  loop_->queue_ready(h);
+  proactor().queue_ready(h);
 }
 
-void ProactorChannel::submit_read() {
-  if (!rbuf_) {
-    rcap_ = 4 * 1024;
-    rbuf_.reset(new std::byte[rcap_]);
-  }
-  read_in_flight_ = true;
-  socket_.async_receive(asio::buffer(rbuf_.get(), rcap_), 0,
+void ProactorChannel::submit_recv(std::byte* buf, std::size_t len) {
+  socket_.async_receive(asio::buffer(buf, len), 0,
                         asio::bind_allocator(SlotAllocator<void>(&recv_slot_),
                                              [self = Ref(this)](std::error_code ec, std::size_t n) {
-    ProactorChannel& c = *self;
-    c.read_in_flight_ = false;
-    if (c.closed_ || ec == asio::error::operation_aborted) return;
-    c.loop_->stats().bytes_read += n;
-    c.roff_ = 0;
-    c.rlen_ = n;
-    c.rec_ = ec == asio::error::eof ? std::error_code() : native_error(ec);
-    c.has_result_ = true;
-    if (c.reading_) c.queue(c.read_handle_);
-  }));
+                                               self->received(result(ec, n));
+                                             }));
 }
 
-void ProactorChannel::deliver_read() noexcept {
-  if (!has_result_ || !reading_ || closed_) return;
-  Ref keep(this);
-  delivering_ = true;
-  struct Done {
-    bool& flag;
-    ~Done() { flag = false; }
-  } done{delivering_};
-  if (rlen_ == 0) {  // the end of the stream, or a failure
-    has_result_ = false;
-    reading_ = false;
-    client_->read_ended(rec_);
-    return;
-  }
-  const bool filled = rlen_ == rcap_ && roff_ == 0;
-  while (rlen_ != 0) {
-    std::span<const std::byte> chunk;
-    if (client_buffers_) {
-      const std::span<std::byte> target = client_->read_target();
-      if (closed_ || !reading_ || target.empty()) return;  // the rest waits for start_reading()
-      const std::size_t m = std::min(target.size(), rlen_);
-      std::memcpy(target.data(), rbuf_.get() + roff_, m);
-      chunk = target.first(m);
-    } else {
-      chunk = std::span<const std::byte>(rbuf_.get() + roff_, rlen_);
-    }
-    roff_ += chunk.size();
-    rlen_ -= chunk.size();
-    if (rlen_ == 0) has_result_ = false;
-    client_->read_done(chunk);
-    if (closed_ || !reading_) return;
-  }
-  if (read_in_flight_) return;  // (only with bytes that arrived before a stop_reading())
-  if (filled && rcap_ < 64 * 1024) {  // reads fill the buffer: a bigger one for the next
-    if (auto* bigger = new (std::nothrow) std::byte[rcap_ * 2]) {
-      rbuf_.reset(bigger);
-      rcap_ *= 2;
-    }
-  }
-  try {
-    submit_read();
-  } catch (...) {  // out of memory: the connection cannot go on reading
-    reading_ = false;
-    client_->read_ended(std::make_error_code(std::errc::not_enough_memory));
-  }
-}
-
-void ProactorChannel::start_send() {
-  if (pending_.empty() || discarded_ || wec_) return;
-  pending_.swap(inflight_);
-  send_inflight();
-}
-
-void ProactorChannel::send_inflight() {
-  send_in_flight_ = true;
-  socket_.async_send(asio::buffer(inflight_.data(), inflight_.size()), MSG_NOSIGNAL,
+void ProactorChannel::submit_send(const std::byte* data, std::size_t len) {
+  socket_.async_send(asio::buffer(data, len), MSG_NOSIGNAL,
                      asio::bind_allocator(SlotAllocator<void>(&send_slot_),
                                           [self = Ref(this)](std::error_code ec, std::size_t n) {
-                                            self->sent(ec, n);
+                                            self->sent(result(ec, n));
                                           }));
 }
 
-void ProactorChannel::sent(std::error_code ec, std::size_t n) {
-  send_in_flight_ = false;
-  if (closed_) return;
-  loop_->stats().bytes_written += n;
-  if (discarded_) {
-    inflight_.clear();
-    return;
-  }
-  buffered_ -= n;
-  inflight_.consume(n);
-  if (ec) {
-    // The buffer is dropped when the failure is delivered, not before: until then the transport
-    // must still see bytes waiting (a close() meanwhile waits for them, and hears the failure).
-    wec_ = native_error(ec);
-  } else if (!inflight_.empty()) {
-    send_inflight();  // a short send: the rest, from where it stopped
-    return;
-  } else {
-    start_send();
-  }
-  queue(write_handle_);
-}
-
-void ProactorChannel::deliver_write() noexcept {
-  if (closed_) return;
-  if (wec_) {
-    inflight_.clear();
-    pending_.clear();
-    buffered_ = 0;
-    discarded_ = true;  // nothing more is sent on a failed socket
-  }
-  client_->write_done(std::exchange(wec_, {}));
-}
-
-void ProactorChannel::arm_wait(bool read) {
-  bool& in_flight = read ? wait_read_in_flight_ : wait_write_in_flight_;
-  if (in_flight || closed_) return;
-  in_flight = true;
+void ProactorChannel::submit_wait(bool read) {
   socket_.async_wait(read ? asio::socket_base::wait_read : asio::socket_base::wait_write,
                      [self = Ref(this), read](std::error_code ec) {
-    ProactorChannel& c = *self;
-    if (c.closed_) return;
-    if (ec == asio::error::operation_aborted) {
-      (read ? c.wait_read_in_flight_ : c.wait_write_in_flight_) = false;
-      return;
-    }
-    c.queue(read ? c.readable_handle_ : c.writable_handle_);
-  });
-}
-
-ssize_t ProactorChannel::send_file(int file_fd, std::uint64_t& offset, std::size_t count) noexcept {
-  const ssize_t n = send_file_suppressed(fd_, file_fd, offset, count);
-  if (n > 0) loop_->stats().bytes_written += static_cast<std::size_t>(n);
-  return n;
+                       self->waited(read, result(ec, 0));
+                     });
 }
 
 }  // namespace

@@ -55,6 +55,7 @@
 #include <vector>
 
 #include "channel_io.hpp"
+#include "completion_channel.hpp"
 #include "readiness_channel.hpp"
 
 namespace strata::detail {
@@ -93,165 +94,46 @@ struct FdWatch {
   bool queued = false;       // on the loop's list of watches to arm
 };
 
-/// IoChannel of a connected stream socket on the io_uring loop. See the top of this file.
-class UringChannel final : public IoChannel {
+/// IoChannel of a connected stream socket on the io_uring loop: CompletionChannel's receive
+/// and send buffers, with its operations as UringOp records in the ring. See the top of this
+/// file.
+class UringChannel final : public CompletionChannel<UringChannel> {
+  friend class CompletionChannel<UringChannel>;
+
  public:
   UringChannel(UringEventLoop& loop, int fd, IoClient& client);
 
-  void start_reading() override {
-    if (reading_ || closed_) return;
-    reading_ = true;
-    if (has_result_) {
-      queue(read_handle_);  // bytes that arrived while stopped: in a later callback
-    } else if (!read_in_flight_ && !delivering_) {
-      // (During a delivery the receive starts when it ends: the protocol may still be reading
-      // the bytes of the last one, in the memory the next one would write to.)
-      try {
-        submit_read();
-      } catch (...) {
-        reading_ = false;
-        throw;
-      }
-    }
-  }
-  void stop_reading() noexcept override { reading_ = false; }
-
-  int write_rest(std::span<const std::byte> data, ssize_t /*sent*/) override {
-    // Nothing is sent inline here (direct_fd_ is -1). With no send in flight, the bytes go
-    // straight into the buffer that the send reads from.
-    if (!send_in_flight_ && !discarded_ && werr_ == 0) [[likely]] {
-      inflight_.append(data.data(), data.size());  // empty before: nothing is being sent
-      buffered_ += data.size();
-      return send_now();
-    }
-    pending_.append(data.data(), data.size());
-    buffered_ += data.size();
-    return 0;
-  }
-  int writev(std::span<const std::span<const std::byte>> buffers) override {
-    const bool now = !send_in_flight_ && !discarded_ && werr_ == 0;
-    WriteBuffer& to = now ? inflight_ : pending_;
-    for (const auto& b : buffers) {
-      to.append(b.data(), b.size());
-      buffered_ += b.size();
-    }
-    return now && !inflight_.empty() ? send_now() : 0;
-  }
-  void discard_writes() noexcept override {
-    pending_.clear();
-    buffered_ = 0;
-    discarded_ = true;  // the send in flight completes unreported
-  }
-  void shutdown_write() noexcept override { ::shutdown(fd_, SHUT_WR); }
-  ssize_t send_file(int file_fd, std::uint64_t& offset, std::size_t count) noexcept override;
-
-  void watch_writable(bool on) override {
-    watch_write_ = on;
-    if (on) arm_wait(false);
-  }
-  void watch_readable(bool on) override {
-    watch_read_ = on;
-    if (on) arm_wait(true);
-  }
-
-  int fd() const noexcept override { return closed_ ? -1 : fd_; }
   void close() noexcept override;
   int release() noexcept override;
 
-  /// Whether an operation of this channel is in the ring.
-  bool in_flight() const noexcept {
-    return read_in_flight_ || send_in_flight_ || wait_read_in_flight_ || wait_write_in_flight_;
+ private:
+  ~UringChannel() override {
+    if (close_at_end_) ::close(fd_);
   }
+  [[gnu::noinline]] void destroy() noexcept { delete this; }
+
+  // CompletionChannel's operations.
+  void submit_recv(std::byte* buf, std::size_t len);
+  void submit_send(const std::byte* data, std::size_t len);
+  void submit_wait(bool read);
+  void queue(HandleImpl* h);
 
   /// The completions of this channel's operations (UringOp::done).
   static void on_recv(UringOp& op, int res) noexcept;
   static void on_send(UringOp& op, int res) noexcept;
   static void on_wait(UringOp& op, int res) noexcept;
 
- private:
-  ~UringChannel() override {
-    if (close_at_end_) ::close(fd_);
-  }
-
-  bool& flag(UringOp& op) noexcept {
-    switch (op.kind) {
-      case OpKind::recv: return read_in_flight_;
-      case OpKind::send: return send_in_flight_;
-      case OpKind::wait_read: return wait_read_in_flight_;
-      default: return wait_write_in_flight_;
-    }
-  }
-  void unref() noexcept {
-    if (--refs_ == 0) destroy();
-  }
-  [[gnu::noinline]] void destroy() noexcept { delete this; }
-  /// The loop is closing: @p op completed, and nothing is delivered any more.
-  void dropped(UringOp& op) noexcept {
-    flag(op) = false;
-    unref();
-  }
-  void end() noexcept;
   /// Prepares the cancellation of every operation in flight (close() and release()).
   /// @return whether the ring took them
   bool cancel_all() noexcept;
-  /// Queues @p h for the callback phase.
-  void queue(HandleImpl* h);
-  /// A watch_readable() (@p read) or watch_writable() report, in the callback phase.
-  void report_ready(bool read);
 
-  [[gnu::always_inline]] inline void submit_read();
-  void received(int res) noexcept;
-  void deliver_read() noexcept;
-  void start_send();
-  [[gnu::always_inline]] inline void send_inflight();
-  /// send_inflight() for write(): a ring that takes nothing is write()'s failure, with the
-  /// bytes taken back (nothing buffered, as write() promises).
-  int send_now() noexcept {
-    try {
-      send_inflight();
-      return 0;
-    } catch (const std::system_error& e) {
-      buffered_ -= inflight_.size();
-      inflight_.consume(inflight_.size());
-      return e.code().value();
-    }
-  }
-  void sent(int res) noexcept;
-  void deliver_write() noexcept;
-  void arm_wait(bool read);
+  UringEventLoop& uring() const noexcept;
 
-  UringEventLoop* loop_;
-  IoClient* client_;
-  int fd_;
-  HandleImpl* read_handle_;
-  HandleImpl* write_handle_;
-  HandleImpl* readable_handle_;
-  HandleImpl* writable_handle_;
-  std::unique_ptr<std::byte[]> rbuf_;
-  std::size_t rcap_ = 0;
-  std::size_t roff_ = 0;  // the undelivered bytes of the last receive: [roff_, roff_ + rlen_)
-  std::size_t rlen_ = 0;
-  int rerr_ = 0;          // how the last receive ended, when it brought nothing (errno)
-  WriteBuffer pending_;   // written since the send in flight started
-  WriteBuffer inflight_;  // what the send in flight sends; never moved meanwhile
-  int werr_ = 0;
   UringOp recv_op_{OpKind::recv, this, &on_recv};
   UringOp send_op_{OpKind::send, this, &on_send};
   UringOp wait_read_op_{OpKind::wait_read, this, &on_wait};
   UringOp wait_write_op_{OpKind::wait_write, this, &on_wait};
-  unsigned refs_ = 1;     // the owner's, and one per operation in flight
-  bool closed_ = false;
-  bool reading_ = false;
-  bool read_in_flight_ = false;
-  bool has_result_ = false;  // a receive completed and is not fully delivered
-  bool delivering_ = false;  // deliver_read() is handing bytes over
   bool close_at_end_ = false;  // close() left the descriptor to the destructor
-  bool send_in_flight_ = false;
-  bool discarded_ = false;
-  bool watch_read_ = false;
-  bool watch_write_ = false;
-  bool wait_read_in_flight_ = false;
-  bool wait_write_in_flight_ = false;
 };
 
 class UringEventLoop final : public BaseEventLoop {
@@ -614,53 +496,43 @@ FdWatch::FdWatch(UringEventLoop& l, int f) noexcept
       write_op{OpKind::watch_write, this, &UringEventLoop::on_watch} {}
 
 UringChannel::UringChannel(UringEventLoop& loop, int fd, IoClient& client)
-    : loop_(&loop),
-      client_(&client),
-      fd_(fd),
-      read_handle_(HandleImpl::create([this] { deliver_read(); })),
-      write_handle_(HandleImpl::create([this] { deliver_write(); })),
-      readable_handle_(HandleImpl::create([this] { report_ready(true); })),
-      writable_handle_(HandleImpl::create([this] { report_ready(false); })) {
-  // Every write goes through these two: keep their storage rather than allocate per request.
-  pending_.keep_storage(WriteBuffer::min_capacity);
-  inflight_.keep_storage(WriteBuffer::min_capacity);
-}
+    : CompletionChannel(loop, fd, client) {}
 
-void UringChannel::report_ready(bool read) {
-  if (!(read ? watch_read_ : watch_write_)) return;
-  ++refs_;  // the client may close the channel
-  struct Unref {
-    UringChannel* c;
-    ~Unref() { c->unref(); }
-  } keep{this};
-  if (read) {
-    client_->readable();
-  } else {
-    client_->writable();
-  }
-  if (read ? watch_read_ : watch_write_) arm_wait(read);
+UringEventLoop& UringChannel::uring() const noexcept {
+  return static_cast<UringEventLoop&>(*loop_);
 }
 
 void UringChannel::queue(HandleImpl* h) {
   // A handle runs once per push; the channel's flags keep a second push from doing anything.
-  loop_->queue_ready(h);
+  uring().queue_ready(h);
 }
 
-void UringChannel::end() noexcept {
-  closed_ = true;
-  reading_ = watch_read_ = watch_write_ = false;
-  for (HandleImpl** h : {&read_handle_, &write_handle_, &readable_handle_, &writable_handle_}) {
-    (*h)->cancel();  // already queued: does not run
-    (*h)->release();
-    *h = nullptr;
-  }
+void UringChannel::submit_recv(std::byte* buf, std::size_t len) {
+  io_uring_prep_recv(uring().sqe(&recv_op_), fd_, buf, len, 0);
+  ref();
+}
+
+void UringChannel::submit_send(const std::byte* data, std::size_t len) {
+  // MSG_WAITALL: the kernel sends the whole buffer before it completes (as the C floor does), so
+  // a slow peer costs one completion per buffer, not one per dribble of the kernel's window.
+  io_uring_prep_send(uring().sqe(&send_op_), fd_, data, len, MSG_NOSIGNAL | MSG_WAITALL);
+  ref();
+}
+
+void UringChannel::submit_wait(bool read) {
+  io_uring_prep_poll_add(uring().sqe(read ? &wait_read_op_ : &wait_write_op_), fd_,
+                         read ? POLLIN : POLLOUT);
+  ref();
 }
 
 bool UringChannel::cancel_all() noexcept {
   try {
     for (UringOp* op : {&recv_op_, &send_op_, &wait_read_op_, &wait_write_op_}) {
-      if (flag(*op)) {
-        io_uring_prep_cancel64(loop_->sqe(nullptr), reinterpret_cast<std::uintptr_t>(op), 0);
+      const bool flying = op == &recv_op_    ? reading_in_flight()
+                          : op == &send_op_  ? sending_in_flight()
+                                             : waiting_in_flight(op == &wait_read_op_);
+      if (flying) {
+        io_uring_prep_cancel64(uring().sqe(nullptr), reinterpret_cast<std::uintptr_t>(op), 0);
       }
     }
     return true;
@@ -676,7 +548,7 @@ void UringChannel::close() noexcept {
   // Operations in flight are cancelled, and submitted now, before the descriptor closes: one
   // prepared and not yet submitted reaches this socket, not another that takes its number, and
   // the cancelled ones let go of the socket's file, so that close(2) closes it here and now.
-  if (in_flight() && !loop_->submit_cancels(cancel_all())) {
+  if (in_flight() && !uring().submit_cancels(cancel_all())) {
     // The ring took no cancellation: an operation prepared and not yet submitted may still go
     // to this descriptor number, so it stays ours until the last operation is done with it.
     close_at_end_ = true;
@@ -688,228 +560,40 @@ void UringChannel::close() noexcept {
 
 int UringChannel::release() noexcept {
   end();
-  if (in_flight()) loop_->submit_cancels(cancel_all());
+  if (in_flight()) uring().submit_cancels(cancel_all());
   unref();
   return fd_;
 }
 
 void UringChannel::on_recv(UringOp& op, int res) noexcept {
   auto& c = *static_cast<UringChannel*>(op.owner);
-  if (c.loop_->draining()) [[unlikely]] {
-    c.dropped(op);
-    return;
+  if (c.uring().draining()) [[unlikely]] {
+    c.drop_recv();  // the loop is closing: nothing is delivered any more
+  } else {
+    c.received(res);
   }
-  c.received(res);
   c.unref();
 }
 
 void UringChannel::on_send(UringOp& op, int res) noexcept {
   auto& c = *static_cast<UringChannel*>(op.owner);
-  if (c.loop_->draining()) [[unlikely]] {
-    c.dropped(op);
-    return;
+  if (c.uring().draining()) [[unlikely]] {
+    c.drop_send();
+  } else {
+    c.sent(res);
   }
-  c.sent(res);
   c.unref();
 }
 
 void UringChannel::on_wait(UringOp& op, int res) noexcept {  // watch_readable(), watch_writable()
   auto& c = *static_cast<UringChannel*>(op.owner);
-  c.flag(op) = false;
   const bool read = op.kind == OpKind::wait_read;
-  if (!c.loop_->draining() && !c.closed_) {
-    if (res != -ECANCELED) {
-      c.queue(read ? c.readable_handle_ : c.writable_handle_);
-    } else if (read ? c.watch_read_ : c.watch_write_) {
-      try {
-        c.arm_wait(read);  // cancelled by the kernel (see received()): wait again
-      } catch (const std::system_error&) {
-        c.queue(read ? c.readable_handle_ : c.writable_handle_);  // let the client look
-      }
-    }
+  if (c.uring().draining()) {
+    c.drop_wait(read);
+  } else {
+    c.waited(read, res);
   }
   c.unref();
-}
-
-void UringChannel::submit_read() {
-  if (!rbuf_) {
-    rcap_ = 4 * 1024;
-    rbuf_.reset(new std::byte[rcap_]);
-  }
-  io_uring_prep_recv(loop_->sqe(&recv_op_), fd_, rbuf_.get(), rcap_, 0);
-  read_in_flight_ = true;
-  ++refs_;
-}
-
-void UringChannel::received(int res) noexcept {
-  read_in_flight_ = false;
-  if (res > 0 && !closed_) [[likely]] {
-    loop_->stats().bytes_read += static_cast<std::size_t>(res);
-    roff_ = 0;
-    rlen_ = static_cast<std::size_t>(res);
-    has_result_ = true;
-    if (reading_) queue(read_handle_);
-    return;
-  }
-  if (closed_) return;
-  // Nothing after all, or cancelled by the kernel (the thread that submitted it has exited, and
-  // the loop runs on another now): receive again, or when reading starts again.
-  if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) {
-    if (!reading_ || delivering_) return;
-    try {
-      submit_read();
-      return;
-    } catch (const std::system_error& e) {
-      res = -e.code().value();
-    }
-  }
-  if (res > 0) loop_->stats().bytes_read += static_cast<std::size_t>(res);
-  roff_ = 0;
-  rlen_ = res > 0 ? static_cast<std::size_t>(res) : 0;
-  rerr_ = res < 0 ? -res : 0;
-  has_result_ = true;
-  if (reading_) queue(read_handle_);
-}
-
-void UringChannel::deliver_read() noexcept {
-  if (!has_result_ || !reading_ || closed_) return;
-  ++refs_;  // the client may close the channel: it stays valid until this returns
-  delivering_ = true;
-  struct Done {
-    UringChannel* c;
-    ~Done() {
-      c->delivering_ = false;
-      c->unref();
-    }
-  } done{this};
-  if (rlen_ == 0) {  // the end of the stream, or a failure
-    has_result_ = false;
-    reading_ = false;
-    client_->read_ended(rerr_ != 0 ? errno_code(rerr_) : std::error_code());
-    return;
-  }
-  const bool filled = rlen_ == rcap_ && roff_ == 0;
-  while (rlen_ != 0) {
-    std::span<const std::byte> chunk;
-    if (client_buffers_) {
-      const std::span<std::byte> target = client_->read_target();
-      if (closed_ || !reading_ || target.empty()) return;  // the rest waits for start_reading()
-      const std::size_t m = std::min(target.size(), rlen_);
-      std::memcpy(target.data(), rbuf_.get() + roff_, m);
-      chunk = target.first(m);
-    } else {
-      chunk = std::span<const std::byte>(rbuf_.get() + roff_, rlen_);
-    }
-    roff_ += chunk.size();
-    rlen_ -= chunk.size();
-    if (rlen_ == 0) has_result_ = false;
-    client_->read_done(chunk);
-    if (closed_ || !reading_) return;
-  }
-  if (read_in_flight_) return;  // (only with bytes that arrived before a stop_reading())
-  if (filled && rcap_ < 64 * 1024) {  // receives fill the buffer: a bigger one for the next
-    if (auto* bigger = new (std::nothrow) std::byte[rcap_ * 2]) {
-      rbuf_.reset(bigger);
-      rcap_ *= 2;
-    }
-  }
-  try {
-    submit_read();
-  } catch (const std::exception& e) {  // out of memory, or a ring that takes nothing
-    reading_ = false;
-    const auto* se = dynamic_cast<const std::system_error*>(&e);
-    client_->read_ended(se != nullptr ? se->code()
-                                      : std::make_error_code(std::errc::not_enough_memory));
-  }
-}
-
-void UringChannel::start_send() {
-  if (pending_.empty() || discarded_ || werr_ != 0) return;
-  pending_.swap(inflight_);
-  send_inflight();
-}
-
-void UringChannel::send_inflight() {
-  // MSG_WAITALL: the kernel sends the whole buffer before it completes (as the C floor does), so
-  // a slow peer costs one completion per buffer, not one per dribble of the kernel's window.
-  // At most 1 GiB per send (the length is 32 bits); the rest goes as a short send's would.
-  const std::size_t n = std::min<std::size_t>(inflight_.size(), std::size_t{1} << 30);
-  io_uring_prep_send(loop_->sqe(&send_op_), fd_, inflight_.data(), n, MSG_NOSIGNAL | MSG_WAITALL);
-  send_in_flight_ = true;
-  ++refs_;
-}
-
-void UringChannel::sent(int res) noexcept {
-  send_in_flight_ = false;
-  if (static_cast<std::size_t>(res) == inflight_.size() && !closed_ && !discarded_) [[likely]] {
-    // All of it went (res is never negative here: the buffer is never empty while it is sent).
-    loop_->stats().bytes_written += inflight_.size();
-    buffered_ -= inflight_.size();
-    inflight_.consume(inflight_.size());
-    if (!pending_.empty()) {
-      try {
-        start_send();
-      } catch (const std::system_error& e) {
-        werr_ = e.code().value();
-      }
-    }
-    if (report_sends_ || werr_ != 0) queue(write_handle_);
-    return;
-  }
-  if (closed_) return;
-  if (discarded_) {
-    inflight_.clear();
-    return;
-  }
-  // Nothing went (or the kernel cancelled it: see received()): send the same again.
-  if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) res = 0;
-  if (res >= 0) {
-    const auto n = static_cast<std::size_t>(res);
-    loop_->stats().bytes_written += n;
-    buffered_ -= n;
-    inflight_.consume(n);
-    try {
-      if (!inflight_.empty()) {
-        send_inflight();  // a short send: the rest, from where it stopped
-        if (n == 0) return;  // no progress to report
-      } else {
-        start_send();
-      }
-    } catch (const std::system_error& e) {
-      werr_ = e.code().value();
-    }
-  } else {
-    // The buffer is dropped when the failure is delivered, not before: until then the transport
-    // must still see bytes waiting (a close() meanwhile waits for them, and hears the failure).
-    werr_ = -res;
-  }
-  if (report_sends_ || werr_ != 0) queue(write_handle_);
-}
-
-void UringChannel::deliver_write() noexcept {
-  if (closed_) return;
-  if (werr_ != 0) {
-    inflight_.clear();
-    pending_.clear();
-    buffered_ = 0;
-    discarded_ = true;  // nothing more is sent on a failed socket
-  }
-  client_->write_done(werr_ != 0 ? errno_code(std::exchange(werr_, 0)) : std::error_code());
-}
-
-void UringChannel::arm_wait(bool read) {
-  bool& in_flight = read ? wait_read_in_flight_ : wait_write_in_flight_;
-  if (in_flight || closed_) return;
-  UringOp* op = read ? &wait_read_op_ : &wait_write_op_;
-  io_uring_prep_poll_add(loop_->sqe(op), fd_, read ? POLLIN : POLLOUT);
-  in_flight = true;
-  ++refs_;
-}
-
-ssize_t UringChannel::send_file(int file_fd, std::uint64_t& offset, std::size_t count) noexcept {
-  const ssize_t n = send_file_suppressed(fd_, file_fd, offset, count);
-  if (n > 0) loop_->stats().bytes_written += static_cast<std::size_t>(n);
-  return n;
 }
 
 }  // namespace

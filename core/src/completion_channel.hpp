@@ -1,0 +1,398 @@
+#pragma once
+// CompletionChannel: what a proactor's socket channel does whatever starts its operations. A
+// receive is always in flight while the transport reads, into the channel's own buffer (4 KiB,
+// doubled up to 64 KiB while receives fill it); a send is in flight while bytes wait, from a
+// buffer that nothing moves meanwhile (writes made during a send go to a second one, swapped
+// in when it completes). Completions arrive as results in the io_uring style (a byte count, or
+// a negative errno value) and reach the transport in the loop's callback phase.
+//
+// Derived (CRTP) starts the operations and queues handles; it takes a reference (ref()) per
+// operation in flight and gives it back (unref()) after handing its completion to received(),
+// sent() or waited():
+//   void submit_recv(std::byte* buf, std::size_t len);         // may throw std::system_error
+//   void submit_send(const std::byte* data, std::size_t len);  // likewise
+//   void submit_wait(bool read);                               // a readiness wait; likewise
+//   void queue(HandleImpl* h);                                 // onto the loop's ready queue
+//   void destroy() noexcept;                                   // the last reference went
+// Used by uring_event_loop.cpp (io_uring) and proactor_event_loop.cpp (Asio's reactor).
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <span>
+#include <system_error>
+#include <utility>
+
+#include "channel_io.hpp"
+#include "strata/core/detail/io_channel.hpp"
+#include "strata/core/event_loop.hpp"
+
+namespace strata::detail {
+
+template <class Derived>
+class CompletionChannel : public IoChannel {
+ public:
+  void start_reading() override {
+    if (reading_ || closed_) return;
+    reading_ = true;
+    if (has_result_) {
+      self().queue(read_handle_);  // bytes that arrived while stopped: in a later callback
+    } else if (!read_in_flight_ && !delivering_) {
+      // (During a delivery the receive starts when it ends: the protocol may still be reading
+      // the bytes of the last one, in the memory the next one would write to.)
+      try {
+        submit_read();
+      } catch (...) {
+        reading_ = false;
+        throw;
+      }
+    }
+  }
+  void stop_reading() noexcept override { reading_ = false; }
+
+  int write_rest(std::span<const std::byte> data, ssize_t /*sent*/) override {
+    // Nothing is sent inline here (direct_fd_ is -1). With no send in flight, the bytes go
+    // straight into the buffer that the send reads from.
+    if (!send_in_flight_ && !discarded_ && werr_ == 0) [[likely]] {
+      inflight_.append(data.data(), data.size());  // empty before: nothing is being sent
+      buffered_ += data.size();
+      return send_now();
+    }
+    pending_.append(data.data(), data.size());
+    buffered_ += data.size();
+    return 0;
+  }
+  int writev(std::span<const std::span<const std::byte>> buffers) override {
+    const bool now = !send_in_flight_ && !discarded_ && werr_ == 0;
+    WriteBuffer& to = now ? inflight_ : pending_;
+    for (const auto& b : buffers) {
+      to.append(b.data(), b.size());
+      buffered_ += b.size();
+    }
+    return now && !inflight_.empty() ? send_now() : 0;
+  }
+  void discard_writes() noexcept override {
+    pending_.clear();
+    buffered_ = 0;
+    discarded_ = true;  // the send in flight completes unreported
+  }
+  void shutdown_write() noexcept override { ::shutdown(fd_, SHUT_WR); }
+  ssize_t send_file(int file_fd, std::uint64_t& offset, std::size_t count) noexcept override {
+    const ssize_t n = send_file_suppressed(fd_, file_fd, offset, count);
+    if (n > 0) loop_->stats().bytes_written += static_cast<std::size_t>(n);
+    return n;
+  }
+
+  void watch_writable(bool on) override {
+    watch_write_ = on;
+    if (on) arm_wait(false);
+  }
+  void watch_readable(bool on) override {
+    watch_read_ = on;
+    if (on) arm_wait(true);
+  }
+
+  int fd() const noexcept override { return closed_ ? -1 : fd_; }
+
+ protected:
+  CompletionChannel(EventLoop& loop, int fd, IoClient& client)
+      : loop_(&loop),
+        client_(&client),
+        fd_(fd),
+        read_handle_(HandleImpl::create([this] { deliver_read(); })),
+        write_handle_(HandleImpl::create([this] { deliver_write(); })),
+        readable_handle_(HandleImpl::create([this] { report_ready(true); })),
+        writable_handle_(HandleImpl::create([this] { report_ready(false); })) {
+    // Every write goes through these two: keep their storage rather than allocate per request.
+    pending_.keep_storage(WriteBuffer::min_capacity);
+    inflight_.keep_storage(WriteBuffer::min_capacity);
+  }
+  ~CompletionChannel() override = default;
+
+  Derived& self() noexcept { return static_cast<Derived&>(*this); }
+
+  void ref() noexcept { ++refs_; }
+  void unref() noexcept {
+    if (--refs_ == 0) self().destroy();
+  }
+
+  /// Whether an operation of this channel is in flight.
+  bool in_flight() const noexcept {
+    return read_in_flight_ || send_in_flight_ || wait_read_in_flight_ || wait_write_in_flight_;
+  }
+
+  /// Stops everything the client hears of (close() and release()).
+  void end() noexcept {
+    closed_ = true;
+    reading_ = watch_read_ = watch_write_ = false;
+    for (HandleImpl** h : {&read_handle_, &write_handle_, &readable_handle_, &writable_handle_}) {
+      (*h)->cancel();  // already queued: does not run
+      (*h)->release();
+      *h = nullptr;
+    }
+  }
+
+  /// A receive completed with @p res: bytes, 0 at the end of the stream, or -errno.
+  void received(int res) noexcept {
+    read_in_flight_ = false;
+    if (res > 0 && !closed_) [[likely]] {
+      loop_->stats().bytes_read += static_cast<std::size_t>(res);
+      roff_ = 0;
+      rlen_ = static_cast<std::size_t>(res);
+      has_result_ = true;
+      if (reading_) self().queue(read_handle_);
+      return;
+    }
+    if (closed_) return;
+    // Nothing after all, or cancelled by the kernel (on io_uring, the thread that submitted it
+    // has exited and another runs the loop now): receive again, or when reading starts again.
+    if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) {
+      if (!reading_ || delivering_) return;
+      try {
+        submit_read();
+        return;
+      } catch (const std::system_error& e) {
+        res = -e.code().value();
+      } catch (const std::bad_alloc&) {
+        res = -ENOMEM;
+      }
+    }
+    roff_ = 0;
+    rlen_ = 0;
+    rerr_ = res < 0 ? -res : 0;
+    has_result_ = true;
+    if (reading_) self().queue(read_handle_);
+  }
+
+  /// A send completed with @p res: bytes sent, or -errno.
+  void sent(int res) noexcept {
+    send_in_flight_ = false;
+    if (static_cast<std::size_t>(res) == inflight_.size() && !closed_ && !discarded_) [[likely]] {
+      // All of it went (res is never negative here: the buffer is never empty while sent).
+      loop_->stats().bytes_written += inflight_.size();
+      buffered_ -= inflight_.size();
+      inflight_.consume(inflight_.size());
+      if (!pending_.empty()) next_send();
+      if (report_sends_ || werr_ != 0) self().queue(write_handle_);
+      return;
+    }
+    if (closed_) return;
+    if (discarded_) {
+      inflight_.clear();
+      return;
+    }
+    // Nothing went (or the kernel cancelled it: see received()): send the same again.
+    if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) res = 0;
+    if (res >= 0) {
+      const auto n = static_cast<std::size_t>(res);
+      loop_->stats().bytes_written += n;
+      buffered_ -= n;
+      inflight_.consume(n);
+      if (!inflight_.empty()) {
+        try {
+          send_inflight();  // a short send: the rest, from where it stopped
+          if (n == 0) return;  // no progress to report
+        } catch (const std::system_error& e) {
+          werr_ = e.code().value();
+        }
+      } else {
+        next_send();
+      }
+    } else {
+      // The buffer is dropped when the failure is delivered, not before: until then the
+      // transport must still see bytes waiting (a close() meanwhile waits for them, and hears
+      // the failure).
+      werr_ = -res;
+    }
+    if (report_sends_ || werr_ != 0) self().queue(write_handle_);
+  }
+
+  /// A readiness wait (@p read, or for writing) completed with @p res (-ECANCELED: cancelled).
+  void waited(bool read, int res) noexcept {
+    (read ? wait_read_in_flight_ : wait_write_in_flight_) = false;
+    if (closed_) return;
+    if (res != -ECANCELED) {
+      self().queue(read ? readable_handle_ : writable_handle_);
+    } else if (read ? watch_read_ : watch_write_) {
+      try {
+        arm_wait(read);  // cancelled by the kernel (see received()): wait again
+      } catch (const std::system_error&) {
+        self().queue(read ? readable_handle_ : writable_handle_);  // let the client look
+      }
+    }
+  }
+
+  /// Clears the in-flight flag of an operation whose completion is dropped (a closing loop).
+  void drop_recv() noexcept { read_in_flight_ = false; }
+  void drop_send() noexcept { send_in_flight_ = false; }
+  void drop_wait(bool read) noexcept {
+    (read ? wait_read_in_flight_ : wait_write_in_flight_) = false;
+  }
+
+  bool reading_in_flight() const noexcept { return read_in_flight_; }
+  bool sending_in_flight() const noexcept { return send_in_flight_; }
+  bool waiting_in_flight(bool read) const noexcept {
+    return read ? wait_read_in_flight_ : wait_write_in_flight_;
+  }
+  bool closed() const noexcept { return closed_; }
+
+  EventLoop* loop_;
+  IoClient* client_;
+  int fd_;
+  unsigned refs_ = 1;  // the owner's, and one per operation in flight
+
+ private:
+  void submit_read() {
+    if (!rbuf_) {
+      rcap_ = 4 * 1024;
+      rbuf_.reset(new std::byte[rcap_]);
+    }
+    self().submit_recv(rbuf_.get(), rcap_);
+    read_in_flight_ = true;
+  }
+
+  void send_inflight() {
+    // At most 1 GiB per send (io_uring's length is 32 bits); the rest goes as a short send's.
+    self().submit_send(inflight_.data(), std::min<std::size_t>(inflight_.size(), 1u << 30));
+    send_in_flight_ = true;
+  }
+  /// send_inflight() for write(): a failure to start it is write()'s, with the bytes taken
+  /// back (nothing buffered, as write() promises).
+  int send_now() noexcept {
+    try {
+      send_inflight();
+      return 0;
+    } catch (const std::system_error& e) {
+      buffered_ -= inflight_.size();
+      inflight_.consume(inflight_.size());
+      return e.code().value();
+    }
+  }
+  /// After a send: what was written meanwhile goes next.
+  void next_send() noexcept {
+    if (pending_.empty() || discarded_ || werr_ != 0) return;
+    pending_.swap(inflight_);
+    try {
+      send_inflight();
+    } catch (const std::system_error& e) {
+      werr_ = e.code().value();
+    }
+  }
+
+  void arm_wait(bool read) {
+    bool& in_flight = read ? wait_read_in_flight_ : wait_write_in_flight_;
+    if (in_flight || closed_) return;
+    self().submit_wait(read);
+    in_flight = true;
+  }
+
+  void deliver_read() noexcept {
+    if (!has_result_ || !reading_ || closed_) return;
+    ref();  // the client may close the channel: it stays valid until this returns
+    delivering_ = true;
+    struct Done {
+      CompletionChannel* c;
+      ~Done() {
+        c->delivering_ = false;
+        c->unref();
+      }
+    } done{this};
+    if (rlen_ == 0) {  // the end of the stream, or a failure
+      has_result_ = false;
+      reading_ = false;
+      client_->read_ended(rerr_ != 0 ? errno_code(rerr_) : std::error_code());
+      return;
+    }
+    const bool filled = rlen_ == rcap_ && roff_ == 0;
+    while (rlen_ != 0) {
+      std::span<const std::byte> chunk;
+      if (client_buffers_) {
+        const std::span<std::byte> target = client_->read_target();
+        if (closed_ || !reading_ || target.empty()) return;  // the rest: at start_reading()
+        const std::size_t m = std::min(target.size(), rlen_);
+        std::memcpy(target.data(), rbuf_.get() + roff_, m);
+        chunk = target.first(m);
+      } else {
+        chunk = std::span<const std::byte>(rbuf_.get() + roff_, rlen_);
+      }
+      roff_ += chunk.size();
+      rlen_ -= chunk.size();
+      if (rlen_ == 0) has_result_ = false;
+      client_->read_done(chunk);
+      if (closed_ || !reading_) return;
+    }
+    if (read_in_flight_) return;  // (only with bytes that arrived before a stop_reading())
+    if (filled && rcap_ < 64 * 1024) {  // receives fill the buffer: a bigger one for the next
+      if (auto* bigger = new (std::nothrow) std::byte[rcap_ * 2]) {
+        rbuf_.reset(bigger);
+        rcap_ *= 2;
+      }
+    }
+    try {
+      submit_read();
+    } catch (const std::system_error& e) {  // a ring that takes nothing
+      reading_ = false;
+      client_->read_ended(e.code());
+    } catch (const std::bad_alloc&) {
+      reading_ = false;
+      client_->read_ended(std::make_error_code(std::errc::not_enough_memory));
+    }
+  }
+
+  void deliver_write() noexcept {
+    if (closed_) return;
+    if (werr_ != 0) {
+      inflight_.clear();
+      pending_.clear();
+      buffered_ = 0;
+      discarded_ = true;  // nothing more is sent on a failed socket
+    }
+    client_->write_done(werr_ != 0 ? errno_code(std::exchange(werr_, 0)) : std::error_code());
+  }
+
+  /// A watch_readable() (@p read) or watch_writable() report, in the callback phase.
+  void report_ready(bool read) {
+    if (!(read ? watch_read_ : watch_write_)) return;
+    ref();  // the client may close the channel
+    struct Unref {
+      CompletionChannel* c;
+      ~Unref() { c->unref(); }
+    } keep{this};
+    if (read) {
+      client_->readable();
+    } else {
+      client_->writable();
+    }
+    if (read ? watch_read_ : watch_write_) arm_wait(read);
+  }
+
+  HandleImpl* read_handle_;
+  HandleImpl* write_handle_;
+  HandleImpl* readable_handle_;
+  HandleImpl* writable_handle_;
+  std::unique_ptr<std::byte[]> rbuf_;
+  std::size_t rcap_ = 0;
+  std::size_t roff_ = 0;  // the undelivered bytes of the last receive: [roff_, roff_ + rlen_)
+  std::size_t rlen_ = 0;
+  int rerr_ = 0;          // how the last receive ended, when it brought nothing (errno)
+  WriteBuffer pending_;   // written since the send in flight started
+  WriteBuffer inflight_;  // what the send in flight sends; never moved meanwhile
+  int werr_ = 0;
+  bool closed_ = false;
+  bool reading_ = false;
+  bool read_in_flight_ = false;
+  bool has_result_ = false;  // a receive completed and is not fully delivered
+  bool delivering_ = false;  // deliver_read() is handing bytes over
+  bool send_in_flight_ = false;
+  bool discarded_ = false;
+  bool watch_read_ = false;
+  bool watch_write_ = false;
+  bool wait_read_in_flight_ = false;
+  bool wait_write_in_flight_ = false;
+};
+
+}  // namespace strata::detail
