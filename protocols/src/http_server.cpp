@@ -1180,7 +1180,9 @@ void HttpConnection::connection_lost(std::error_code) {
 }
 
 void HttpConnection::shutdown() {
-  if (lost_ || closing_) return;
+  // Without a transport yet (accepted, connection_made() still to come), connection_made()
+  // sees the server shutting down and closes.
+  if (lost_ || closing_ || transport_ == nullptr) return;
   if (idle()) {
     close_when_drained();
   }

@@ -687,6 +687,36 @@ STRATA_LOOP_TEST_CASE("HTTP server: graceful shutdown finishes the request in fl
   loop.run(body());
 }
 
+STRATA_LOOP_TEST_CASE("HTTP server: a shutdown between a connection's accept and its connection_made closes it",
+                      "[protocols][http]") {
+  // The listener makes the protocol when it accepts and calls connection_made() one callback
+  // later: a SIGINT in between once made shutdown() close a connection without a transport.
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto http = std::make_unique<strata::HttpServer>(test_router());
+    strata::HttpServer* server = http.get();
+    std::size_t made = 0;
+    auto factory = [server, &made] {
+      auto protocol = server->make_connection();
+      ++made;
+      server->shutdown();  // the connection exists, its transport does not yet
+      return protocol;
+    };
+    auto listener = co_await strata::create_server(factory, "127.0.0.1", 0);
+    const std::uint16_t port = listener->sockets().at(0).address.port();
+    auto client = co_await connect_raw(port);
+    client->send(get_plaintext);
+    co_await client->closed();  // closed by connection_made(), nothing answered
+    CHECK(made == 1);
+    CHECK(client->received.empty());
+    listener->close();
+    auto closed = listener->wait_closed();
+    co_await closed;
+    CHECK(server->connection_count() == 0);
+  };
+  loop.run(body());
+}
+
 STRATA_LOOP_TEST_CASE("HTTP server: 50 connections x 200 requests, each response checked",
                       "[protocols][http]") {
   strata::testing::TestLoop loop(TestType::kind);
