@@ -55,6 +55,7 @@
 #include <vector>
 
 #include "channel_io.hpp"
+#include "strata/core/socket_address.hpp"
 #include "completion_channel.hpp"
 #include "readiness_channel.hpp"
 
@@ -63,15 +64,27 @@ namespace strata::detail {
 namespace {
 
 /// What an operation in the ring is for; its owner is one of the objects below.
-enum class OpKind : std::uint8_t { recv, send, wait_read, wait_write, watch_read, watch_write, wake };
+enum class OpKind : std::uint8_t {
+  recv,
+  send,
+  wait_read,
+  wait_write,
+  watch_read,
+  watch_write,
+  wake,
+  accept,
+  connect
+};
 
 /// One operation in the ring. The completion's user_data is its address; 0 marks operations
 /// whose completion nobody needs (cancellations, closes). @c done takes the completion's
-/// result: one indirect call per completion, straight to the owner's handling of its kind.
+/// result and flags: one indirect call per completion, straight to the owner's handling of its
+/// kind. A multishot operation (accept) completes many times, with IORING_CQE_F_MORE set on
+/// every completion but its last.
 struct UringOp {
   OpKind kind;
   void* owner;
-  void (*done)(UringOp& op, int res) noexcept;
+  void (*done)(UringOp& op, int res, std::uint32_t flags) noexcept;
 };
 
 class UringEventLoop;
@@ -119,9 +132,9 @@ class UringChannel final : public CompletionChannel<UringChannel> {
   void queue(HandleImpl* h);
 
   /// The completions of this channel's operations (UringOp::done).
-  static void on_recv(UringOp& op, int res) noexcept;
-  static void on_send(UringOp& op, int res) noexcept;
-  static void on_wait(UringOp& op, int res) noexcept;
+  static void on_recv(UringOp& op, int res, std::uint32_t flags) noexcept;
+  static void on_send(UringOp& op, int res, std::uint32_t flags) noexcept;
+  static void on_wait(UringOp& op, int res, std::uint32_t flags) noexcept;
 
   /// Prepares the cancellation of every operation in flight (close() and release()).
   /// @return whether the ring took them
@@ -134,6 +147,73 @@ class UringChannel final : public CompletionChannel<UringChannel> {
   UringOp wait_read_op_{OpKind::wait_read, this, &on_wait};
   UringOp wait_write_op_{OpKind::wait_write, this, &on_wait};
   bool close_at_end_ = false;  // close() left the descriptor to the destructor
+};
+
+/// IoAcceptor on io_uring: one multishot accept in flight while started. Its completions
+/// queue the descriptors, and a handle reports them in the loop's callback phase. A completion
+/// without IORING_CQE_F_MORE ends the operation (a failure, or a cancellation); the report
+/// starts a new one if the acceptor is still started. stop() cancels it: connections that the
+/// kernel accepted before the cancellation took effect wait for the next start().
+class UringAcceptor final : public IoAcceptor {
+ public:
+  UringAcceptor(UringEventLoop& loop, int fd, AcceptClient& client);
+
+  void start() override;
+  void stop() noexcept override;
+  void close() noexcept override;
+
+ private:
+  ~UringAcceptor() override;
+  static void on_accept(UringOp& op, int res, std::uint32_t flags) noexcept;
+  void arm();
+  void report() noexcept;
+  void queue_report() noexcept;
+  void cancel_op() noexcept;
+  void unref() noexcept {
+    if (--refs_ == 0) delete this;
+  }
+
+  UringEventLoop& loop_;
+  AcceptClient* client_;
+  int fd_;
+  UringOp op_{OpKind::accept, this, &on_accept};
+  HandleImpl* report_handle_;
+  std::vector<int> results_;  // accepted descriptors, or -errno of failures, in order
+  unsigned refs_ = 1;         // the owner's, and the operation's while in flight
+  bool started_ = false;
+  bool armed_ = false;        // the operation is in flight
+  bool cancelling_ = false;   // its cancellation is submitted
+  bool queued_ = false;       // report_handle_ is on the ready queue
+  bool closed_ = false;
+};
+
+/// IoConnect on io_uring: one connect operation; its completion reports in the loop's callback
+/// phase. The address is kept here until the operation completes.
+class UringConnect final : public IoConnect {
+ public:
+  UringConnect(UringEventLoop& loop, int fd, const SocketAddress& address, ConnectClient& client);
+
+  /// Prepares the operation. @throws std::system_error  the ring takes no more.
+  void submit();
+  void cancel() noexcept override;
+
+ private:
+  ~UringConnect() override { report_handle_->release(); }
+  static void on_connect(UringOp& op, int res, std::uint32_t flags) noexcept;
+  void unref() noexcept {
+    if (--refs_ == 0) delete this;
+  }
+
+  UringEventLoop& loop_;
+  ConnectClient* client_;
+  int fd_;
+  SocketAddress address_;
+  UringOp op_{OpKind::connect, this, &on_connect};
+  HandleImpl* report_handle_;
+  int result_ = 0;
+  unsigned refs_ = 1;  // the owner's, and the operation's while in flight
+  bool in_flight_ = false;
+  bool cancelled_ = false;
 };
 
 class UringEventLoop final : public BaseEventLoop {
@@ -183,6 +263,20 @@ class UringEventLoop final : public BaseEventLoop {
     return IoChannelPtr(new UringChannel(*this, fd, client));
   }
 
+  IoAcceptorPtr open_acceptor(int fd, int /*batch*/, AcceptClient& client) override {
+    check_open();
+    return IoAcceptorPtr(new UringAcceptor(*this, fd, client));
+  }
+
+  ConnectStart start_connect(int fd, const SocketAddress& address,
+                             ConnectClient& client) override {
+    check_open();
+    auto* op = new UringConnect(*this, fd, address, client);
+    IoConnectPtr owned(op);
+    op->submit();
+    return {EINPROGRESS, std::move(owned)};
+  }
+
   /// For the channels: queues @p h on the ready queue.
   void queue_ready(HandleImpl* h) { push_ready(h); }
 
@@ -200,6 +294,21 @@ class UringEventLoop final : public BaseEventLoop {
   /// @return whether the cancellations reached the kernel
   bool submit_cancels(bool prepared) noexcept {
     return prepared && io_uring_submit(&ring_) >= 0;
+  }
+  /// Cancels the operation @p op (its completion reports -ECANCELED, or what it got first).
+  void cancel(UringOp* op) {
+    io_uring_prep_cancel64(sqe(nullptr), reinterpret_cast<std::uintptr_t>(op), 0);
+  }
+  /// Cancels @p op and submits the cancellation now, before the caller closes the descriptor:
+  /// an operation in flight holds the descriptor's file open.
+  /// @return whether the ring took the cancellation
+  bool cancel_now(UringOp* op) noexcept {
+    try {
+      cancel(op);
+    } catch (const std::system_error&) {
+      return false;  // it completes when its descriptor is ready, or at the loop's close
+    }
+    return io_uring_submit(&ring_) >= 0;
   }
   /// Whether completions are only counted off now: the loop is closing.
   bool draining() const noexcept { return draining_; }
@@ -310,18 +419,18 @@ class UringEventLoop final : public BaseEventLoop {
       auto* op = static_cast<UringOp*>(io_uring_cqe_get_data(&cqe));
       // Ignored: cancellations, and the timeouts liburing adds itself on kernels before 5.11.
       if (op == nullptr || cqe.user_data == LIBURING_UDATA_TIMEOUT) continue;
-      --in_flight_;
-      op->done(*op, cqe.res);
+      in_flight_ -= (cqe.flags & IORING_CQE_F_MORE) == 0 ? 1 : 0;
+      op->done(*op, cqe.res, cqe.flags);
     }
     io_uring_cq_advance(&ring_, tail - head);
   }
 
-  static void on_wake(UringOp& op, int /*res*/) noexcept {
+  static void on_wake(UringOp& op, int /*res*/, std::uint32_t /*flags*/) noexcept {
     auto& loop = *static_cast<UringEventLoop*>(op.owner);
     loop.wake_armed_ = false;
     if (!loop.draining_) loop.arm_wake_noexcept();
   }
-  static void on_watch(UringOp& op, int res) noexcept {
+  static void on_watch(UringOp& op, int res, std::uint32_t /*flags*/) noexcept {
     auto& w = *static_cast<FdWatch*>(op.owner);
     w.loop->polled(w, op.kind == OpKind::watch_read, res);
   }
@@ -425,10 +534,6 @@ class UringEventLoop final : public BaseEventLoop {
     if (--w->refs == 0) delete w;
   }
 
-  /// Cancels the operation @p op (its completion reports -ECANCELED, or what it got first).
-  void cancel(UringOp* op) {
-    io_uring_prep_cancel64(sqe(nullptr), reinterpret_cast<std::uintptr_t>(op), 0);
-  }
 
   void queue_arm(FdWatch& w) {
     if (w.queued) return;
@@ -495,7 +600,138 @@ FdWatch::FdWatch(UringEventLoop& l, int f) noexcept
       read_op{OpKind::watch_read, this, &UringEventLoop::on_watch},
       write_op{OpKind::watch_write, this, &UringEventLoop::on_watch} {}
 
+UringAcceptor::UringAcceptor(UringEventLoop& loop, int fd, AcceptClient& client)
+    : loop_(loop), client_(&client), fd_(fd) {
+  report_handle_ = HandleImpl::create([this] { report(); });
+}
+
+UringAcceptor::~UringAcceptor() {
+  for (int r : results_) {
+    if (r >= 0) ::close(r);  // accepted, never reported
+  }
+}
+
+void UringAcceptor::start() {
+  if (started_ || closed_) return;
+  started_ = true;
+  if (!results_.empty()) queue_report();  // what came in while stopped: in a later callback
+  try {
+    if (!armed_) arm();
+  } catch (...) {
+    started_ = false;
+    throw;
+  }
+}
+
+void UringAcceptor::stop() noexcept {
+  started_ = false;
+  cancel_op();
+}
+
+void UringAcceptor::close() noexcept {
+  stop();
+  closed_ = true;
+  report_handle_->cancel();  // already queued: does not run
+  report_handle_->release();
+  report_handle_ = nullptr;
+  unref();  // the accepted descriptors not reported close with the last reference
+}
+
+void UringAcceptor::arm() {
+  io_uring_prep_multishot_accept(loop_.sqe(&op_), fd_, nullptr, nullptr,
+                                 SOCK_NONBLOCK | SOCK_CLOEXEC);
+  armed_ = true;
+  cancelling_ = false;
+  ++refs_;
+}
+
+void UringAcceptor::cancel_op() noexcept {
+  if (!armed_ || cancelling_) return;
+  cancelling_ = loop_.cancel_now(&op_);
+}
+
+void UringAcceptor::queue_report() noexcept {
+  if (queued_ || closed_) return;
+  queued_ = true;
+  loop_.queue_ready(report_handle_);
+}
+
+void UringAcceptor::on_accept(UringOp& op, int res, std::uint32_t flags) noexcept {
+  auto& a = *static_cast<UringAcceptor*>(op.owner);
+  const bool last = (flags & IORING_CQE_F_MORE) == 0;
+  if (last) a.armed_ = false;
+  if (a.closed_ || a.loop_.draining()) {
+    if (res >= 0) ::close(res);  // nobody will take it
+  } else if (res != -ECANCELED && res != -EAGAIN) {
+    try {
+      a.results_.push_back(res);
+    } catch (const std::bad_alloc&) {
+      if (res >= 0) ::close(res);  // the peer sees a reset rather than a hang
+    }
+    if (a.started_) a.queue_report();
+  } else if (last && a.started_) {
+    a.queue_report();  // a cancellation that start() overtook: the report arms again
+  }
+  if (last) a.unref();
+}
+
+void UringAcceptor::report() noexcept {
+  queued_ = false;
+  ++refs_;  // the client may close the acceptor from any report
+  std::size_t i = 0;
+  while (i < results_.size() && started_) {
+    const int r = results_[i++];
+    if (r >= 0) {
+      client_->accepted(r);
+    } else {
+      client_->accept_failed(-r);
+    }
+  }
+  results_.erase(results_.begin(), results_.begin() + static_cast<std::ptrdiff_t>(i));
+  if (started_ && !armed_) {
+    try {
+      arm();
+    } catch (const std::system_error& e) {
+      started_ = false;
+      client_->accept_failed(e.code().value());
+    }
+  }
+  unref();
+}
+
+UringConnect::UringConnect(UringEventLoop& loop, int fd, const SocketAddress& address,
+                           ConnectClient& client)
+    : loop_(loop), client_(&client), fd_(fd), address_(address) {
+  report_handle_ = HandleImpl::create([this] {
+    if (!cancelled_) client_->connect_done(result_);
+  });
+}
+
+void UringConnect::submit() {
+  io_uring_prep_connect(loop_.sqe(&op_), fd_, address_.data(), address_.size());
+  in_flight_ = true;
+  ++refs_;
+}
+
+void UringConnect::cancel() noexcept {
+  cancelled_ = true;
+  report_handle_->cancel();  // already queued: does not run
+  if (in_flight_) loop_.cancel_now(&op_);
+  unref();
+}
+
+void UringConnect::on_connect(UringOp& op, int res, std::uint32_t /*flags*/) noexcept {
+  auto& c = *static_cast<UringConnect*>(op.owner);
+  c.in_flight_ = false;
+  if (!c.cancelled_ && !c.loop_.draining()) {
+    c.result_ = res < 0 ? -res : 0;
+    c.loop_.queue_ready(c.report_handle_);
+  }
+  c.unref();
+}
+
 UringChannel::UringChannel(UringEventLoop& loop, int fd, IoClient& client)
+
     : CompletionChannel(loop, fd, client) {}
 
 UringEventLoop& UringChannel::uring() const noexcept {
@@ -565,7 +801,7 @@ int UringChannel::release() noexcept {
   return fd_;
 }
 
-void UringChannel::on_recv(UringOp& op, int res) noexcept {
+void UringChannel::on_recv(UringOp& op, int res, std::uint32_t /*flags*/) noexcept {
   auto& c = *static_cast<UringChannel*>(op.owner);
   if (c.uring().draining()) [[unlikely]] {
     c.drop_recv();  // the loop is closing: nothing is delivered any more
@@ -575,7 +811,7 @@ void UringChannel::on_recv(UringOp& op, int res) noexcept {
   c.unref();
 }
 
-void UringChannel::on_send(UringOp& op, int res) noexcept {
+void UringChannel::on_send(UringOp& op, int res, std::uint32_t /*flags*/) noexcept {
   auto& c = *static_cast<UringChannel*>(op.owner);
   if (c.uring().draining()) [[unlikely]] {
     c.drop_send();
@@ -585,7 +821,8 @@ void UringChannel::on_send(UringOp& op, int res) noexcept {
   c.unref();
 }
 
-void UringChannel::on_wait(UringOp& op, int res) noexcept {  // watch_readable(), watch_writable()
+void UringChannel::on_wait(UringOp& op, int res,
+                           std::uint32_t /*flags*/) noexcept {  // watch_readable(), watch_writable()
   auto& c = *static_cast<UringChannel*>(op.owner);
   const bool read = op.kind == OpKind::wait_read;
   if (c.uring().draining()) {

@@ -1,8 +1,9 @@
 // Fault injection (issue 11): the transports under EAGAIN, short counts, ECONNRESET and EPIPE
-// from send/recv, EMFILE from accept and failed connects. The send/recv faults run on every
-// backend of the selector loop: the proactor's stream I/O is io_uring operations, which never
-// call the C library's send()/recv() that the shim wraps; accept and connect faults run on
-// the proactor too (it accepts and connects through the C library). The
+// from send/recv, EMFILE from accept and failed connects. Every fault runs on every backend
+// of the selector loop. The proactor's stream I/O, accepts and connects are io_uring
+// operations, which never call the C library functions that the shim wraps; its EMFILE is
+// tested with a real descriptor limit (tests/transports/test_server.cpp) and its refused
+// connects with a closed port (tests/transports/test_tcp.cpp). The
 // faults come from libstrata_fault.so (fault_shim.c), which CTest LD_PRELOADs; each test
 // proves the fault really happened (the shim's counters), that no byte was lost or duplicated
 // (a known pattern through an echo server, compared byte-exact), and that connection_lost
@@ -428,7 +429,7 @@ STRATA_SELECTOR_LOOP_TEST_CASE("fault: EPIPE on send: connection_lost(broken_pip
 
 // ---- accept() failing -------------------------------------------------------------------
 
-STRATA_LOOP_TEST_CASE("fault: EMFILE from accept: the server waits its retry delay, then "
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: EMFILE from accept: the server waits its retry delay, then "
                       "serves the connection that waited",
                       "[fault]") {
   FaultPlan plan;
@@ -483,7 +484,7 @@ STRATA_LOOP_TEST_CASE("fault: EMFILE from accept: the server waits its retry del
 
 // ---- connect() failing ------------------------------------------------------------------
 
-STRATA_LOOP_TEST_CASE("fault: connect refused (at once, or asynchronously): "
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: connect refused (at once, or asynchronously): "
                       "create_connection throws connection_refused, nothing leaks",
                       "[fault]") {
   const bool async = GENERATE(false, true);
@@ -549,7 +550,7 @@ Coro<Failure> failure_of(A aw) {
 
 }  // namespace
 
-STRATA_LOOP_TEST_CASE("fault: streams: open_connection refused throws connection_refused",
+STRATA_SELECTOR_LOOP_TEST_CASE("fault: streams: open_connection refused throws connection_refused",
                       "[fault][streams]") {
   FaultPlan plan;
   TestLoop loop(TestType::kind);

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -15,6 +16,7 @@
 
 #include <strata/core/coro.hpp>
 #include <strata/core/errors.hpp>
+#include <strata/core/event.hpp>
 #include <strata/core/log.hpp>
 #include <strata/core/socket_address.hpp>
 #include <strata/core/task.hpp>
@@ -77,7 +79,7 @@ Coro<void> check_echo(Connection<RecordingProtocol> c, Record* r, std::string te
 
 /// A blocking client socket connected to 127.0.0.1:@p port (the handshake completes in the
 /// kernel, accepted or not).
-[[maybe_unused]] int blocking_connect(std::uint16_t port) {  // unused under UBSan
+int blocking_connect(std::uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   check_syscall(fd, "socket");
   SocketAddress to("127.0.0.1", port);
@@ -315,6 +317,57 @@ STRATA_LOOP_TEST_CASE("Server: an exception from the factory goes to the excepti
   CHECK(loop.errors()[0].message == "Error on transport creation for incoming connection");
   CHECK(strata::describe_exception(loop.errors()[0].exception) == "factory refused connection 0");
   CHECK(accepted.factory_calls == 2);
+}
+
+STRATA_LOOP_TEST_CASE("Server: a factory that closes the server while connections wait: the "
+                      "first is served, the others are closed, no descriptor leaks",
+                      "[transports][server]") {
+  // The selector loop leaves the waiting connections in the kernel's queue, which the close of
+  // the listening socket resets; the proactor may have accepted them already, and closes them.
+  Accepted accepted;
+  TestLoop loop(TestType::kind);
+  const int fds_before = strata::testing::count_open_fds();
+  std::vector<int> clients;
+  auto body = [&]() -> Coro<void> {
+    std::unique_ptr<Server> server;
+    auto inner = accepted.factory();
+    auto factory = [&server, inner]() mutable {
+      server->close();  // from inside the first accept's report
+      return inner();
+    };
+    auto serving = strata::create_server(factory, "127.0.0.1", 0);
+    server = co_await serving;
+    const std::uint16_t port = port_of(*server);
+    for (int i = 0; i < 5; ++i) clients.push_back(blocking_connect(port));  // all queued now
+    co_await accepted.wait_made(1);
+    CHECK_FALSE(server->is_serving());
+    // Every other client sees its connection end (EOF or a reset), and none gets a protocol.
+    std::size_t ended = 0;
+    strata::Event readable;
+    for (int fd : clients) {
+      loop->add_reader(fd, [&readable] { readable.set(); });
+    }
+    while (ended < clients.size() - 1) {
+      readable.clear();
+      ended = 0;
+      for (int fd : clients) {
+        char byte = 0;
+        const ssize_t n = ::recv(fd, &byte, 1, MSG_DONTWAIT | MSG_PEEK);
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) ++ended;
+      }
+      if (ended < clients.size() - 1) co_await readable.wait();
+    }
+    for (int fd : clients) loop->remove_reader(fd);
+    CHECK(accepted.factory_calls == 1);
+    for (int fd : clients) ::close(fd);
+    clients.clear();
+    co_await accepted.wait_all_lost();
+    auto closed = server->wait_closed();
+    co_await closed;
+  };
+  loop.run(body());
+  for (int fd : clients) ::close(fd);
+  CHECK(strata::testing::count_open_fds() == fds_before);
 }
 
 // Not under UndefinedBehaviorSanitizer: its vptr check tests memory for readability through a

@@ -100,54 +100,55 @@ void ServerImpl::start_serving() {
 }
 
 void ServerImpl::watch(std::size_t index) {
-  ServerImpl* self = this;
-  loop_->add_reader(listeners_[index].fd, [self, index] { self->accept_ready(index); });
-  listeners_[index].watched = true;
-}
-
-void ServerImpl::accept_ready(std::size_t index) {
-  const int listen_fd = listeners_[index].fd;
-  for (int i = 0; i < accepts_per_wake_; ++i) {
-    // No peer address here: the transport reads its names itself (and sets TCP_NODELAY).
-    const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      const int err = errno;
-      if (err == EAGAIN || err == EWOULDBLOCK) return;  // drained
-      if (is_transient_accept_error(err)) continue;
-      accept_failed(index, err);
-      return;
-    }
-    serve(fd);
-    if (closed_) return;  // the factory closed the server: listen_fd is gone
-  }
-}
-
-void ServerImpl::accept_failed(std::size_t index, int err) {
   Listener& l = listeners_[index];
-  const std::error_code ec = errno_code(err);
-  if (is_resource_error(err)) {
-    log(LogLevel::warning, "accept on " + l.address.to_string() + ": " + ec.message() +
-                               "; not accepting for " + milliseconds(settings_.accept_retry_delay) +
-                               " (close descriptors, or raise RLIMIT_NOFILE)");
-  } else {
-    loop_->call_exception_handler(ExceptionContext{
-        "accept() failed on a listening socket; not accepting for " +
-            milliseconds(settings_.accept_retry_delay),
-        std::make_exception_ptr(std::system_error(ec, "accept " + l.address.to_string())),
-        {},
-        {}});
+  if (!l.acceptor) {
+    if (!l.acceptance) {
+      l.acceptance = std::make_unique<Acceptance>();
+      l.acceptance->server = this;
+      l.acceptance->index = index;
+    }
+    l.acceptor = loop_->open_acceptor(l.fd, accepts_per_wake_, *l.acceptance);
   }
-  // Level-triggered readiness would call us again at once: stop watching for a while, as
-  // asyncio's _accept_connection does. The pending connections wait in the kernel's queue.
-  loop_->remove_reader(l.fd);
-  l.watched = false;
-  ServerImpl* self = this;
-  l.retry = loop_->call_later(settings_.accept_retry_delay, [self, index] {
-    if (self->serving_ && !self->closed_ && !self->listeners_[index].watched) self->watch(index);
-  });
+  l.acceptor->start();
+  l.watched = true;
 }
 
-void ServerImpl::serve(int fd) {
+void ServerImpl::accept_failed(std::size_t index, int err) noexcept {
+  if (is_transient_accept_error(err)) return;  // the next accept may succeed
+  Listener& l = listeners_[index];
+  // Accepting again at once would fail again (a level-triggered reader would spin): stop for a
+  // while, as asyncio's _accept_connection does. The pending connections wait in the kernel's
+  // queue.
+  l.acceptor->stop();
+  l.watched = false;
+  try {
+    const std::error_code ec = errno_code(err);
+    if (is_resource_error(err)) {
+      log(LogLevel::warning, "accept on " + l.address.to_string() + ": " + ec.message() +
+                                 "; not accepting for " +
+                                 milliseconds(settings_.accept_retry_delay) +
+                                 " (close descriptors, or raise RLIMIT_NOFILE)");
+    } else {
+      loop_->call_exception_handler(ExceptionContext{
+          "accept() failed on a listening socket; not accepting for " +
+              milliseconds(settings_.accept_retry_delay),
+          std::make_exception_ptr(std::system_error(ec, "accept " + l.address.to_string())),
+          {},
+          {}});
+    }
+    ServerImpl* self = this;
+    l.retry = loop_->call_later(settings_.accept_retry_delay, [self, index] {
+      if (self->serving_ && !self->closed_ && !self->listeners_[index].watched) self->watch(index);
+    });
+  } catch (...) {
+    // Out of memory for the message or the timer: this listener stays stopped.
+    loop_->call_exception_handler(ExceptionContext{
+        "a listening socket stopped accepting after accept() failed", std::current_exception(),
+        {}, {}});
+  }
+}
+
+void ServerImpl::serve(int fd) noexcept {
   std::unique_ptr<BaseProtocol> protocol;
   try {
     protocol = factory_();
@@ -181,7 +182,7 @@ void ServerImpl::close() {
 
 void ServerImpl::close_listener(Listener& l) noexcept {
   l.retry.cancel();
-  if (l.watched) loop_->remove_reader(l.fd);
+  l.acceptor.reset();  // before the descriptor closes: an accept in flight holds it open
   l.watched = false;
   ::close(l.fd);
   l.fd = -1;

@@ -3,6 +3,7 @@
 // it tracks for wait_closed(), close_clients() and abort_clients().
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -80,6 +81,14 @@ class ServerImpl final : public ConnectionTracker, public LoopResource {
   void loop_closing() noexcept override;
 
  private:
+  /// What one listening socket's acceptor reports to.
+  struct Acceptance final : AcceptClient {
+    ServerImpl* server = nullptr;
+    std::size_t index = 0;
+    void accepted(int fd) noexcept override { server->serve(fd); }
+    void accept_failed(int err) noexcept override { server->accept_failed(index, err); }
+  };
+
   struct Listener {
     int fd = -1;
     SocketAddress address;
@@ -87,15 +96,18 @@ class ServerImpl final : public ConnectionTracker, public LoopResource {
     std::uint64_t device = 0;
     std::uint64_t inode = 0;
     TimerHandle retry;
+    std::unique_ptr<Acceptance> acceptance;  // at a fixed address: the acceptor keeps it
+    IoAcceptorPtr acceptor;                  // open while serving
     bool listening = false;
-    bool watched = false;
+    bool watched = false;  // the acceptor is started
   };
 
+  /// Starts accepting on listener @p index.
   void watch(std::size_t index);
-  void accept_ready(std::size_t index);
-  /// accept() failed with @p err: back off (resources) or report; false to stop this round.
-  void accept_failed(std::size_t index, int err);
-  void serve(int fd);
+  /// accept() failed with @p err: nothing for a transient error, else back off (a shortage of
+  /// descriptors or memory, with a warning) or report to the exception handler and back off.
+  void accept_failed(std::size_t index, int err) noexcept;
+  void serve(int fd) noexcept;
   void close_listener(Listener& listener) noexcept;
   void wake_waiters() noexcept;
   void detach_clients() noexcept;

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <chrono>
 #include <exception>
+#include <new>
 #include <stdexcept>
 
 #include "strata/core/errors.hpp"
@@ -49,16 +50,16 @@ struct RaceWaker {
   }
 };
 
-/// One non-blocking connect: socket(), bind() to a local address if asked, connect(), then a
-/// writer until the socket is writable and SO_ERROR tells the outcome.
-class ConnectAttempt {
+/// One non-blocking connect: socket(), bind() to a local address if asked, then the loop's
+/// connect (EventLoop::start_connect()) until it reports the outcome.
+class ConnectAttempt final : public ConnectClient {
  public:
   enum class State : std::uint8_t { idle, connecting, connected, failed };
 
   ConnectAttempt() = default;
   ConnectAttempt(const ConnectAttempt&) = delete;
   ConnectAttempt& operator=(const ConnectAttempt&) = delete;
-  ~ConnectAttempt() { stop_watching(); }
+  ~ConnectAttempt() { op_.reset(); }  // cancelled before fd_ closes
 
   void init(EventLoop& loop, SocketAddress remote, RaceWaker& waker) {
     loop_ = &loop;
@@ -67,23 +68,21 @@ class ConnectAttempt {
   }
 
   /// Leaves state() connecting, connected or failed.
-  /// @throws  what add_writer() throws (e.g. a descriptor beyond FD_SETSIZE on select).
+  /// @throws  what start_connect() throws (e.g. a descriptor beyond FD_SETSIZE on select).
   void start(const std::vector<SocketAddress>& locals, bool bind_local) {
     int fd = ::socket(remote_.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return fail(errno, "connect " + remote_.to_string());
     fd_.reset(fd);
     if (bind_local && !bind_to(locals)) return;
-    if (::connect(fd, remote_.data(), remote_.size()) == 0) {
+    ConnectStart started = loop_->start_connect(fd, remote_, *this);
+    if (started.status == 0) {
       state_ = State::connected;
-      return;
+    } else if (started.status == EINPROGRESS) {
+      op_ = std::move(started.op);
+      state_ = State::connecting;
+    } else {
+      fail(started.status, "connect " + remote_.to_string());
     }
-    int err = errno;
-    // EINTR: a non-blocking connect goes on in the background. Anything else, EAGAIN included
-    // (a Unix server's full backlog, or no ephemeral port left), is a failure: waiting for
-    // writability would only report a socket that never connected.
-    if (err != EINPROGRESS && err != EINTR) return fail(err, "connect " + remote_.to_string());
-    loop_->add_writer(fd, [this] { on_writable(); });
-    state_ = State::connecting;
   }
 
   State state() const noexcept { return state_; }
@@ -109,16 +108,19 @@ class ConnectAttempt {
     return false;
   }
 
-  void on_writable() {
-    int err = 0;
-    socklen_t len = sizeof err;
-    if (::getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-    if (err == EINPROGRESS || err == EINTR || err == EAGAIN) return;  // spurious: keep waiting
-    stop_watching();
+  void connect_done(int err) noexcept override {
+    op_.reset();
     if (err == 0) {
       state_ = State::connected;
     } else {
-      fail(err, "connect " + remote_.to_string());
+      state_ = State::failed;
+      error_ = errno_code(err);
+      fd_.reset();
+      try {
+        what_ = "connect " + remote_.to_string();
+      } catch (const std::bad_alloc&) {
+        what_.clear();  // the error code still tells
+      }
     }
     waker_->notify();
   }
@@ -130,15 +132,9 @@ class ConnectAttempt {
     fd_.reset();
   }
 
-  void stop_watching() noexcept {
-    if (state_ == State::connecting) {
-      loop_->remove_writer(fd_.get());
-      state_ = State::idle;
-    }
-  }
-
   EventLoop* loop_ = nullptr;
   RaceWaker* waker_ = nullptr;
+  IoConnectPtr op_;  // while connecting
   SocketAddress remote_;
   UniqueFd fd_;
   std::error_code error_;

@@ -16,6 +16,7 @@
 #include "strata/core/clock.hpp"
 #include "strata/core/detail/await_frame.hpp"
 #include "strata/core/detail/io_channel.hpp"
+#include "strata/core/detail/io_ops.hpp"
 #include "strata/core/handle.hpp"
 #include "strata/core/loop_metrics.hpp"
 
@@ -291,6 +292,16 @@ class EventLoop {
   /// proactor loop starts completion operations instead.
   virtual detail::IoChannelPtr open_channel(int fd, detail::ChannelKind kind,
                                             detail::IoClient& client);
+  /// Opens the acceptor of the listening, non-blocking socket @p fd for @p client (see
+  /// detail::IoAcceptor); @p fd stays the caller's. The default accepts up to @p batch
+  /// connections per readiness report of add_reader(); the proactor loop on io_uring keeps a
+  /// multishot accept in flight instead.
+  virtual detail::IoAcceptorPtr open_acceptor(int fd, int batch, detail::AcceptClient& client);
+  /// Connects the non-blocking stream socket @p fd to @p address (see detail::ConnectStart);
+  /// @p fd stays the caller's. The default calls connect(2) and waits with add_writer(); the
+  /// proactor loop on io_uring starts a connect operation.
+  virtual detail::ConnectStart start_connect(int fd, const SocketAddress& address,
+                                             detail::ConnectClient& client);
   /// Keeps @p resource on the list close() releases. Loop thread only.
   void attach_resource(detail::LoopResource& resource) noexcept;
   /// Takes @p resource off that list; a no-op if it is not on it.
