@@ -318,6 +318,8 @@ void BaseEventLoop::drop_ready() noexcept {
 void BaseEventLoop::close_in_destructor() noexcept {
   if (running_) {
     log(LogLevel::error, "an event loop was destroyed while running");
+    // Nothing may call into the half-destroyed loop: the signal pipe's watch is left behind.
+    static_cast<void>(signal_watch_.release());
     return;
   }
   try {

@@ -101,6 +101,7 @@ class BaseEventLoop : public EventLoop, public TimerOwner {
 
   std::map<int, std::shared_ptr<Callback>> signal_handlers_;
   int signal_read_fd_ = -1;
+  IoWatchPtr signal_watch_;  // of signal_read_fd_
   int signal_write_fd_ = -1;
 
   bool virtual_time_ = false;

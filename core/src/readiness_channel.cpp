@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <new>
+#include <utility>
 
 #include "channel_io.hpp"
 #include "strata/core/detail/assert.hpp"
@@ -76,8 +77,13 @@ inline ssize_t sys_recv(int fd, void* buf, std::size_t len) noexcept {
 
 class ReadinessChannel final : public IoChannel {
  public:
-  ReadinessChannel(EventLoop& loop, int fd, ChannelKind kind, IoClient& client) noexcept
-      : loop_(&loop), client_(&client), fd_(fd), is_socket_(kind == ChannelKind::socket) {
+  ReadinessChannel(EventLoop& loop, int fd, ChannelKind kind, IoClient& client,
+                   IoWatchPtr watch) noexcept
+      : loop_(&loop),
+        client_(&client),
+        watch_(std::move(watch)),
+        fd_(fd),
+        is_socket_(kind == ChannelKind::socket) {
     if (is_socket_) {
       direct_fd_ = fd;
       bytes_written_ = &loop.stats().bytes_written;
@@ -90,7 +96,7 @@ class ReadinessChannel final : public IoChannel {
   void start_reading() override {
     STRATA_ASSERT(!watch_read_);
     if (reader_) return;
-    loop_->add_reader(fd_, [this] { on_readable(); });
+    set_reader([this] { on_readable(); });
     reader_ = true;
   }
   void stop_reading() noexcept override {
@@ -121,7 +127,7 @@ class ReadinessChannel final : public IoChannel {
   void watch_readable(bool on) override {
     if (on) {
       if (reader_) return;
-      loop_->add_reader(fd_, [this] { client_->readable(); });
+      set_reader([this] { client_->readable(); });
       reader_ = true;
       watch_read_ = true;
     } else if (watch_read_) {
@@ -145,6 +151,7 @@ class ReadinessChannel final : public IoChannel {
   int release() noexcept override {
     remove_reader();
     remove_writer();
+    watch_.reset();  // before the caller closes the descriptor: a poll holds it open
     const int fd = fd_;
     delete this;
     return fd;
@@ -170,24 +177,45 @@ class ReadinessChannel final : public IoChannel {
 
   void add_writer() {
     if (writer_) return;
-    loop_->add_writer(fd_, [this] { on_writable(); });
+    if (watch_) {
+      watch_->set_writer([this] { on_writable(); });
+    } else {
+      loop_->add_writer(fd_, [this] { on_writable(); });
+    }
     writer_ = true;
   }
+  template <class F>
+  void set_reader(F&& callback) {
+    if (watch_) {
+      watch_->set_reader(std::forward<F>(callback));
+    } else {
+      loop_->add_reader(fd_, std::forward<F>(callback));
+    }
+  }
   void remove_reader() noexcept {
-    if (reader_) {
+    if (!reader_) return;
+    reader_ = false;
+    if (watch_) {
+      watch_->clear_reader();
+    } else {
       loop_->remove_reader(fd_);
-      reader_ = false;
     }
   }
   void remove_writer() noexcept {
-    if (writer_) {
+    if (!writer_) return;
+    writer_ = false;
+    if (watch_) {
+      watch_->clear_writer();
+    } else {
       loop_->remove_writer(fd_);
-      writer_ = false;
     }
   }
 
   EventLoop* loop_;
   IoClient* client_;
+  /// The proactor's readiness (poll operations); empty on the selector loop, whose own
+  /// add_reader()/add_writer() are used directly.
+  IoWatchPtr watch_;
   WriteBuffer buffer_;
   int fd_;
   bool is_socket_;
@@ -205,6 +233,10 @@ void ReadinessChannel::on_readable() noexcept {
     if (!reader_) return;  // the client failed and stopped reading
     buf = target.data();
     size = target.size();
+    if (size == 0) {  // no memory of the client's this time: the channel's own
+      buf = read_buffer();
+      size = read_buffer_size;
+    }
   } else {
     buf = read_buffer();
     size = read_buffer_size;
@@ -322,8 +354,9 @@ void ReadinessChannel::on_writable() noexcept {
 
 }  // namespace
 
-IoChannelPtr make_readiness_channel(EventLoop& loop, int fd, ChannelKind kind, IoClient& client) {
-  return IoChannelPtr(new ReadinessChannel(loop, fd, kind, client));
+IoChannelPtr make_readiness_channel(EventLoop& loop, int fd, ChannelKind kind, IoClient& client,
+                                    IoWatchPtr watch) {
+  return IoChannelPtr(new ReadinessChannel(loop, fd, kind, client, std::move(watch)));
 }
 
 void IoChannelDeleter::operator()(IoChannel* channel) const noexcept { channel->close(); }

@@ -1,10 +1,11 @@
-// Accepting and connecting by readiness: EventLoop's default open_acceptor() and
-// start_connect(), used by the selector loop and by the proactor on Asio's reactor (whose
+// Accepting, connecting and watching by readiness: EventLoop's default open_acceptor(),
+// start_connect() and open_watch(), used by the selector loop and by the proactor on Asio's reactor (whose
 // add_reader()/add_writer() are reactor waits). See strata/core/detail/io_ops.hpp.
 
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <utility>
 
 #include "strata/core/detail/io_ops.hpp"
 #include "strata/core/event_loop.hpp"
@@ -23,6 +24,15 @@ struct Reporting {
   Reporting& operator=(const Reporting&) = delete;
 };
 
+/// remove_reader() or remove_writer() of @p fd, for noexcept paths: only a debug-mode thread
+/// check throws there (the caller is on the wrong thread), and nothing here can repair that.
+void remove_quietly(EventLoop& loop, bool (EventLoop::*method)(int), int fd) noexcept {
+  try {
+    (loop.*method)(fd);
+  } catch (...) {
+  }
+}
+
 /// Accepts up to a batch of connections per readiness report of the listening socket.
 class ReadinessAcceptor final : public detail::IoAcceptor {
  public:
@@ -37,7 +47,7 @@ class ReadinessAcceptor final : public detail::IoAcceptor {
   void stop() noexcept override {
     if (!watching_) return;
     watching_ = false;
-    loop_->remove_reader(fd_);
+    remove_quietly(*loop_, &EventLoop::remove_reader, fd_);
   }
   void close() noexcept override {
     stop();
@@ -98,7 +108,7 @@ class ReadinessConnect final : public detail::IoConnect {
   void stop_watching() noexcept {
     // Only while watching: the number may belong to another descriptor once the caller closed
     // this one.
-    if (watching_) loop_->remove_writer(fd_);
+    if (watching_) remove_quietly(*loop_, &EventLoop::remove_writer, fd_);
     watching_ = false;
   }
 
@@ -123,7 +133,46 @@ class ReadinessConnect final : public detail::IoConnect {
   bool cancelled_ = false;
 };
 
+/// add_reader()/add_writer() of one descriptor, removed only while set: once the caller has
+/// closed the descriptor, its number may belong to someone else's registration.
+class ReadinessWatch final : public detail::IoWatch {
+ public:
+  ReadinessWatch(EventLoop& loop, int fd) noexcept : loop_(&loop), fd_(fd) {}
+
+  void set_reader(Callback callback) override {
+    loop_->add_reader(fd_, std::move(callback));
+    reader_ = true;
+  }
+  void clear_reader() noexcept override {
+    if (std::exchange(reader_, false)) remove_quietly(*loop_, &EventLoop::remove_reader, fd_);
+  }
+  void set_writer(Callback callback) override {
+    loop_->add_writer(fd_, std::move(callback));
+    writer_ = true;
+  }
+  void clear_writer() noexcept override {
+    if (std::exchange(writer_, false)) remove_quietly(*loop_, &EventLoop::remove_writer, fd_);
+  }
+  void close() noexcept override {
+    clear_reader();
+    clear_writer();
+    delete this;  // the loop's handles own the callbacks: nothing of this object runs later
+  }
+
+ private:
+  ~ReadinessWatch() override = default;
+
+  EventLoop* loop_;
+  int fd_;
+  bool reader_ = false;
+  bool writer_ = false;
+};
+
 }  // namespace
+
+detail::IoWatchPtr EventLoop::open_watch(int fd) {
+  return detail::IoWatchPtr(new ReadinessWatch(*this, fd));
+}
 
 detail::IoAcceptorPtr EventLoop::open_acceptor(int fd, int batch, detail::AcceptClient& client) {
   return detail::IoAcceptorPtr(new ReadinessAcceptor(*this, fd, batch, client));

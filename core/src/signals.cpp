@@ -131,8 +131,10 @@ void BaseEventLoop::do_add_signal_handler(int sig, Callback&& callback) {
       throw std::system_error(errno, std::generic_category(), "add_signal_handler: pipe2");
     }
     try {
-      do_add_reader(fds[0], [this] { read_signals(); });
+      signal_watch_ = open_watch(fds[0]);
+      signal_watch_->set_reader([this] { read_signals(); });
     } catch (...) {
+      signal_watch_.reset();
       ::close(fds[0]);
       ::close(fds[1]);
       throw;
@@ -184,7 +186,7 @@ void BaseEventLoop::remove_all_signal_handlers() noexcept {
 void BaseEventLoop::close_signal_pipe() noexcept {
   if (signal_read_fd_ < 0) return;
   wait_for_running_handlers();  // a handler that read the descriptor before it was unhooked
-  remove_reader(signal_read_fd_);
+  signal_watch_.reset();
   ::close(signal_read_fd_);
   ::close(signal_write_fd_);
   signal_read_fd_ = signal_write_fd_ = -1;

@@ -15,8 +15,11 @@
 //
 // add_reader()/add_writer(): one-shot poll operations, armed again after each report once the
 // callbacks of the iteration have run: level-triggered, like the selector loop's. They serve
-// user code, accept and connect, datagram sockets, pipes (below), the signal pipe and child
-// watchers.
+// user code only. The transports use the loop's I/O interface: a multishot accept per
+// listening socket (UringAcceptor), a connect operation (UringConnect), the socket channel
+// below, and for what has no completion operation of its own (datagram sockets, pipes, child
+// pidfds, the signal pipe) an IoWatch (UringWatch): the same poll operations on a FdWatch that
+// the watch owns, outside add_reader()'s table.
 //
 // The socket channel (UringChannel): a receive is always in flight while the transport reads,
 // into the channel's own buffer (4 KiB, doubled up to 64 KiB while receives fill it); a send is
@@ -26,9 +29,9 @@
 // writes into its memory. Closing it with operations in flight cancels them and closes the
 // descriptor with an operation queued behind the cancellations, so that an operation prepared
 // and not yet submitted can never reach another descriptor that takes the same number.
-// Pipes keep the readiness channel: a write to a pipe whose reader is gone raises SIGPIPE in
-// the thread that submits it, and io_uring writes have no flag to prevent it (sockets have
-// MSG_NOSIGNAL).
+// Pipes keep the readiness channel, on an IoWatch: a write to a pipe whose reader is gone
+// raises SIGPIPE in the thread that submits it, and io_uring writes have no flag to prevent it
+// (sockets have MSG_NOSIGNAL).
 
 #include "proactor_event_loop.hpp"
 
@@ -153,10 +156,12 @@ class UringChannel final : public CompletionChannel<UringChannel> {
 /// queue the descriptors, and a handle reports them in the loop's callback phase. A completion
 /// without IORING_CQE_F_MORE ends the operation (a failure, or a cancellation); the report
 /// starts a new one if the acceptor is still started. stop() cancels it: connections that the
-/// kernel accepted before the cancellation took effect wait for the next start().
+/// kernel accepted before the cancellation took effect wait for the next start(). A report
+/// hands over a batch at most (the selector loop's accepts per wake), and with a batch waiting
+/// the operation is cancelled too, so that a flood waits in the kernel's queue, not here.
 class UringAcceptor final : public IoAcceptor {
  public:
-  UringAcceptor(UringEventLoop& loop, int fd, AcceptClient& client);
+  UringAcceptor(UringEventLoop& loop, int fd, int batch, AcceptClient& client);
 
   void start() override;
   void stop() noexcept override;
@@ -176,6 +181,7 @@ class UringAcceptor final : public IoAcceptor {
   UringEventLoop& loop_;
   AcceptClient* client_;
   int fd_;
+  std::size_t batch_;  // reports per callback at most, as the selector loop's accepts per wake
   UringOp op_{OpKind::accept, this, &on_accept};
   HandleImpl* report_handle_;
   std::vector<int> results_;  // accepted descriptors, or -errno of failures, in order
@@ -214,6 +220,24 @@ class UringConnect final : public IoConnect {
   unsigned refs_ = 1;  // the owner's, and the operation's while in flight
   bool in_flight_ = false;
   bool cancelled_ = false;
+};
+
+/// IoWatch on io_uring: a FdWatch of its own, with the same poll operations as add_reader()'s.
+class UringWatch final : public IoWatch {
+ public:
+  UringWatch(UringEventLoop& loop, int fd);
+
+  void set_reader(Callback callback) override;
+  void clear_reader() noexcept override;
+  void set_writer(Callback callback) override;
+  void clear_writer() noexcept override;
+  void close() noexcept override;
+
+ private:
+  ~UringWatch() override = default;
+
+  UringEventLoop& loop_;
+  FdWatch* watch_;  // released by close(); freed with its last poll
 };
 
 class UringEventLoop final : public BaseEventLoop {
@@ -259,13 +283,15 @@ class UringEventLoop final : public BaseEventLoop {
 
   IoChannelPtr open_channel(int fd, ChannelKind kind, IoClient& client) override {
     check_open();
-    if (kind != ChannelKind::socket) return make_readiness_channel(*this, fd, kind, client);
+    if (kind != ChannelKind::socket) {
+      return make_readiness_channel(*this, fd, kind, client, open_watch(fd));
+    }
     return IoChannelPtr(new UringChannel(*this, fd, client));
   }
 
-  IoAcceptorPtr open_acceptor(int fd, int /*batch*/, AcceptClient& client) override {
+  IoAcceptorPtr open_acceptor(int fd, int batch, AcceptClient& client) override {
     check_open();
-    return IoAcceptorPtr(new UringAcceptor(*this, fd, client));
+    return IoAcceptorPtr(new UringAcceptor(*this, fd, batch, client));
   }
 
   ConnectStart start_connect(int fd, const SocketAddress& address,
@@ -275,6 +301,26 @@ class UringEventLoop final : public BaseEventLoop {
     IoConnectPtr owned(op);
     op->submit();
     return {EINPROGRESS, std::move(owned)};
+  }
+
+  IoWatchPtr open_watch(int fd) override {
+    check_open();
+    return IoWatchPtr(new UringWatch(*this, fd));
+  }
+
+  // For UringWatch: its FdWatch, outside the table of add_reader()'s.
+  void watch_set(FdWatch& w, HandleImpl* FdWatch::*slot, Callback&& callback,
+                 const char* method) {
+    check_open();
+    if (debug_) check_thread(method);
+    check_descriptor(w.fd, method);
+    set_on(w, slot, std::move(callback));
+  }
+  static void watch_clear(FdWatch& w, HandleImpl* FdWatch::*slot) noexcept { clear_on(w, slot); }
+  void watch_close(FdWatch* w) noexcept {
+    clear_on(*w, &FdWatch::reader);
+    clear_on(*w, &FdWatch::writer);
+    release(w);
   }
 
   /// For the channels: queues @p h on the ready queue.
@@ -369,8 +415,9 @@ class UringEventLoop final : public BaseEventLoop {
         }
       }
       w->reader = w->writer = nullptr;
-      release(w);
+      release(std::exchange(w, nullptr));
     }
+    for (FdWatch* w : to_arm_) unref(w);
     to_arm_.clear();
     drain();
     // The ring and the eventfd live until the destructor: another thread may still call stop().
@@ -482,18 +529,8 @@ class UringEventLoop final : public BaseEventLoop {
   void set(int fd, HandleImpl* FdWatch::*slot, Callback&& callback, const char* method) {
     check_open();
     if (debug_) check_thread(method);
-    // An open descriptor, as epoll_ctl() checks: a poll on a closed one fails only later.
-    if (fd >= 0 && ::fcntl(fd, F_GETFD) < 0) {
-      throw std::system_error(errno, std::generic_category(),
-                              std::string(method) + " on fd " + std::to_string(fd));
-    }
-    FdWatch& w = watch(fd);
-    auto* h = HandleImpl::create(std::move(callback));
-    if (HandleImpl* old = std::exchange(w.*slot, h)) {
-      old->cancel();
-      old->release();
-    }
-    queue_arm(w);
+    check_descriptor(fd, method);
+    set_on(watch(fd), slot, std::move(callback));
   }
 
   bool clear(int fd, HandleImpl* FdWatch::*slot, const char* method) {
@@ -503,19 +540,42 @@ class UringEventLoop final : public BaseEventLoop {
       return false;
     }
     FdWatch& w = *watches_[fd];
+    if (!clear_on(w, slot)) return false;
+    if (w.reader == nullptr && w.writer == nullptr) release(std::exchange(watches_[fd], nullptr));
+    return true;
+  }
+
+  /// An open descriptor, as epoll_ctl() checks: a poll on a closed one fails only later.
+  static void check_descriptor(int fd, const char* method) {
+    if (fd >= 0 && ::fcntl(fd, F_GETFD) < 0) {
+      throw std::system_error(errno, std::generic_category(),
+                              std::string(method) + " on fd " + std::to_string(fd));
+    }
+  }
+
+  void set_on(FdWatch& w, HandleImpl* FdWatch::*slot, Callback&& callback) {
+    auto* h = HandleImpl::create(std::move(callback));
+    if (HandleImpl* old = std::exchange(w.*slot, h)) {
+      old->cancel();
+      old->release();
+    }
+    queue_arm(w);
+  }
+
+  /// @return whether a callback was set
+  static bool clear_on(FdWatch& w, HandleImpl* FdWatch::*slot) noexcept {
     HandleImpl* h = std::exchange(w.*slot, nullptr);
     if (h == nullptr) return false;
     h->cancel();  // a report already queued this iteration must not run
     h->release();
-    if (w.reader == nullptr && w.writer == nullptr) release(watches_[fd]);
-    // With one direction left, the other's poll in flight stays: its report finds no handle.
+    // The poll in flight stays: its report finds no handle (or the next callback set).
     return true;
   }
 
-  /// Empties the slot of @p w (the loop does not own the descriptor) and cancels its polls,
-  /// whose completions then find it released; it goes with the last of them.
-  void release(FdWatch*& slot) noexcept {
-    FdWatch* w = std::exchange(slot, nullptr);
+  /// Lets go of @p w (out of its slot, or closed by its IoWatch; the loop does not own the
+  /// descriptor) and cancels its polls, whose completions then find it released; it goes with
+  /// the last of them.
+  void release(FdWatch* w) noexcept {
     w->released = true;
     if (w->read_armed || w->write_armed) {
       // Submitted now: a poll holds the descriptor's file, so until it is cancelled a close(2)
@@ -537,8 +597,9 @@ class UringEventLoop final : public BaseEventLoop {
 
   void queue_arm(FdWatch& w) {
     if (w.queued) return;
-    to_arm_.push_back(w.fd);
+    to_arm_.push_back(&w);
     w.queued = true;
+    ++w.refs;  // the list's
   }
 
   /// Starts the polls that registrations and reports since the last wait asked for.
@@ -547,13 +608,21 @@ class UringEventLoop final : public BaseEventLoop {
       arm_wake();
       wake_retry_ = false;
     }
-    for (int fd : to_arm_) {
-      FdWatch* found = watches_[static_cast<std::size_t>(fd)];
-      if (found == nullptr) continue;  // released since it was queued
-      FdWatch& w = *found;
-      w.queued = false;
-      if (w.reader != nullptr && !w.read_armed) arm(w, true);
-      if (w.writer != nullptr && !w.write_armed) arm(w, false);
+    std::size_t i = 0;
+    try {
+      for (; i < to_arm_.size(); ++i) {
+        FdWatch& w = *to_arm_[i];
+        if (!w.released) {  // (released since it was queued: nothing to arm)
+          if (w.reader != nullptr && !w.read_armed) arm(w, true);
+          if (w.writer != nullptr && !w.write_armed) arm(w, false);
+        }
+        w.queued = false;
+        unref(&w);
+      }
+    } catch (...) {
+      // The ring takes no more: the rest stays queued for the next wait.
+      to_arm_.erase(to_arm_.begin(), to_arm_.begin() + static_cast<std::ptrdiff_t>(i));
+      throw;
     }
     to_arm_.clear();
   }
@@ -583,7 +652,7 @@ class UringEventLoop final : public BaseEventLoop {
 
   io_uring ring_{};
   std::vector<FdWatch*> watches_;  // by descriptor
-  std::vector<int> to_arm_;
+  std::vector<FdWatch*> to_arm_;  // each holds a reference
   std::size_t in_flight_ = 0;      // operations whose completion is awaited
   UringOp wake_op_{OpKind::wake, this, &on_wake};
   std::uint64_t wake_count_ = 0;   // the wake read's buffer
@@ -600,8 +669,23 @@ FdWatch::FdWatch(UringEventLoop& l, int f) noexcept
       read_op{OpKind::watch_read, this, &UringEventLoop::on_watch},
       write_op{OpKind::watch_write, this, &UringEventLoop::on_watch} {}
 
-UringAcceptor::UringAcceptor(UringEventLoop& loop, int fd, AcceptClient& client)
-    : loop_(loop), client_(&client), fd_(fd) {
+UringWatch::UringWatch(UringEventLoop& loop, int fd) : loop_(loop), watch_(new FdWatch(loop, fd)) {}
+
+void UringWatch::set_reader(Callback callback) {
+  loop_.watch_set(*watch_, &FdWatch::reader, std::move(callback), "IoWatch::set_reader");
+}
+void UringWatch::clear_reader() noexcept { UringEventLoop::watch_clear(*watch_, &FdWatch::reader); }
+void UringWatch::set_writer(Callback callback) {
+  loop_.watch_set(*watch_, &FdWatch::writer, std::move(callback), "IoWatch::set_writer");
+}
+void UringWatch::clear_writer() noexcept { UringEventLoop::watch_clear(*watch_, &FdWatch::writer); }
+void UringWatch::close() noexcept {
+  loop_.watch_close(watch_);
+  delete this;
+}
+
+UringAcceptor::UringAcceptor(UringEventLoop& loop, int fd, int batch, AcceptClient& client)
+    : loop_(loop), client_(&client), fd_(fd), batch_(batch < 1 ? 1 : static_cast<std::size_t>(batch)) {
   report_handle_ = HandleImpl::create([this] { report(); });
 }
 
@@ -669,6 +753,9 @@ void UringAcceptor::on_accept(UringOp& op, int res, std::uint32_t flags) noexcep
       if (res >= 0) ::close(res);  // the peer sees a reset rather than a hang
     }
     if (a.started_) a.queue_report();
+    // A batch waits for its report: the next connections wait in the kernel's queue, as on the
+    // selector loop, rather than pile up here (report() arms again).
+    if (!last && a.results_.size() >= a.batch_) a.cancel_op();
   } else if (last && a.started_) {
     a.queue_report();  // a cancellation that start() overtook: the report arms again
   }
@@ -679,7 +766,7 @@ void UringAcceptor::report() noexcept {
   queued_ = false;
   ++refs_;  // the client may close the acceptor from any report
   std::size_t i = 0;
-  while (i < results_.size() && started_) {
+  while (i < results_.size() && i < batch_ && started_) {
     const int r = results_[i++];
     if (r >= 0) {
       client_->accepted(r);
@@ -688,7 +775,8 @@ void UringAcceptor::report() noexcept {
     }
   }
   results_.erase(results_.begin(), results_.begin() + static_cast<std::ptrdiff_t>(i));
-  if (started_ && !armed_) {
+  if (started_ && !results_.empty()) queue_report();  // the rest in the next iteration
+  if (started_ && !armed_ && results_.size() < batch_) {
     try {
       arm();
     } catch (const std::system_error& e) {
@@ -724,7 +812,8 @@ void UringConnect::on_connect(UringOp& op, int res, std::uint32_t /*flags*/) noe
   auto& c = *static_cast<UringConnect*>(op.owner);
   c.in_flight_ = false;
   if (!c.cancelled_ && !c.loop_.draining()) {
-    c.result_ = res < 0 ? -res : 0;
+    // EISCONN: a kernel that retried the connect after it completed; the socket is connected.
+    c.result_ = res < 0 && res != -EISCONN ? -res : 0;
     c.loop_.queue_ready(c.report_handle_);
   }
   c.unref();

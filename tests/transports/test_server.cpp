@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <memory>
@@ -368,6 +369,47 @@ STRATA_LOOP_TEST_CASE("Server: a factory that closes the server while connection
   loop.run(body());
   for (int fd : clients) ::close(fd);
   CHECK(strata::testing::count_open_fds() == fds_before);
+}
+
+STRATA_LOOP_TEST_CASE("Server: a flood of waiting connections is served at most backlog per "
+                      "loop iteration, every one of them",
+                      "[transports][server]") {
+  Accepted accepted;
+  TestLoop loop(TestType::kind);
+  std::vector<int> clients;
+  std::uint64_t iteration = 0;
+  std::size_t in_iteration = 0;
+  std::size_t most_in_one = 0;
+  auto body = [&]() -> Coro<void> {
+    auto inner = accepted.factory();
+    auto factory = [&, inner]() mutable {
+      const std::uint64_t now = loop->metrics().iterations;
+      in_iteration = now == iteration ? in_iteration + 1 : 1;
+      iteration = now;
+      most_in_one = std::max(most_in_one, in_iteration);
+      return inner();
+    };
+    ServerOptions options;
+    options.backlog = 4;
+    auto serving = strata::create_server(factory, "127.0.0.1", 0, options);
+    std::unique_ptr<Server> server = co_await serving;
+    const std::uint16_t port = port_of(*server);
+    // Queued in the kernel before the loop runs again (SYN cookies aside, a backlog of 4
+    // still completes these handshakes: Linux queues a few more than the backlog).
+    for (int i = 0; i < 5; ++i) clients.push_back(blocking_connect(port));
+    co_await accepted.wait_made(5);
+    CHECK(most_in_one >= 1);
+    CHECK(most_in_one <= 4);
+    for (int fd : clients) ::close(fd);
+    clients.clear();
+    co_await accepted.wait_all_lost();
+    server->close();
+    auto closed = server->wait_closed();
+    co_await closed;
+  };
+  loop.run(body());
+  for (int fd : clients) ::close(fd);
+  CHECK(accepted.factory_calls == 5);
 }
 
 // Not under UndefinedBehaviorSanitizer: its vptr check tests memory for readability through a

@@ -120,10 +120,11 @@ class SigchldReaper {
     read_fd_ = fds[0];
     write_fd_ = fds[1];
     try {
-      loop.add_reader(read_fd_, [this] { on_readable(); });
+      watch_ = loop.open_watch(read_fd_);
+      watch_->set_reader([this] { on_readable(); });
       add_sigchld_listener(write_fd_);
     } catch (...) {
-      loop.remove_reader(read_fd_);
+      watch_.reset();
       ::close(read_fd_);
       ::close(write_fd_);
       throw;
@@ -132,10 +133,7 @@ class SigchldReaper {
 
   ~SigchldReaper() {
     remove_sigchld_listener(write_fd_);
-    try {
-      loop_->remove_reader(read_fd_);
-    } catch (...) {
-    }
+    watch_.reset();
     ::close(read_fd_);
     ::close(write_fd_);
   }
@@ -179,6 +177,7 @@ class SigchldReaper {
   EventLoop* loop_;
   int read_fd_ = -1;
   int write_fd_ = -1;
+  IoWatchPtr watch_;  // of read_fd_
   std::vector<ChildWatch*> children_;
   bool polling_ = false;
 };
@@ -186,7 +185,7 @@ class SigchldReaper {
 // ---- ChildWatch ----------------------------------------------------------------------------
 
 ChildWatch::ChildWatch(EventLoop& loop, pid_t pid, OnExit on_exit)
-    : loop_(&loop), pid_(pid), on_exit_(std::move(on_exit)) {
+    : pid_(pid), on_exit_(std::move(on_exit)) {
   if (child_watch_method() == ChildWatchMethod::pidfd) {
     pidfd_ = pidfd_open(pid);  // close-on-exec by the kernel's own rule
     if (pidfd_ < 0 && errno == ESRCH) {
@@ -201,8 +200,10 @@ ChildWatch::ChildWatch(EventLoop& loop, pid_t pid, OnExit on_exit)
                               "pidfd_open of child " + std::to_string(pid));
     }
     try {
-      loop.add_reader(pidfd_, [this] { on_pidfd_readable(); });
+      pidfd_watch_ = loop.open_watch(pidfd_);
+      pidfd_watch_->set_reader([this] { on_pidfd_readable(); });
     } catch (...) {
+      pidfd_watch_.reset();
       ::close(pidfd_);
       throw;
     }
@@ -240,10 +241,7 @@ std::optional<int> ChildWatch::kill_and_reap() noexcept {
 
 void ChildWatch::stop_watching() noexcept {
   if (pidfd_ >= 0) {
-    try {
-      loop_->remove_reader(pidfd_);
-    } catch (...) {
-    }
+    pidfd_watch_.reset();
     ::close(pidfd_);
     pidfd_ = -1;
   }

@@ -60,9 +60,9 @@ class ChildWatch {
   int unknown_status() const noexcept;
   void stop_watching() noexcept;
 
-  EventLoop* loop_;
   pid_t pid_;
   int pidfd_ = -1;                     // the pidfd method
+  IoWatchPtr pidfd_watch_;             // of pidfd_
   SigchldReaper* reaper_ = nullptr;    // the SIGCHLD method
   OnExit on_exit_;
   Handle late_exit_;  // the report of a child the kernel reaped before we could watch it

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "strata/core/detail/assert.hpp"
+#include "strata/core/detail/io_ops.hpp"
 #include "strata/core/errors.hpp"
 #include "strata/core/log.hpp"
 
@@ -147,7 +148,7 @@ class SelectorDatagramTransport final : public DatagramTransport, public LoopRes
     buffer_.push_back(Pending{std::vector<std::byte>(data.begin(), data.end()), to});
     buffer_size_ += data.size();
     if (!writing_) {
-      loop_.add_writer(fd_, [this] { write_ready(); });
+      watch().set_writer([this] { write_ready(); });
       writing_ = true;
     }
     maybe_pause_protocol();
@@ -239,7 +240,7 @@ class SelectorDatagramTransport final : public DatagramTransport, public LoopRes
     bool read_failed = false;
     if (!failure && state_ == State::open) {
       try {
-        loop_.add_reader(fd_, [this] { read_ready(); });
+        watch().set_reader([this] { read_ready(); });
         reading_ = true;
       } catch (...) {  // e.g. select() and a descriptor above FD_SETSIZE
         failure = std::current_exception();
@@ -254,7 +255,7 @@ class SelectorDatagramTransport final : public DatagramTransport, public LoopRes
         waiter_.set_result();
       }
     } else if (failure) {
-      report(failure, read_failed ? "EventLoop::add_reader" : "DatagramProtocol::connection_made");
+      report(failure, read_failed ? "IoWatch::set_reader" : "DatagramProtocol::connection_made");
     }
     waiter_ = {};
     if (failure) {
@@ -398,13 +399,19 @@ class SelectorDatagramTransport final : public DatagramTransport, public LoopRes
     return text;
   }
 
+  /// The readiness watch of the socket, opened on first use.
+  IoWatch& watch() {
+    if (!watch_) watch_ = loop_.open_watch(fd_);
+    return *watch_;
+  }
+
   void stop_reading() noexcept {
-    if (reading_) loop_.remove_reader(fd_);
+    if (reading_) watch_->clear_reader();
     reading_ = false;
   }
 
   void stop_writing() noexcept {
-    if (writing_) loop_.remove_writer(fd_);
+    if (writing_) watch_->clear_writer();
     writing_ = false;
   }
 
@@ -412,6 +419,7 @@ class SelectorDatagramTransport final : public DatagramTransport, public LoopRes
     if (fd_ < 0) return;
     stop_reading();
     stop_writing();
+    watch_.reset();  // before the close: the proactor's polls hold the descriptor open
     ::close(fd_);
     fd_ = -1;
   }
@@ -429,6 +437,7 @@ class SelectorDatagramTransport final : public DatagramTransport, public LoopRes
   bool connection_made_ = false;
   bool starting_ = false;       ///< inside start()'s connection_made()
   bool defer_lost_ = false;     ///< connection_lost() was requested during connection_made()
+  IoWatchPtr watch_;            ///< the socket's readiness, once needed
   bool reading_ = false;        ///< the reader is registered
   bool writing_ = false;        ///< the writer is registered
   int lost_writes_ = 0;

@@ -302,6 +302,10 @@ class EventLoop {
   /// proactor loop on io_uring starts a connect operation.
   virtual detail::ConnectStart start_connect(int fd, const SocketAddress& address,
                                              detail::ConnectClient& client);
+  /// Opens a readiness watch of @p fd (see detail::IoWatch); @p fd stays the caller's. The
+  /// default is add_reader()/add_writer(); the proactor loop on io_uring starts poll
+  /// operations that the watch owns.
+  virtual detail::IoWatchPtr open_watch(int fd);
   /// Keeps @p resource on the list close() releases. Loop thread only.
   void attach_resource(detail::LoopResource& resource) noexcept;
   /// Takes @p resource off that list; a no-op if it is not on it.

@@ -1,13 +1,15 @@
 #pragma once
 /// @file
 /// @cond INTERNAL
-/// Accepting and connecting as operations of the loop: the part of the loop's I/O interface
-/// (DESIGN.md, "The two loops") that servers and clients use before a connection has an
-/// IoChannel. The selector loop waits for readiness and calls accept4(2) or looks at SO_ERROR;
-/// the proactor loop on io_uring starts accept (multishot) and connect operations, so that no
+/// The loop's I/O interface (DESIGN.md, "The two loops") beyond IoChannel: accepting,
+/// connecting, and watching a descriptor that has no completion operation of its own. The
+/// selector loop waits for readiness and calls accept4(2) or looks at SO_ERROR; the proactor
+/// loop on io_uring starts accept (multishot), connect and poll operations. With these, no
 /// transport depends on add_reader()/add_writer().
 
 #include <memory>
+
+#include "strata/core/detail/unique_function.hpp"
 
 namespace strata {
 class EventLoop;
@@ -98,6 +100,43 @@ struct ConnectStart {
   int status = 0;
   IoConnectPtr op;
 };
+
+/// Readiness of one descriptor, for what has no completion operation of its own: datagram
+/// sockets, pipes, pidfds, the signal pipe. Made by EventLoop::open_watch(). Reports are
+/// level-triggered, as add_reader()'s: on the proactor each is a poll operation, started again
+/// after each report once the iteration's callbacks have run.
+class IoWatch {
+ public:
+  using Callback = UniqueFunction<void()>;
+
+  /// Calls @p callback whenever the descriptor is readable (or has an error or hang-up), until
+  /// clear_reader(); replaces an earlier one.
+  /// @throws std::system_error  the loop refused the descriptor (epoll: not open; select: past
+  ///         FD_SETSIZE).
+  virtual void set_reader(Callback callback) = 0;
+  /// Stops the reader's reports, one already due included.
+  virtual void clear_reader() noexcept = 0;
+  /// As set_reader(), for writability.
+  virtual void set_writer(Callback callback) = 0;
+  /// As clear_reader().
+  virtual void clear_writer() noexcept = 0;
+  /// Stops both and frees the watch. The descriptor is not the watch's: the caller closes it
+  /// after this call.
+  virtual void close() noexcept = 0;
+
+ protected:
+  IoWatch() = default;
+  IoWatch(const IoWatch&) = delete;
+  IoWatch& operator=(const IoWatch&) = delete;
+  virtual ~IoWatch() = default;
+};
+
+/// Owns a watch; destroying it closes the watch.
+struct IoWatchDeleter {
+  void operator()(IoWatch* watch) const noexcept { watch->close(); }
+};
+/// An open watch.
+using IoWatchPtr = std::unique_ptr<IoWatch, IoWatchDeleter>;
 
 }  // namespace strata::detail
 /// @endcond
