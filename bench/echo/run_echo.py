@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_processes import end, end_all, forget, refusal, spawn  # noqa: E402  (bench/ on the path first)
+from bench_processes import callgrind_dump, end, end_all, forget, refusal, spawn  # noqa: E402  (bench/ on the path first)
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = "/usr/bin/python3"
@@ -311,15 +311,18 @@ def stop_all(running, results):
 
 def counted_run(server, wrapper, a, size, n, out_file, parse):
     srv = Running(server, wrapper=wrapper, ready_timeout=120.0)
+    counted = Path(out_file)
     try:
         r = load(a.load, srv.port, None,
                  ["--connections", "10", "--size", str(size), "--mode", "pingpong",
                   "--requests", str(n), "--warmup", "0"], timeout=600)
+        if wrapper[0] == "valgrind":  # see callgrind_dump(): not every loop sees SIGINT there
+            counted = Path(callgrind_dump(srv.proc, out_file))
     finally:
         srv.stop(grace=120.0)
     if r.get("errors") or r.get("requests") != n:
         raise RuntimeError(f"{server.key}: load run failed: {r}")
-    return parse(Path(out_file))
+    return parse(counted)
 
 
 def parse_strace(path):

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench_processes import end, end_all, forget, spawn  # noqa: E402  (bench/ on the path first)
+from bench_processes import callgrind_dump, end, end_all, forget, spawn  # noqa: E402  (bench/ on the path first)
 
 HERE = Path(__file__).resolve().parent
 SERVER_CPU, LOAD_CPU = "0", "1"
@@ -493,8 +493,11 @@ def counted_phase(keys, a, results, tool):
                         wrapper = ["valgrind", "--tool=callgrind", "--quiet",
                                    f"--callgrind-out-file={f}"]
                     srv = Running(key, a, wrapper=wrapper, ready_timeout=120.0)
+                    counted = f
                     try:
                         r = http_count(a, srv.port, depth, n)
+                        if tool == "callgrind":  # see callgrind_dump(): SIGINT may not arrive
+                            counted = Path(callgrind_dump(srv.proc, f))
                     finally:
                         srv.stop(grace=120.0)
                     if r.get("errors") or r.get("requests") != n:
@@ -503,8 +506,9 @@ def counted_phase(keys, a, results, tool):
                         counts.append(parse_strace(f))
                         per_call.append(parse_strace_calls(f))
                     else:
-                        counts.append(parse_callgrind(f))
-                    f.unlink()
+                        counts.append(parse_callgrind(counted))
+                        counted.unlink()
+                    f.unlink(missing_ok=True)
                 per = (counts[1] - counts[0]) / (n2 - n1)
                 entry = {"n1": n1, "n2": n2, "count_n1": counts[0], "count_n2": counts[1],
                          "per_request": per}

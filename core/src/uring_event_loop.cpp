@@ -356,6 +356,8 @@ class UringEventLoop final : public BaseEventLoop {
     }
     return io_uring_submit(&ring_) >= 0;
   }
+  /// For a multishot operation's completion with IORING_CQE_F_MORE: it is still in flight.
+  void still_in_flight() noexcept { ++in_flight_; }
   /// Whether completions are only counted off now: the loop is closing.
   bool draining() const noexcept { return draining_; }
 
@@ -466,7 +468,7 @@ class UringEventLoop final : public BaseEventLoop {
       auto* op = static_cast<UringOp*>(io_uring_cqe_get_data(&cqe));
       // Ignored: cancellations, and the timeouts liburing adds itself on kernels before 5.11.
       if (op == nullptr || cqe.user_data == LIBURING_UDATA_TIMEOUT) continue;
-      in_flight_ -= (cqe.flags & IORING_CQE_F_MORE) == 0 ? 1 : 0;
+      --in_flight_;  // a multishot operation that goes on counts itself in again
       op->done(*op, cqe.res, cqe.flags);
     }
     io_uring_cq_advance(&ring_, tail - head);
@@ -743,7 +745,11 @@ void UringAcceptor::queue_report() noexcept {
 void UringAcceptor::on_accept(UringOp& op, int res, std::uint32_t flags) noexcept {
   auto& a = *static_cast<UringAcceptor*>(op.owner);
   const bool last = (flags & IORING_CQE_F_MORE) == 0;
-  if (last) a.armed_ = false;
+  if (last) {
+    a.armed_ = false;
+  } else {
+    a.loop_.still_in_flight();
+  }
   if (a.closed_ || a.loop_.draining()) {
     if (res >= 0) ::close(res);  // nobody will take it
   } else if (res != -ECANCELED && res != -EAGAIN) {

@@ -58,7 +58,7 @@ std::string milliseconds(Duration d) {
 
 }  // namespace
 
-ServerImpl::ServerImpl(EventLoop& loop, AnyProtocolFactory factory, ServerSettings settings)
+ServerImpl::ServerImpl(EventLoop& loop, AnyProtocolFactory factory, const ServerSettings& settings)
     : loop_(&loop),
       factory_(std::move(factory)),
       settings_(settings),
@@ -70,7 +70,7 @@ ServerImpl::~ServerImpl() { release(); }
 
 void ServerImpl::add_listener(ListenerSpec spec) {
   Listener l;
-  l.address = std::move(spec.address);
+  l.address = spec.address;
   l.cleanup_path = std::move(spec.cleanup_path);
   l.device = spec.device;
   l.inode = spec.inode;
@@ -190,15 +190,13 @@ void ServerImpl::close_listener(Listener& l) noexcept {
   // Unlink the socket file only if it is still the one bind() made (asyncio 3.13): another
   // server may have replaced it meanwhile.
   struct stat st {};
-  int failed = 0;
-  if (::stat(l.cleanup_path.c_str(), &st) != 0) {
-    failed = errno;
-  } else if (static_cast<std::uint64_t>(st.st_dev) != l.device ||
-             static_cast<std::uint64_t>(st.st_ino) != l.inode) {
+  const bool found = ::stat(l.cleanup_path.c_str(), &st) == 0;
+  if (found && (static_cast<std::uint64_t>(st.st_dev) != l.device ||
+                static_cast<std::uint64_t>(st.st_ino) != l.inode)) {
     return;  // replaced: not ours to remove
-  } else if (::unlink(l.cleanup_path.c_str()) != 0) {
-    failed = errno;
   }
+  int failed = 0;
+  if (!found || ::unlink(l.cleanup_path.c_str()) != 0) failed = errno;  // stat's, or unlink's
   if (failed == 0 || failed == ENOENT) return;
   log(LogLevel::error, "Unable to clean up listening Unix socket " + l.cleanup_path + ": " +
                            errno_code(failed).message());

@@ -41,7 +41,7 @@ struct ListenerSpec {
 
 class ServerImpl final : public ConnectionTracker, public LoopResource {
  public:
-  ServerImpl(EventLoop& loop, AnyProtocolFactory factory, ServerSettings settings);
+  ServerImpl(EventLoop& loop, AnyProtocolFactory factory, const ServerSettings& settings);
   ~ServerImpl();
   ServerImpl(const ServerImpl&) = delete;
   ServerImpl& operator=(const ServerImpl&) = delete;

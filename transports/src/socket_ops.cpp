@@ -61,9 +61,9 @@ class ConnectAttempt final : public ConnectClient {
   ConnectAttempt& operator=(const ConnectAttempt&) = delete;
   ~ConnectAttempt() { op_.reset(); }  // cancelled before fd_ closes
 
-  void init(EventLoop& loop, SocketAddress remote, RaceWaker& waker) {
+  void init(EventLoop& loop, const SocketAddress& remote, RaceWaker& waker) {
     loop_ = &loop;
-    remote_ = std::move(remote);
+    remote_ = remote;
     waker_ = &waker;
   }
 
@@ -182,7 +182,7 @@ Coro<UniqueFd> connect_race(EventLoop& loop, std::vector<SocketAddress> remotes,
   if (n == 0) throw std::invalid_argument("connect_race: no address to connect to");
   RaceWaker waker;
   std::unique_ptr<ConnectAttempt[]> attempts(new ConnectAttempt[n]);
-  for (std::size_t i = 0; i < n; ++i) attempts[i].init(loop, std::move(remotes[i]), waker);
+  for (std::size_t i = 0; i < n; ++i) attempts[i].init(loop, remotes[i], waker);
   struct TimerGuard {
     TimerHandle handle;
     ~TimerGuard() { handle.cancel(); }
