@@ -13,9 +13,12 @@
 #   shutdown   SIGTERM to http_server while 50 clients download a 24 MiB static file: every
 #              started response completes, new connections are refused, exit 0 within 5 s (~6 s)
 #
-# Usage: bench/run_soak.sh [--echo-api protocol|streams] [idle|churn|slowloris|shutdown]...
+# Usage: bench/run_soak.sh [--echo-api protocol|streams] [--loop LOOP]
+#                          [idle|churn|slowloris|shutdown]...
 #   (default: all four, about 2.5-4 minutes once built)
 #   --echo-api   the layer echo_server is written on for idle and churn (default protocol)
+#   --loop       the loop every server runs on (selector, epoll, poll, proactor; default
+#                selector)
 #
 # Results: build/soak/soak.json and build/soak/soak.md (STRATA_BENCH_BUILD overrides build/soak);
 # the servers' stderr in build/soak/soak.servers.err. Progress goes to stderr, each scenario's
@@ -29,6 +32,13 @@ while [ $# -gt 0 ]; do
     --echo-api)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
       case "$2" in protocol|streams) ;; *) echo "--echo-api: protocol or streams" >&2; exit 2 ;; esac
+      args+=("$1" "$2"); shift ;;
+    --loop)
+      [ $# -ge 2 ] || { echo "$1 needs a value" >&2; exit 2; }
+      case "$2" in selector|epoll|poll|proactor) ;;
+        *) echo "--loop: selector, epoll, poll or proactor (select takes too few descriptors)" >&2
+           exit 2 ;;
+      esac
       args+=("$1" "$2"); shift ;;
     idle|churn|slowloris|shutdown) args+=("$1") ;;
     *) echo "unknown scenario or option: $1 (idle, churn, slowloris, shutdown; try --help)" >&2

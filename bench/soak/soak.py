@@ -213,7 +213,7 @@ def scenario_idle(a, res, lines):
     r = res["idle"] = {"connections": n}
     finding = {p: nofile_finding(a.build, p, [], a.errlog) for p in ("echo_server", "http_server")}
     r["nofile_check"] = finding
-    srv = Server(a.build, "echo_server", ["--api", a.echo_api], a.errlog)
+    srv = Server(a.build, "echo_server", ["--api", a.echo_api, "--loop", a.loop], a.errlog)
     try:
         r["server_nofile"] = srv.nofile()
         base0 = srv.fds()
@@ -274,7 +274,8 @@ def scenario_idle(a, res, lines):
     ok = (ready["opened"] == n and check["echoed"] == n and fds1 - base == n
           and fds_after_close == base and ready2["opened"] == n and fds_after_round2 == base)
     r["pass"] = ok
-    out(lines, f"### idle: {n:,} concurrent idle connections (echo_server --api {a.echo_api})")
+    out(lines, f"### idle: {n:,} concurrent idle connections "
+               f"(echo_server --api {a.echo_api} --loop {a.loop})")
     out(lines)
     out(lines, "| figure | value |")
     out(lines, "|---|---:|")
@@ -322,7 +323,7 @@ def scenario_idle(a, res, lines):
 
 def scenario_churn(a, res, lines):
     r = res["churn"] = {}
-    srv = Server(a.build, "echo_server", ["--api", a.echo_api], a.errlog)
+    srv = Server(a.build, "echo_server", ["--api", a.echo_api, "--loop", a.loop], a.errlog)
     try:
         fds_fresh, rss_fresh = srv.fds(), srv.rss_kib()
         w = client(["churn", "--port", str(srv.port), "--duration", str(CHURN_WARMUP_SECONDS),
@@ -370,7 +371,8 @@ def scenario_churn(a, res, lines):
               "exit_status": status, "exit_seconds": round(took, 2), "pass": ok})
     rss_series = [s["rss_kib"] for s in samples]
     out(lines, f"### churn: {done['seconds']:.0f} s of connect / echo 16 B / close "
-               f"({a.churn_workers} client processes, echo_server --api {a.echo_api})")
+               f"({a.churn_workers} client processes, "
+               f"echo_server --api {a.echo_api} --loop {a.loop})")
     out(lines)
     out(lines, "| figure | start | end |")
     out(lines, "|---|---:|---:|")
@@ -475,7 +477,8 @@ def slowloris_round(a, srv, label):
 def scenario_slowloris(a, res, lines):
     r = res["slowloris"] = {"header_timeout_s": HEADER_TIMEOUT, "interval_s": SLOW_INTERVAL,
                             "slow_connections": a.slow_connections, "wrk_seconds": a.wrk_seconds}
-    srv = Server(a.build, "http_server", ["--header-timeout", str(HEADER_TIMEOUT)], a.errlog)
+    srv = Server(a.build, "http_server",
+                 ["--header-timeout", str(HEADER_TIMEOUT), "--loop", a.loop], a.errlog)
     rounds = []
     try:
         rounds.append(slowloris_round(a, srv, "round 1"))
@@ -572,7 +575,7 @@ def scenario_shutdown(a, res, lines):
         with open(big, "wb") as f:
             for _ in range(DOWNLOAD_BYTES >> 20):
                 f.write(block)
-    srv = Server(a.build, "http_server", ["--root", str(www)], a.errlog)
+    srv = Server(a.build, "http_server", ["--root", str(www), "--loop", a.loop], a.errlog)
     try:
         c = client(["download", "--port", str(srv.port), "--path", "/big.bin",
                     "--clients", str(DOWNLOAD_CLIENTS), "--rate", str(DOWNLOAD_RATE),
@@ -691,6 +694,8 @@ def main():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", required=True)
     p.add_argument("--echo-api", default="protocol", choices=("protocol", "streams"))
+    p.add_argument("--loop", default="selector",
+                   help="the servers' --loop (selector, epoll, poll, proactor; default selector)")
     p.add_argument("--idle-connections", type=int, default=IDLE_CONNECTIONS)
     p.add_argument("--churn-seconds", type=float, default=CHURN_SECONDS)
     p.add_argument("--churn-workers", type=int, default=3)

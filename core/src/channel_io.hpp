@@ -22,18 +22,55 @@ inline std::error_code errno_code(int e) noexcept { return {e, std::system_categ
 /// Whether a failed read or write only means "not now".
 inline bool is_transient(int e) noexcept { return e == EAGAIN || e == EWOULDBLOCK || e == EINTR; }
 
+/// Write-buffer blocks of block_size bytes that one loop's channels share (the proactor's, whose
+/// every write goes through a buffer): a buffer that drains gives its block back, and the next
+/// write on any connection takes it again, so that a busy connection allocates nothing per
+/// write and an idle one holds no block. Up to max_blocks wait here; more are freed. One
+/// thread's: the loop's.
+class BlockCache {
+ public:
+  static constexpr std::size_t block_size = 4 * 1024;
+  static constexpr std::size_t max_blocks = 64;
+
+  BlockCache() noexcept = default;
+  BlockCache(const BlockCache&) = delete;
+  BlockCache& operator=(const BlockCache&) = delete;
+  ~BlockCache() {
+    for (std::size_t i = 0; i != count_; ++i) delete[] blocks_[i];
+  }
+
+  /// A block of block_size bytes: a cached one, or a new one (may throw std::bad_alloc).
+  std::byte* take() {
+    if (count_ == 0) return new std::byte[block_size];
+    return blocks_[--count_];
+  }
+  /// Takes back a block that take() gave.
+  void give(std::byte* block) noexcept {
+    if (count_ == max_blocks) {
+      delete[] block;
+    } else {
+      blocks_[count_++] = block;
+    }
+  }
+
+ private:
+  std::byte* blocks_[max_blocks] = {};
+  std::size_t count_ = 0;
+};
+
 /// Bytes the kernel has not taken yet, contiguous so that one send() flushes them. Storage is
 /// allocated on the first append and freed when the buffer drains, so an idle connection owns
 /// none. Appending compacts (memmove) only when that leaves a quarter of the capacity free, and
-/// otherwise doubles: amortised O(1) per byte.
+/// otherwise doubles: amortised O(1) per byte. With a BlockCache (use_cache()), storage of the
+/// first size comes from the cache and goes back to it.
 class WriteBuffer {
  public:
-  static constexpr std::size_t min_capacity = 4 * 1024;  ///< the first allocation
+  static constexpr std::size_t min_capacity = BlockCache::block_size;  ///< the first allocation
 
   WriteBuffer() noexcept = default;
   WriteBuffer(const WriteBuffer&) = delete;
   WriteBuffer& operator=(const WriteBuffer&) = delete;
-  ~WriteBuffer() { delete[] data_; }
+  ~WriteBuffer() { delete[] data_; }  // (not to the cache: a loop may be going)
 
   /// Exchanges the contents (and storage) of two buffers.
   void swap(WriteBuffer& other) noexcept {
@@ -41,7 +78,7 @@ class WriteBuffer {
     std::swap(cap_, other.cap_);
     std::swap(head_, other.head_);
     std::swap(tail_, other.tail_);
-    std::swap(keep_, other.keep_);
+    std::swap(cache_, other.cache_);
   }
 
   std::size_t size() const noexcept { return tail_ - head_; }
@@ -54,38 +91,45 @@ class WriteBuffer {
     tail_ += n;
   }
 
-  /// Drops the first @p n bytes (sent); once empty, frees the storage, unless it is no larger
-  /// than keep_storage() asks.
+  /// Drops the first @p n bytes (sent); once empty, lets go of the storage.
   void consume(std::size_t n) noexcept {
     head_ += n;
-    if (head_ != tail_) return;
-    if (cap_ <= keep_) {
-      head_ = tail_ = 0;
-    } else {
-      clear();
-    }
+    if (head_ == tail_) clear();
   }
 
-  /// Keeps storage of up to @p bytes when the buffer drains, rather than allocating it again for
-  /// the next write: for a buffer that every write goes through (the proactor's). 0 by default.
-  void keep_storage(std::size_t bytes) noexcept { keep_ = bytes; }
+  /// Takes storage of min_capacity from @p cache, and gives it back there, from now on: for
+  /// buffers that every write goes through (the proactor's). None by default.
+  void use_cache(BlockCache* cache) noexcept { cache_ = cache; }
 
   void clear() noexcept {
-    delete[] data_;
+    release_storage();
     data_ = nullptr;
     cap_ = head_ = tail_ = 0;
   }
 
  private:
+  void release_storage() noexcept {
+    if (cache_ != nullptr && cap_ == min_capacity) {
+      cache_->give(data_);
+    } else {
+      delete[] data_;
+    }
+  }
+
   void make_room(std::size_t n) {
+    if (data_ == nullptr && cache_ != nullptr && n <= min_capacity) {  // a quiet buffer's first
+      data_ = cache_->take();
+      cap_ = min_capacity;
+      return;
+    }
     const std::size_t used = size();
     if (data_ != nullptr && used + n <= cap_ - cap_ / 4) {
       std::memmove(data_, data_ + head_, used);
     } else {
       const std::size_t cap = std::max({cap_ * 2, used + n, min_capacity});
-      auto* fresh = new std::byte[cap];
+      auto* fresh = cache_ != nullptr && cap == min_capacity ? cache_->take() : new std::byte[cap];
       if (used != 0) std::memcpy(fresh, data_ + head_, used);
-      delete[] data_;
+      release_storage();
       data_ = fresh;
       cap_ = cap;
     }
@@ -97,7 +141,7 @@ class WriteBuffer {
   std::size_t cap_ = 0;
   std::size_t head_ = 0;
   std::size_t tail_ = 0;
-  std::size_t keep_ = 0;
+  BlockCache* cache_ = nullptr;
 };
 
 // ---- SIGPIPE on pipes ----

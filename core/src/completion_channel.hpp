@@ -1,14 +1,22 @@
 #pragma once
 // CompletionChannel: what a proactor's socket channel does whatever starts its operations. A
-// receive is always in flight while the transport reads, into the channel's own buffer (4 KiB,
-// doubled up to 64 KiB while receives fill it); a send is in flight while bytes wait, from a
-// buffer that nothing moves meanwhile (writes made during a send go to a second one, swapped
-// in when it completes). Completions arrive as results in the io_uring style (a byte count, or
-// a negative errno value) and reach the transport in the loop's callback phase.
+// receive is always in flight while the transport reads. Where the loop has a pool of receive
+// buffers that the kernel picks from when bytes arrive (io_uring's provided buffers), it goes
+// there: an idle connection then holds no receive memory, and a buffer is held only from the
+// completion until its bytes are delivered. Otherwise, and for a connection whose receives fill
+// a pool buffer (or that found the pool empty), it goes to the channel's own buffer (4 KiB, or
+// twice a pool buffer, doubled up to 64 KiB while receives fill it), given back to the pool
+// after a run of small receives. A send is in flight while bytes wait, from a buffer that
+// nothing moves meanwhile (writes made during a send go to a second one, swapped in when it
+// completes). Completions arrive as results in the io_uring style (a byte count, or a negative
+// errno value) and reach the transport in the loop's callback phase.
 //
 // Derived (CRTP) starts the operations and queues handles; it takes a reference (ref()) per
 // operation in flight and gives it back (unref()) after handing its completion to received(),
 // sent() or waited():
+//   static constexpr std::size_t pool_buffer_size;             // 0: the loop has no pool
+//   bool submit_recv_pooled();        // a receive into the pool; false (nothing started): none
+//   void give_back(int id) noexcept;                           // a pool buffer, delivered
 //   void submit_recv(std::byte* buf, std::size_t len);         // may throw std::system_error
 //   void submit_send(const std::byte* data, std::size_t len);  // likewise
 //   void submit_wait(bool read);                               // a readiness wait; likewise
@@ -99,7 +107,7 @@ class CompletionChannel : public IoChannel {
   int fd() const noexcept override { return closed_ ? -1 : fd_; }
 
  protected:
-  CompletionChannel(EventLoop& loop, int fd, IoClient& client)
+  CompletionChannel(EventLoop& loop, BlockCache& blocks, int fd, IoClient& client)
       : loop_(&loop),
         client_(&client),
         fd_(fd),
@@ -107,9 +115,10 @@ class CompletionChannel : public IoChannel {
         write_handle_(HandleImpl::create([this] { deliver_write(); })),
         readable_handle_(HandleImpl::create([this] { report_ready(true); })),
         writable_handle_(HandleImpl::create([this] { report_ready(false); })) {
-    // Every write goes through these two: keep their storage rather than allocate per request.
-    pending_.keep_storage(WriteBuffer::min_capacity);
-    inflight_.keep_storage(WriteBuffer::min_capacity);
+    // Every write goes through these two: their storage comes from the loop's blocks rather
+    // than from an allocation per request, and goes back there while the connection is quiet.
+    pending_.use_cache(&blocks);
+    inflight_.use_cache(&blocks);
   }
   ~CompletionChannel() override = default;
 
@@ -128,6 +137,7 @@ class CompletionChannel : public IoChannel {
   /// Stops everything the client hears of (close() and release()).
   void end() noexcept {
     closed_ = true;
+    if (!delivering_) give_back_held();  // (during a delivery: when it ends)
     reading_ = watch_read_ = watch_write_ = false;
     for (HandleImpl** h : {&read_handle_, &write_handle_, &readable_handle_, &writable_handle_}) {
       (*h)->cancel();  // already queued: does not run
@@ -136,18 +146,32 @@ class CompletionChannel : public IoChannel {
     }
   }
 
-  /// A receive completed with @p res: bytes, 0 at the end of the stream, or -errno.
-  void received(int res) noexcept {
+  /// A receive completed with @p res: bytes, 0 at the end of the stream, or -errno. A receive
+  /// into the pool names the buffer it took as @p id (-1: none, as at the end of the stream).
+  void received(int res, int id = -1) noexcept {
     read_in_flight_ = false;
     if (res > 0 && !closed_) [[likely]] {
       loop_->stats().bytes_read += static_cast<std::size_t>(res);
+      if (id >= 0) {
+        rdata_ = self().pool_buffer(id);
+        rsize_ = Derived::pool_buffer_size;
+      } else {
+        rdata_ = rbuf_.get();
+        rsize_ = rcap_;
+      }
+      pool_id_ = id;
       roff_ = 0;
       rlen_ = static_cast<std::size_t>(res);
       has_result_ = true;
       if (reading_) self().queue(read_handle_);
       return;
     }
+    if (id >= 0) self().give_back(id);  // bytes that nobody reads any more
     if (closed_) return;
+    if (res == -ENOBUFS && !own_buffer_) {
+      own_buffer_ = true;  // the pool had no buffer free: this connection uses its own now
+      res = -EAGAIN;
+    }
     // Nothing after all, or cancelled by the kernel (on io_uring, the thread that submitted it
     // has exited and another runs the loop now): receive again, or when reading starts again.
     if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) {
@@ -247,12 +271,57 @@ class CompletionChannel : public IoChannel {
 
  private:
   void submit_read() {
+    if (!own_buffer_) {
+      if (self().submit_recv_pooled()) {
+        read_in_flight_ = true;
+        return;
+      }
+      own_buffer_ = true;  // the loop has no pool (a kernel without provided buffers)
+      no_pool_ = true;
+    }
     if (!rbuf_) {
-      rcap_ = 4 * 1024;
+      if (rcap_ == 0) rcap_ = 4 * 1024;
       rbuf_.reset(new std::byte[rcap_]);
     }
     self().submit_recv(rbuf_.get(), rcap_);
     read_in_flight_ = true;
+  }
+
+  /// Gives the pool buffer of the last receive back, its bytes delivered or dropped.
+  void give_back_held() noexcept {
+    if (pool_id_ >= 0) self().give_back(std::exchange(pool_id_, -1));
+  }
+
+  /// After a receive's bytes are all delivered: the memory for the next. A receive that
+  /// filled a pool buffer moves the connection to a buffer of its own, twice as large; one that
+  /// filled its own doubles it (up to 64 KiB); a run of receives that a pool buffer holds
+  /// twice over gives it back to the pool.
+  void size_receives(std::size_t got, bool filled) noexcept {
+    if (pool_id_ >= 0) {
+      if (filled) {
+        own_buffer_ = true;
+        rcap_ = 2 * Derived::pool_buffer_size;
+        small_receives_ = 0;
+      }
+      return;
+    }
+    if (filled && rcap_ < 64 * 1024) {
+      if (auto* bigger = new (std::nothrow) std::byte[rcap_ * 2]) {
+        rbuf_.reset(bigger);
+        rcap_ *= 2;
+      }
+    }
+    if constexpr (Derived::pool_buffer_size != 0) {
+      if (no_pool_) return;
+      if (got > Derived::pool_buffer_size / 2) {
+        small_receives_ = 0;
+      } else if (++small_receives_ == 16) {
+        small_receives_ = 0;
+        own_buffer_ = false;
+        rbuf_.reset();
+        rcap_ = 0;
+      }
+    }
   }
 
   void send_inflight() {
@@ -298,6 +367,7 @@ class CompletionChannel : public IoChannel {
       CompletionChannel* c;
       ~Done() {
         c->delivering_ = false;
+        if (c->rlen_ == 0 || c->closed_) c->give_back_held();
         c->unref();
       }
     } done{this};
@@ -307,17 +377,18 @@ class CompletionChannel : public IoChannel {
       client_->read_ended(rerr_ != 0 ? errno_code(rerr_) : std::error_code());
       return;
     }
-    const bool filled = rlen_ == rcap_ && roff_ == 0;
+    const std::size_t got = roff_ + rlen_;  // what the receive brought
+    const bool filled = got == rsize_;
     while (rlen_ != 0) {
       std::span<const std::byte> chunk;
       if (client_buffers_) {
         const std::span<std::byte> target = client_->read_target();
         if (closed_ || !reading_ || target.empty()) return;  // the rest: at start_reading()
         const std::size_t m = std::min(target.size(), rlen_);
-        std::memcpy(target.data(), rbuf_.get() + roff_, m);
+        std::memcpy(target.data(), rdata_ + roff_, m);
         chunk = target.first(m);
       } else {
-        chunk = std::span<const std::byte>(rbuf_.get() + roff_, rlen_);
+        chunk = std::span<const std::byte>(rdata_ + roff_, rlen_);
       }
       roff_ += chunk.size();
       rlen_ -= chunk.size();
@@ -326,12 +397,8 @@ class CompletionChannel : public IoChannel {
       if (closed_ || !reading_) return;
     }
     if (read_in_flight_) return;  // (only with bytes that arrived before a stop_reading())
-    if (filled && rcap_ < 64 * 1024) {  // receives fill the buffer: a bigger one for the next
-      if (auto* bigger = new (std::nothrow) std::byte[rcap_ * 2]) {
-        rbuf_.reset(bigger);
-        rcap_ *= 2;
-      }
-    }
+    size_receives(got, filled);
+    give_back_held();
     try {
       submit_read();
     } catch (const std::system_error& e) {  // a ring that takes nothing
@@ -374,16 +441,22 @@ class CompletionChannel : public IoChannel {
   HandleImpl* write_handle_;
   HandleImpl* readable_handle_;
   HandleImpl* writable_handle_;
-  std::unique_ptr<std::byte[]> rbuf_;
+  std::unique_ptr<std::byte[]> rbuf_;  // the channel's own receive buffer, while it has one
   std::size_t rcap_ = 0;
+  std::byte* rdata_ = nullptr;  // where the last receive's bytes are: rbuf_ or a pool buffer
+  std::size_t rsize_ = 0;       // its size
   std::size_t roff_ = 0;  // the undelivered bytes of the last receive: [roff_, roff_ + rlen_)
   std::size_t rlen_ = 0;
+  int pool_id_ = -1;      // the pool buffer that holds them, or -1
+  unsigned small_receives_ = 0;  // receives in a row of own buffer that a pool buffer holds twice
   int rerr_ = 0;          // how the last receive ended, when it brought nothing (errno)
   WriteBuffer pending_;   // written since the send in flight started
   WriteBuffer inflight_;  // what the send in flight sends; never moved meanwhile
   int werr_ = 0;
   bool closed_ = false;
   bool reading_ = false;
+  bool own_buffer_ = false;  // receives go to rbuf_, not to the pool
+  bool no_pool_ = false;     // the loop turned the pool down: rbuf_ for good
   bool read_in_flight_ = false;
   bool has_result_ = false;  // a receive completed and is not fully delivered
   bool delivering_ = false;  // deliver_read() is handing bytes over

@@ -217,7 +217,12 @@ class ProactorChannel final : public CompletionChannel<ProactorChannel> {
     return native.category() == std::system_category() ? -native.value() : -EIO;
   }
 
-  // CompletionChannel's operations.
+  // CompletionChannel's operations. Asio has no provided buffers: every receive goes to the
+  // channel's own buffer.
+  static constexpr std::size_t pool_buffer_size = 0;
+  static bool submit_recv_pooled() noexcept { return false; }
+  static std::byte* pool_buffer(int /*id*/) noexcept { return nullptr; }
+  static void give_back(int /*id*/) noexcept {}
   void submit_recv(std::byte* buf, std::size_t len);
   void submit_send(const std::byte* data, std::size_t len);
   void submit_wait(bool read);
@@ -267,6 +272,8 @@ class ProactorEventLoop final : public BaseEventLoop {
 
   /// For the channels: queues @p h on the ready queue.
   void queue_ready(HandleImpl* h) { push_ready(h); }
+  /// For the channels: the blocks their write buffers share.
+  BlockCache& write_blocks() noexcept { return write_blocks_; }
 
   bool remove_reader(int fd) override { return clear(fd, &FdWatch::reader, "remove_reader"); }
   bool remove_writer(int fd) override { return clear(fd, &FdWatch::writer, "remove_writer"); }
@@ -412,6 +419,7 @@ class ProactorEventLoop final : public BaseEventLoop {
     });
   }
 
+  BlockCache write_blocks_;  // (before io_: it outlives the channels that io_ may hold)
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   std::vector<std::shared_ptr<FdWatch>> watches_;  // by descriptor
@@ -423,7 +431,7 @@ class ProactorEventLoop final : public BaseEventLoop {
 
 ProactorChannel::ProactorChannel(ProactorEventLoop& loop, asio::io_context& io, int family, int fd,
                                  IoClient& client)
-    : CompletionChannel(loop, fd, client),
+    : CompletionChannel(loop, loop.write_blocks(), fd, client),
       socket_(io, asio::generic::stream_protocol(family, SOCK_STREAM), fd) {}
 
 ProactorEventLoop& ProactorChannel::proactor() const noexcept {

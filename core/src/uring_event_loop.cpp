@@ -22,7 +22,9 @@
 // the watch owns, outside add_reader()'s table.
 //
 // The socket channel (UringChannel): a receive is always in flight while the transport reads,
-// into the channel's own buffer (4 KiB, doubled up to 64 KiB while receives fill it); a send is
+// into a buffer that the kernel picks from the loop's pool (RecvPool, io_uring's provided
+// buffers) when the bytes arrive, so that an idle connection holds no receive memory; a
+// connection whose receives fill those buffers gets its own (CompletionChannel). A send is
 // in flight while bytes wait, from a buffer that nothing moves meanwhile (writes made during a
 // send go to a second buffer, swapped in when it completes). The channel lives until the last
 // of its operations has completed, however early the transport lets go of it: the kernel
@@ -41,6 +43,7 @@
 #include <liburing.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -92,6 +95,74 @@ struct UringOp {
 
 class UringEventLoop;
 
+/// The loop's receive buffers, registered with the ring as a provided-buffer ring (group 0): a
+/// receive started with IOSQE_BUFFER_SELECT takes one only when its bytes arrive, and its
+/// channel gives it back once they are delivered. count × size bytes of address space, set up
+/// at the first receive; only the pages that bytes were written to cost memory.
+class RecvPool {
+ public:
+  static constexpr unsigned count = 256;
+  static constexpr std::size_t size = 16 * 1024;
+  static constexpr unsigned short group = 0;
+
+  RecvPool() = default;
+  RecvPool(const RecvPool&) = delete;
+  RecvPool& operator=(const RecvPool&) = delete;
+  ~RecvPool() {
+    if (map_ != nullptr) ::munmap(map_, map_size);
+  }
+
+  /// Whether the pool is registered with @p ring: tried once (kernels before 5.19 refuse).
+  bool ready(io_uring& ring) noexcept {
+    if (state_ == State::untried) [[unlikely]] open(ring);
+    return state_ == State::open;
+  }
+  std::byte* buffer(int id) const noexcept {
+    return buffers_ + static_cast<std::size_t>(id) * size;
+  }
+  void give_back(int id) noexcept {
+    io_uring_buf_ring_add(ring_, buffer(id), size, static_cast<unsigned short>(id),
+                          io_uring_buf_ring_mask(count), 0);
+    io_uring_buf_ring_advance(ring_, 1);
+  }
+
+ private:
+  enum class State : std::uint8_t { untried, open, unavailable };
+  // One mapping: the ring's entries (a page, as the kernel wants them page-aligned), then the
+  // buffers.
+  static constexpr std::size_t ring_bytes = 4096;
+  static constexpr std::size_t map_size = ring_bytes + count * size;
+  static_assert(count * sizeof(io_uring_buf) <= ring_bytes);
+
+  void open(io_uring& ring) noexcept {
+    state_ = State::unavailable;
+    void* map = ::mmap(nullptr, map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                       -1, 0);
+    if (map == MAP_FAILED) return;
+    map_ = map;
+    ring_ = static_cast<io_uring_buf_ring*>(map);
+    buffers_ = static_cast<std::byte*>(map) + ring_bytes;
+    io_uring_buf_ring_init(ring_);
+    for (unsigned i = 0; i != count; ++i) {
+      io_uring_buf_ring_add(ring_, buffer(static_cast<int>(i)), size,
+                            static_cast<unsigned short>(i), io_uring_buf_ring_mask(count),
+                            static_cast<int>(i));
+    }
+    io_uring_buf_ring_advance(ring_, count);
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<std::uintptr_t>(ring_);
+    reg.ring_entries = count;
+    reg.bgid = group;
+    if (io_uring_register_buf_ring(&ring, &reg, 0) != 0) return;  // receives use their own
+    state_ = State::open;
+  }
+
+  void* map_ = nullptr;
+  io_uring_buf_ring* ring_ = nullptr;
+  std::byte* buffers_ = nullptr;
+  State state_ = State::untried;
+};
+
 /// A descriptor watched with add_reader()/add_writer(). Held by the loop's slot for its number
 /// and by each poll in flight; released (remove_*), it leaves the slot at once, so that a new
 /// registration of the same number gets a new one, and it goes when its last poll completes.
@@ -129,6 +200,10 @@ class UringChannel final : public CompletionChannel<UringChannel> {
   [[gnu::noinline]] void destroy() noexcept { delete this; }
 
   // CompletionChannel's operations.
+  static constexpr std::size_t pool_buffer_size = RecvPool::size;
+  bool submit_recv_pooled();
+  std::byte* pool_buffer(int id) const noexcept;
+  void give_back(int id) noexcept;
   void submit_recv(std::byte* buf, std::size_t len);
   void submit_send(const std::byte* data, std::size_t len);
   void submit_wait(bool read);
@@ -325,6 +400,12 @@ class UringEventLoop final : public BaseEventLoop {
 
   /// For the channels: queues @p h on the ready queue.
   void queue_ready(HandleImpl* h) { push_ready(h); }
+  /// For the channels: the blocks their write buffers share.
+  BlockCache& write_blocks() noexcept { return write_blocks_; }
+  /// For the channels: the receive buffers, or nullptr when the kernel has none to offer.
+  RecvPool* recv_pool() noexcept { return recv_pool_.ready(ring_) ? &recv_pool_ : nullptr; }
+  /// For the channels: the receive buffers, once recv_pool() has said that they are there.
+  RecvPool& open_recv_pool() noexcept { return recv_pool_; }
 
   /// A free submission entry for an operation of @p op (nullptr: one whose completion is
   /// ignored), counted in flight. Submits what is queued when the queue is full.
@@ -653,6 +734,8 @@ class UringEventLoop final : public BaseEventLoop {
   }
 
   io_uring ring_{};
+  RecvPool recv_pool_;  // unmapped after the destructor has closed the ring
+  BlockCache write_blocks_;
   std::vector<FdWatch*> watches_;  // by descriptor
   std::vector<FdWatch*> to_arm_;  // each holds a reference
   std::size_t in_flight_ = 0;      // operations whose completion is awaited
@@ -827,7 +910,7 @@ void UringConnect::on_connect(UringOp& op, int res, std::uint32_t /*flags*/) noe
 
 UringChannel::UringChannel(UringEventLoop& loop, int fd, IoClient& client)
 
-    : CompletionChannel(loop, fd, client) {}
+    : CompletionChannel(loop, loop.write_blocks(), fd, client) {}
 
 UringEventLoop& UringChannel::uring() const noexcept {
   return static_cast<UringEventLoop&>(*loop_);
@@ -837,6 +920,22 @@ void UringChannel::queue(HandleImpl* h) {
   // A handle runs once per push; the channel's flags keep a second push from doing anything.
   uring().queue_ready(h);
 }
+
+bool UringChannel::submit_recv_pooled() {
+  if (uring().recv_pool() == nullptr) return false;
+  io_uring_sqe* s = uring().sqe(&recv_op_);
+  io_uring_prep_recv(s, fd_, nullptr, RecvPool::size, 0);
+  s->flags |= IOSQE_BUFFER_SELECT;
+  s->buf_group = RecvPool::group;
+  ref();
+  return true;
+}
+
+std::byte* UringChannel::pool_buffer(int id) const noexcept {
+  return uring().open_recv_pool().buffer(id);
+}
+
+void UringChannel::give_back(int id) noexcept { uring().open_recv_pool().give_back(id); }
 
 void UringChannel::submit_recv(std::byte* buf, std::size_t len) {
   io_uring_prep_recv(uring().sqe(&recv_op_), fd_, buf, len, 0);
@@ -896,12 +995,16 @@ int UringChannel::release() noexcept {
   return fd_;
 }
 
-void UringChannel::on_recv(UringOp& op, int res, std::uint32_t /*flags*/) noexcept {
+void UringChannel::on_recv(UringOp& op, int res, std::uint32_t flags) noexcept {
   auto& c = *static_cast<UringChannel*>(op.owner);
+  const int id = (flags & IORING_CQE_F_BUFFER) != 0
+                     ? static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT)
+                     : -1;
   if (c.uring().draining()) [[unlikely]] {
     c.drop_recv();  // the loop is closing: nothing is delivered any more
+    if (id >= 0) c.give_back(id);
   } else {
-    c.received(res);
+    c.received(res, id);
   }
   c.unref();
 }
