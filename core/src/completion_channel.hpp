@@ -17,6 +17,8 @@
 //   static constexpr std::size_t pool_buffer_size;             // 0: the loop has no pool
 //   bool submit_recv_pooled();        // a receive into the pool; false (nothing started): none
 //   void give_back(int id) noexcept;                           // a pool buffer, delivered
+//   bool grow_pool() noexcept;        // more buffers in the pool, after ENOBUFS; false: full
+//   bool pool_roomy() const noexcept; // whether most of the pool's buffers are free
 //   void submit_recv(std::byte* buf, std::size_t len);         // may throw std::system_error
 //   void submit_send(const std::byte* data, std::size_t len);  // likewise
 //   void submit_wait(bool read);                               // a readiness wait; likewise
@@ -169,7 +171,11 @@ class CompletionChannel : public IoChannel {
     if (id >= 0) self().give_back(id);  // bytes that nobody reads any more
     if (closed_) return;
     if (res == -ENOBUFS && !own_buffer_) {
-      own_buffer_ = true;  // the pool had no buffer free: this connection uses its own now
+      // The pool had no buffer free: more in it, or this connection uses its own from now on.
+      if (!self().grow_pool()) {
+        own_buffer_ = true;
+        own_receives_ = std::min(own_receives_ * 2, 1024u);  // the next return waits longer
+      }
       res = -EAGAIN;
     }
     // Nothing after all, or cancelled by the kernel (on io_uring, the thread that submitted it
@@ -295,7 +301,9 @@ class CompletionChannel : public IoChannel {
   /// After a receive's bytes are all delivered: the memory for the next. A receive that
   /// filled a pool buffer moves the connection to a buffer of its own, twice as large; one that
   /// filled its own doubles it (up to 64 KiB); a run of receives that a pool buffer holds
-  /// twice over gives it back to the pool.
+  /// twice over (16, doubled each time the connection found the pool empty) gives it back to
+  /// the pool, once most of the pool is free (a connection that found it empty would
+  /// otherwise find it empty again at once).
   void size_receives(std::size_t got, bool filled) noexcept {
     if (pool_id_ >= 0) {
       if (filled) {
@@ -313,9 +321,9 @@ class CompletionChannel : public IoChannel {
     }
     if constexpr (Derived::pool_buffer_size != 0) {
       if (no_pool_) return;
-      if (got > Derived::pool_buffer_size / 2) {
+      if (filled || got > Derived::pool_buffer_size / 2) {
         small_receives_ = 0;
-      } else if (++small_receives_ == 16) {
+      } else if (++small_receives_ >= own_receives_ && self().pool_roomy()) {
         small_receives_ = 0;
         own_buffer_ = false;
         rbuf_.reset();
@@ -449,6 +457,7 @@ class CompletionChannel : public IoChannel {
   std::size_t rlen_ = 0;
   int pool_id_ = -1;      // the pool buffer that holds them, or -1
   unsigned small_receives_ = 0;  // receives in a row of own buffer that a pool buffer holds twice
+  unsigned own_receives_ = 16;   // how many of them return a connection to the pool
   int rerr_ = 0;          // how the last receive ended, when it brought nothing (errno)
   WriteBuffer pending_;   // written since the send in flight started
   WriteBuffer inflight_;  // what the send in flight sends; never moved meanwhile

@@ -87,6 +87,7 @@ LoopMetrics EventLoop::metrics() const {
   }
   m.bytes_read = stats_.bytes_read;
   m.bytes_written = stats_.bytes_written;
+  m.receive_buffers_held = stats_.receive_buffers_held;
   return m;
 }
 
@@ -106,7 +107,7 @@ std::string LoopMetrics::format() const {
   out << "\nloop lag max " << seconds_text(lag_max) << "\nstalls " << stalls << "\ntasks alive "
       << tasks_alive << "\ntransports open " << transports_open << "\nwrite buffered "
       << write_buffered << " bytes\nbytes read " << bytes_read << "\nbytes written "
-      << bytes_written << "\n";
+      << bytes_written << "\nreceive buffers held " << receive_buffers_held << "\n";
   return out.str();
 }
 

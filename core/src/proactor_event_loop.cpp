@@ -223,6 +223,8 @@ class ProactorChannel final : public CompletionChannel<ProactorChannel> {
   static bool submit_recv_pooled() noexcept { return false; }
   static std::byte* pool_buffer(int /*id*/) noexcept { return nullptr; }
   static void give_back(int /*id*/) noexcept {}
+  static bool grow_pool() noexcept { return false; }
+  static bool pool_roomy() noexcept { return false; }
   void submit_recv(std::byte* buf, std::size_t len);
   void submit_send(const std::byte* data, std::size_t len);
   void submit_wait(bool read);

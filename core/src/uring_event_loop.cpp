@@ -98,10 +98,14 @@ class UringEventLoop;
 /// The loop's receive buffers, registered with the ring as a provided-buffer ring (group 0): a
 /// receive started with IOSQE_BUFFER_SELECT takes one only when its bytes arrive, and its
 /// channel gives it back once they are delivered. count × size bytes of address space, set up
-/// at the first receive; only the pages that bytes were written to cost memory.
+/// at the first receive, with step buffers in the ring at first and step more whenever a
+/// receive finds none free (grow()), up to count: the ring hands buffers out in turn, so every
+/// buffer in it is soon written to, and a loop with a few connections should not keep the
+/// pages of 256. Only pages that bytes were written to cost memory.
 class RecvPool {
  public:
   static constexpr unsigned count = 256;
+  static constexpr unsigned step = 32;
   static constexpr std::size_t size = 16 * 1024;
   static constexpr unsigned short group = 0;
 
@@ -109,7 +113,7 @@ class RecvPool {
   RecvPool(const RecvPool&) = delete;
   RecvPool& operator=(const RecvPool&) = delete;
   ~RecvPool() {
-    if (map_ != nullptr) ::munmap(map_, map_size);
+    if (map_ != nullptr && !keep_mapped_) ::munmap(map_, map_size);
   }
 
   /// Whether the pool is registered with @p ring: tried once (kernels before 5.19 refuse).
@@ -125,6 +129,18 @@ class RecvPool {
                           io_uring_buf_ring_mask(count), 0);
     io_uring_buf_ring_advance(ring_, 1);
   }
+  /// Puts step more buffers into the ring, after a receive found none free.
+  /// @return false: all count are in it already
+  bool grow() noexcept {
+    if (added_ == count) return false;
+    add(step);
+    return true;
+  }
+  /// Whether fewer than half of the buffers in the ring are out (@p held of them).
+  bool roomy(std::size_t held) const noexcept { return held < added_ / 2; }
+  /// Leaves the memory mapped at destruction: operations that may still write to it outlive
+  /// the loop (its close gave up waiting for them).
+  void keep_mapped() noexcept { keep_mapped_ = true; }
 
  private:
   enum class State : std::uint8_t { untried, open, unavailable };
@@ -133,34 +149,44 @@ class RecvPool {
   static constexpr std::size_t ring_bytes = 4096;
   static constexpr std::size_t map_size = ring_bytes + count * size;
   static_assert(count * sizeof(io_uring_buf) <= ring_bytes);
+  static_assert(count % step == 0);
 
   void open(io_uring& ring) noexcept {
     state_ = State::unavailable;
     void* map = ::mmap(nullptr, map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                        -1, 0);
     if (map == MAP_FAILED) return;
-    map_ = map;
     ring_ = static_cast<io_uring_buf_ring*>(map);
     buffers_ = static_cast<std::byte*>(map) + ring_bytes;
     io_uring_buf_ring_init(ring_);
-    for (unsigned i = 0; i != count; ++i) {
-      io_uring_buf_ring_add(ring_, buffer(static_cast<int>(i)), size,
-                            static_cast<unsigned short>(i), io_uring_buf_ring_mask(count),
-                            static_cast<int>(i));
-    }
-    io_uring_buf_ring_advance(ring_, count);
     io_uring_buf_reg reg{};
     reg.ring_addr = reinterpret_cast<std::uintptr_t>(ring_);
     reg.ring_entries = count;
     reg.bgid = group;
-    if (io_uring_register_buf_ring(&ring, &reg, 0) != 0) return;  // receives use their own
+    if (io_uring_register_buf_ring(&ring, &reg, 0) != 0) {  // receives use their own buffers
+      ::munmap(map, map_size);
+      return;
+    }
+    map_ = map;
+    add(step);
     state_ = State::open;
+  }
+  void add(unsigned n) noexcept {
+    for (unsigned i = 0; i != n; ++i) {
+      const auto id = static_cast<unsigned short>(added_ + i);
+      io_uring_buf_ring_add(ring_, buffer(id), size, id, io_uring_buf_ring_mask(count),
+                            static_cast<int>(i));
+    }
+    io_uring_buf_ring_advance(ring_, static_cast<int>(n));
+    added_ += n;
   }
 
   void* map_ = nullptr;
   io_uring_buf_ring* ring_ = nullptr;
   std::byte* buffers_ = nullptr;
+  unsigned added_ = 0;  // buffers put into the ring so far: ids [0, added_)
   State state_ = State::untried;
+  bool keep_mapped_ = false;
 };
 
 /// A descriptor watched with add_reader()/add_writer(). Held by the loop's slot for its number
@@ -202,6 +228,8 @@ class UringChannel final : public CompletionChannel<UringChannel> {
   // CompletionChannel's operations.
   static constexpr std::size_t pool_buffer_size = RecvPool::size;
   bool submit_recv_pooled();
+  bool grow_pool() noexcept;
+  bool pool_roomy() const noexcept;
   std::byte* pool_buffer(int id) const noexcept;
   void give_back(int id) noexcept;
   void submit_recv(std::byte* buf, std::size_t len);
@@ -348,6 +376,7 @@ class UringEventLoop final : public BaseEventLoop {
   ~UringEventLoop() override {
     close_in_destructor();
     drain();  // what a transport outliving close() started since
+    if (in_flight_ != 0) recv_pool_.keep_mapped();  // (drain() gave up on them)
     io_uring_queue_exit(&ring_);
     ::close(wake_fd_);
   }
@@ -935,7 +964,16 @@ std::byte* UringChannel::pool_buffer(int id) const noexcept {
   return uring().open_recv_pool().buffer(id);
 }
 
-void UringChannel::give_back(int id) noexcept { uring().open_recv_pool().give_back(id); }
+bool UringChannel::grow_pool() noexcept { return uring().open_recv_pool().grow(); }
+
+bool UringChannel::pool_roomy() const noexcept {
+  return uring().open_recv_pool().roomy(loop_->stats().receive_buffers_held);
+}
+
+void UringChannel::give_back(int id) noexcept {
+  --loop_->stats().receive_buffers_held;
+  uring().open_recv_pool().give_back(id);
+}
 
 void UringChannel::submit_recv(std::byte* buf, std::size_t len) {
   io_uring_prep_recv(uring().sqe(&recv_op_), fd_, buf, len, 0);
@@ -1000,6 +1038,7 @@ void UringChannel::on_recv(UringOp& op, int res, std::uint32_t flags) noexcept {
   const int id = (flags & IORING_CQE_F_BUFFER) != 0
                      ? static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT)
                      : -1;
+  if (id >= 0) ++c.loop_->stats().receive_buffers_held;
   if (c.uring().draining()) [[unlikely]] {
     c.drop_recv();  // the loop is closing: nothing is delivered any more
     if (id >= 0) c.give_back(id);

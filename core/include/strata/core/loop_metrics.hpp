@@ -36,6 +36,11 @@ struct LoopMetrics {
   std::size_t write_buffered = 0;     ///< bytes the transports hold, not yet sent
   std::uint64_t bytes_read = 0;       ///< bytes the transports received
   std::uint64_t bytes_written = 0;    ///< bytes the transports handed to the kernel
+  /// Buffers of the loop's shared receive pool that connections hold, their bytes not yet
+  /// delivered (or, on the proactor loop on io_uring, being sent back from there); 0 on the
+  /// other loops, which have no pool. A count near the pool's 256 means connections fall back
+  /// to receive buffers of their own.
+  std::size_t receive_buffers_held = 0;
 
   /// The snapshot as readable lines ("iterations 1234", ...), for logs and SIGUSR2.
   std::string format() const;
@@ -74,6 +79,7 @@ struct LoopStats {
   std::size_t tasks_alive = 0;
   std::uint64_t bytes_read = 0;
   std::uint64_t bytes_written = 0;
+  std::size_t receive_buffers_held = 0;
 
   /// Counts a timer that ran @p late after its deadline.
   void timer_fired(Duration late) noexcept {

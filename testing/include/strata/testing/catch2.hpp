@@ -44,7 +44,8 @@ enum class TestClock {
 /// A fresh loop of one backend for one test: it records what reaches its exception handler,
 /// runs coroutines with a deadline (a hung test fails with a dump of its pending tasks and
 /// their await chains instead of hanging), and on destruction closes the loop and fails the
-/// test if a task was left pending.
+/// test if a task was left pending, or if a connection kept a buffer of the loop's receive pool
+/// (LoopMetrics::receive_buffers_held) past the close.
 class TestLoop {
  public:
   /// A loop of backend @p kind on @p clock.
@@ -60,6 +61,10 @@ class TestLoop {
     std::vector<std::string> pending;
     for (TaskRef& t : all_tasks(*loop_)) pending.push_back(t.get_name());
     if (!loop_->is_running()) loop_->close();
+    // Transports close with their loop: a pool receive buffer still held now was lost.
+    if (const std::size_t held = loop_->metrics().receive_buffers_held; held != 0) {
+      FAIL_CHECK(held << " receive buffer(s) of the loop's pool still held at teardown");
+    }
     if (!pending.empty()) {
       std::string names;
       for (auto& n : pending) names += " " + n;
