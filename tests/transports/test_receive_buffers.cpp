@@ -188,3 +188,97 @@ STRATA_LOOP_TEST_CASE("StreamTransport: 300 connections paused with receives in 
     CHECK(s.alive == 0);
   }
 }
+
+STRATA_LOOP_TEST_CASE("StreamTransport: bytes relayed from one connection's data_received() to "
+                      "another arrive intact, and an abort mid-relay keeps no buffer",
+                      "[transports][stream_transport][receive_buffers]") {
+  // The relay writes what it receives (on io_uring, bytes in the loop's pool buffers) to a
+  // connection whose peer has small kernel buffers, so that its sends wait while the relay
+  // goes on receiving and buffering.
+  Record source;   // writes into the relay
+  Record inbound;  // the relay's receiving side
+  Record outbound;  // the relay's sending side
+  Record sink;     // what comes out of the relay
+  bool relaying = true;
+  inbound.on_data = [&](strata::Transport&, std::string_view data) {
+    if (relaying) outbound.transport->write(data);
+  };
+  {
+    TestLoop loop(TestType::kind);
+    auto body = [&]() -> Coro<void> {
+      co_await connect_records(make_pair(PairKind::tcp), source, inbound);
+      co_await connect_records(make_pair(PairKind::tcp, true), outbound, sink);
+      std::string expected;
+      for (unsigned i = 0; i != 32; ++i) {
+        const std::string chunk = pattern(64 * 1024 + i, i);
+        source.transport->write(chunk);
+        expected += chunk;
+      }
+      co_await sink.wait_received(expected.size());
+      REQUIRE(sink.received.size() == expected.size());
+      CHECK(first_mismatch(sink.received, expected) == std::string_view::npos);
+
+      // Again, and the relay's sending side aborts while its sends wait on the slow sink.
+      const std::string more = pattern(1 << 20, 99);
+      source.transport->write(more);
+      co_await sink.wait_received(expected.size() + 100 * 1024);
+      relaying = false;
+      outbound.transport->abort();
+      co_await outbound.wait_lost();
+      CHECK(std::string_view(sink.received).substr(0, expected.size()) == expected);
+      source.transport->close();
+      co_await inbound.wait_lost();
+      co_await sink.wait_lost();
+    };
+    loop.run(body());
+    CHECK(loop.errors().empty());
+  }
+  CHECK(!source.lost_ec);
+  CHECK(inbound.alive == 0);
+  CHECK(outbound.alive == 0);
+}
+
+STRATA_LOOP_TEST_CASE("StreamTransport: an echo to a peer that stops reading resumes intact, "
+                      "and an abort while its sends wait keeps no buffer",
+                      "[transports][stream_transport][receive_buffers]") {
+  // Messages of 6,000 bytes, each received (on io_uring, into a pool buffer) and echoed on its
+  // own, until the peer's window fills and a send waits; what comes meanwhile queues behind
+  // it.
+  Record client;
+  Record server;
+  server.echo = true;
+  {
+    TestLoop loop(TestType::kind);
+    auto body = [&]() -> Coro<void> {
+      co_await connect_records(make_pair(PairKind::tcp, true), client, server);
+      std::string expected;
+      auto fill = [&](unsigned seed) -> Coro<void> {
+        client.transport->pause_reading();
+        for (unsigned i = 0; i != 40; ++i) {
+          const std::string message = pattern(6000, seed + i);
+          client.transport->write(message);
+          expected += message;
+          co_await server.wait_received(expected.size());
+        }
+      };
+      co_await fill(0);
+      CHECK(client.received.size() < expected.size());  // the windows are smaller than this
+      client.transport->resume_reading();
+      co_await client.wait_received(expected.size());
+      REQUIRE(client.received.size() == expected.size());
+      CHECK(first_mismatch(client.received, expected) == std::string_view::npos);
+
+      co_await fill(1000);
+      server.transport->abort();
+      co_await server.wait_lost();
+      client.transport->resume_reading();
+      co_await client.wait_lost();
+      CHECK(client.received.size() < expected.size());
+      CHECK(std::string_view(expected).substr(0, client.received.size()) == client.received);
+    };
+    loop.run(body());
+    CHECK(loop.errors().empty());
+  }
+  CHECK(server.alive == 0);
+  CHECK(client.alive == 0);
+}
