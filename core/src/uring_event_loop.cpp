@@ -129,9 +129,13 @@ class RecvPool {
                           io_uring_buf_ring_mask(count), 0);
     io_uring_buf_ring_advance(ring_, 1);
   }
-  /// Puts step more buffers into the ring, after a receive found none free.
-  /// @return false: all count are in it already
-  bool grow() noexcept {
+  /// After a receive found no buffer free: step more buffers into the ring, unless some came
+  /// back (or were added) since, as when many receives find the ring empty at once: one
+  /// growth for a burst, not one per receive.
+  /// @p held: how many are out (LoopMetrics::receive_buffers_held).
+  /// @return false: all count are in the ring and out, the receive must do without
+  bool grow(std::size_t held) noexcept {
+    if (held < added_) return true;  // worth another try as it is
     if (added_ == count) return false;
     add(step);
     return true;
@@ -964,7 +968,9 @@ std::byte* UringChannel::pool_buffer(int id) const noexcept {
   return uring().open_recv_pool().buffer(id);
 }
 
-bool UringChannel::grow_pool() noexcept { return uring().open_recv_pool().grow(); }
+bool UringChannel::grow_pool() noexcept {
+  return uring().open_recv_pool().grow(loop_->stats().receive_buffers_held);
+}
 
 bool UringChannel::pool_roomy() const noexcept {
   return uring().open_recv_pool().roomy(loop_->stats().receive_buffers_held);
