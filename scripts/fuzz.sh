@@ -3,7 +3,7 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   SECONDS per target (default 60); default every target
 #   STRATA_FUZZ_SEED=N   libFuzzer's -seed: the same N explores the same inputs first (CI sets
 #                        it, so that a landing does not hinge on what a random seed finds)
-# Targets: http_server http_chunked stream_reader static_path chat_line tls_records (see
+# Targets: http_server http_parser http_chunked stream_reader static_path chat_line tls_records (see
 # fuzz/README.md).
 #
 # Build directory build/fuzz: the whole library with -fsanitize=address,undefined,fuzzer-no-link,
@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_targets=(http_server http_chunked stream_reader static_path chat_line tls_records)
+all_targets=(http_server http_parser http_chunked stream_reader static_path chat_line tls_records)
 seconds=60
 if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
   seconds=$1
@@ -31,10 +31,10 @@ for t in "${targets[@]}"; do
   fi
 done
 
-# The longest input worth trying, per target: a few pipelined requests; a chunked body past
-# its 1 KiB limit; a long script; a long path; some dozens of chat lines; a script of records
+# The longest input worth trying, per target: a few pipelined requests; a few heads (each
+# parsed three ways); a chunked body past its 1 KiB limit; a long script; a long path; some dozens of chat lines; a script of records
 # (each command is a few bytes; the big writes come from one byte).
-declare -A max_len=([http_server]=4096 [http_chunked]=2048 [stream_reader]=1024 [static_path]=512
+declare -A max_len=([http_server]=4096 [http_parser]=1024 [http_chunked]=2048 [stream_reader]=1024 [static_path]=512
   [chat_line]=2048 [tls_records]=1024)
 
 scripts/deps.sh fuzz

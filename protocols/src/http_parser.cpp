@@ -6,6 +6,7 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cstdint>
 #include <cstring>
@@ -44,6 +45,27 @@
 //   byte, so that a size limit further on does not hide it.
 // - CVE-2024-22019 (chunk extensions are unbounded): the bytes of each chunk-size line beyond
 //   the size's own digits and CRLF are counted against max_chunk_extension_bytes.
+//
+// The simple-head path
+// --------------------
+// Most requests are a request line and a few plain field lines with no body: every request of
+// a benchmark, of a browser's page load, of a health check. For those, llhttp's byte-at-a-time
+// state machine, its callbacks into our buffers and the head scanner cost about 1,500
+// instructions. When a feed() starts at the first byte of a request and holds its whole head,
+// SimpleHead first reads it in one pass and, if it is of the narrow shape below, the request is
+// complete without llhttp; anything else, in any byte, and llhttp reads the head as always,
+// from its first byte. The shape:
+//   request-line = method SP target SP "HTTP/1." ("0" / "1") CRLF
+//   method       = GET / HEAD / POST / PUT / DELETE / OPTIONS / PATCH
+//   target       = "/" *( ALPHA / DIGIT / "-._~!$&'()*+,;=:@/%?" )
+//   field-line   = 1*tchar ":" *( SP / HTAB ) *( VCHAR / SP / HTAB ) CRLF
+//   head         = request-line *field-line CRLF, no longer than max_header_bytes
+// with no Content-Length, Transfer-Encoding, Upgrade or Proxy-Connection field, and no
+// Connection field but "keep-alive" or "close". Each of these is a subset of what llhttp
+// accepts, read the same way (the tests feed every input whole and byte by byte, which never
+// takes this path, and compare; so does the fuzz target http_parser); so a head either parses
+// here exactly as llhttp would parse it, or goes to llhttp. No bare CR or LF and no obs-fold
+// can be in it, and no body can follow it.
 
 namespace strata {
 
@@ -263,6 +285,154 @@ struct FieldSection {
                        trim_ows(all.substr(f.value_begin, f.value_end - f.value_begin))});
     }
     return HttpHeaders(views);
+  }
+};
+
+/// Character classes of the simple-head path (see the top of the file).
+enum CharClass : std::uint8_t { tchar = 1, target_char = 2 };
+
+constexpr std::array<std::uint8_t, 256> char_classes = [] {
+  std::array<std::uint8_t, 256> t{};
+  constexpr std::string_view tchar_marks = "!#$%&'*+-.^_`|~";      // RFC 9110 §5.6.2
+  constexpr std::string_view target_marks = "-._~!$&'()*+,;=:@/%?";  // RFC 3986 pchar, '/', '?'
+  for (std::size_t c = 0; c < t.size(); ++c) {
+    const char ch = static_cast<char>(c);
+    const bool alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
+    if (alnum || (c != 0 && tchar_marks.find(ch) != std::string_view::npos)) t[c] |= tchar;
+    if (alnum || (c != 0 && target_marks.find(ch) != std::string_view::npos)) t[c] |= target_char;
+  }
+  return t;
+}();
+
+constexpr bool is_a(char c, CharClass cls) noexcept {
+  return (char_classes[static_cast<unsigned char>(c)] & cls) != 0;
+}
+
+/// The first byte in [q, end) that is neither VCHAR nor SP (a control, DEL or a byte over
+/// 0x7F), or end. With SSE2 sixteen bytes at a time: a signed compare with 0x20 finds the
+/// controls and every byte over 0x7F at once.
+inline const char* find_non_text(const char* q, const char* end) noexcept {
+#if defined(__SSE2__)
+  const __m128i spaces = _mm_set1_epi8(0x20);
+  const __m128i dels = _mm_set1_epi8(0x7f);
+  while (end - q >= 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    const __m128i hit = _mm_or_si128(_mm_cmplt_epi8(v, spaces), _mm_cmpeq_epi8(v, dels));
+    const auto mask = static_cast<unsigned>(_mm_movemask_epi8(hit));
+    if (mask != 0) return q + std::countr_zero(mask);
+    q += 16;
+  }
+#endif
+  while (q != end) {
+    const auto c = static_cast<unsigned char>(*q);
+    if (c < 0x20 || c >= 0x7f) return q;
+    ++q;
+  }
+  return end;
+}
+
+/// What SimpleHead::read found in a head of the simple shape.
+struct SimpleHeadFacts {
+  std::string_view method;  // a static string, as llhttp_method_name() gives
+  std::size_t target_at = 0;
+  std::size_t target_size = 0;
+  int minor = 1;
+  bool connection_close = false;
+  bool connection_keep_alive = false;
+  std::size_t length = 0;  // of the whole head, up to and including its final CRLF
+};
+
+/// Reads a head of the simple shape (see the top of the file) in one pass.
+class SimpleHead {
+ public:
+  /// Reads the head at the start of @p p, its fields into @p positions as offsets from the
+  /// target's first byte, values trimmed. False when @p n bytes do not hold a whole head of
+  /// the simple shape; @p positions then holds whatever was read.
+  static bool read(const char* p, std::size_t n, SimpleHeadFacts& facts,
+                   std::vector<FieldPos>& positions) noexcept {
+    const std::string_view method = method_at(p, n);
+    if (method.empty()) return false;
+    std::size_t i = method.size() + 1;
+    if (i >= n || p[i] != '/') return false;
+    const std::size_t target_at = i;
+    while (i < n && is_a(p[i], target_char)) ++i;
+    constexpr std::string_view version = " HTTP/1.";
+    if (n - i < version.size() + 3 || std::string_view(p + i, version.size()) != version) {
+      return false;
+    }
+    const std::size_t target_size = i - target_at;
+    i += version.size();
+    if ((p[i] != '0' && p[i] != '1') || p[i + 1] != '\r' || p[i + 2] != '\n') return false;
+    facts = SimpleHeadFacts{method, target_at, target_size, p[i] - '0'};
+    i += 3;
+    for (;;) {
+      if (i + 1 >= n) return false;
+      if (p[i] == '\r') {
+        if (p[i + 1] != '\n') return false;
+        facts.length = i + 2;
+        return true;
+      }
+      const std::size_t name_at = i;
+      while (i < n && is_a(p[i], tchar)) ++i;
+      if (i == name_at || i >= n || p[i] != ':') return false;
+      const std::size_t name_end = i++;
+      while (i < n && is_ows(p[i])) ++i;
+      const std::size_t value_at = i;
+      for (;;) {  // VCHAR, SP and HTAB up to the CR
+        i = static_cast<std::size_t>(find_non_text(p + i, p + n) - p);
+        if (i >= n || p[i] != '\t') break;
+        ++i;
+      }
+      if (i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n') return false;
+      std::size_t value_end = i;
+      while (value_end > value_at && is_ows(p[value_end - 1])) --value_end;
+      i += 2;
+      if (!plain_field(std::string_view(p + name_at, name_end - name_at),
+                       std::string_view(p + value_at, value_end - value_at), facts)) {
+        return false;
+      }
+      positions.push_back(
+          {name_at - target_at, name_end - target_at, value_at - target_at, value_end - target_at});
+    }
+  }
+
+ private:
+  /// The method at @p p followed by SP, among the common ones; empty if none.
+  static std::string_view method_at(const char* p, std::size_t n) noexcept {
+    static constexpr std::string_view methods[] = {"GET",    "HEAD",    "POST", "PUT",
+                                                   "DELETE", "OPTIONS", "PATCH"};
+    for (const std::string_view m : methods) {
+      if (n > m.size() && p[m.size()] == ' ' && std::string_view(p, m.size()) == m) return m;
+    }
+    return {};
+  }
+
+  /// False for a field llhttp gives a meaning to, other than a Connection of one token.
+  static bool plain_field(std::string_view name, std::string_view value,
+                          SimpleHeadFacts& facts) noexcept {
+    switch (name.size()) {
+      case 10:
+        if (!http_iequals(name, "connection")) return true;
+        if (http_iequals(value, "keep-alive")) {
+          facts.connection_keep_alive = true;
+          return true;
+        }
+        if (http_iequals(value, "close")) {
+          facts.connection_close = true;
+          return true;
+        }
+        return false;
+      case 7:
+        return !http_iequals(name, "upgrade");
+      case 14:
+        return !http_iequals(name, "content-length");
+      case 16:
+        return !http_iequals(name, "proxy-connection");
+      case 17:
+        return !http_iequals(name, "transfer-encoding");
+      default:
+        return true;
+    }
   }
 };
 
@@ -489,6 +659,24 @@ std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
   std::size_t pos = 0;
   static const char empty_input = 0;  // llhttp wants a valid pointer even for no bytes
 
+  if (state_ == State::idle && im.section_bytes == 0) {
+    SimpleHeadFacts facts;
+    if (SimpleHead::read(base, std::min(size, limits_.max_header_bytes), facts,
+                         im.head.positions)) {
+      im.head.bytes.assign(base + facts.target_at, facts.length - facts.target_at);
+      im.url_end = facts.target_size;
+      request_.method_ = facts.method;
+      const std::uint64_t flags = (facts.connection_close ? F_CONNECTION_CLOSE : 0) |
+                                  (facts.connection_keep_alive ? F_CONNECTION_KEEP_ALIVE : 0);
+      if (head_complete(1, facts.minor, flags, 0)) {
+        ++simple_heads_;
+        complete_request();
+      }
+      return facts.length;
+    }
+    im.head.positions.clear();
+  }
+
   // Each turn hands llhttp one slice. A turn that ends in an internal pause loops even with no
   // bytes left: llhttp may have steps to take without input (a body-less request completes).
   for (;;) {
@@ -595,10 +783,16 @@ std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
         }
         break;
 
-      case Impl::Event::head_complete:
-        if (!head_complete()) return pos;
+      case Impl::Event::head_complete: {
+        const llhttp_t& parser = im.parser;
+        request_.method_ = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
+        if (!head_complete(parser.http_major, parser.http_minor, parser.flags,
+                           parser.content_length)) {
+          return pos;
+        }
         llhttp_resume(&im.parser);
         break;
+      }
 
       case Impl::Event::chunk_header: {
         const std::uint64_t chunk_size = im.parser.content_length;
@@ -631,39 +825,31 @@ std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
         break;
 
       case Impl::Event::message_complete:
-        // llhttp stays paused until resume().
-        request_.trailers_ = im.trailers.build();
-        state_ = State::complete;
-        ++requests_completed_;
-        try {
-          callbacks_.request_received(request_);
-        } catch (...) {
-          fail(500, "a request_received callback threw");
-          throw;
-        }
+        complete_request();  // llhttp stays paused until resume()
         return pos;
     }
   }
 }
 
-/// Checks a complete head, fills request_ and reports it; false when it failed.
-bool HttpRequestParser::head_complete() {
+/// Checks a complete head, fills request_ (its method already set) and reports it; false when
+/// it failed. @p flags are llhttp's (F_CONTENT_LENGTH, F_CHUNKED, F_CONNECTION_*), whichever
+/// path read the head.
+bool HttpRequestParser::head_complete(int major, int minor, std::uint64_t flags,
+                                      std::uint64_t content_length) {
   Impl& im = *impl_;
-  llhttp_t& p = im.parser;
 
-  request_.method_ = llhttp_method_name(static_cast<llhttp_method_t>(p.method));
   request_.target_ = std::string_view(im.head.bytes).substr(0, im.url_end);
   request_.query_at_ = std::min(request_.target_.find('?'), request_.target_.size());
-  request_.version_major_ = p.http_major;
-  request_.version_minor_ = p.http_minor;
+  request_.version_major_ = major;
+  request_.version_minor_ = minor;
   // The field positions start after the target in the same buffer.
   request_.headers_ = im.head.build();
 
-  if (p.http_major != 1 || p.http_minor > 1) {
+  if (major != 1 || minor > 1) {
     fail(505, "HTTP version not supported (only 1.0 and 1.1)");
     return false;
   }
-  const bool http11 = p.http_minor == 1;
+  const bool http11 = minor == 1;
 
   // One pass over the fields for what framing and the server's decisions depend on.
   std::size_t hosts = 0;
@@ -707,7 +893,7 @@ bool HttpRequestParser::head_complete() {
       fail(400, "Transfer-Encoding in an HTTP/1.0 request");
       return false;
     }
-    if ((p.flags & F_CONTENT_LENGTH) != 0) {
+    if ((flags & F_CONTENT_LENGTH) != 0) {
       fail(400, "Content-Length together with Transfer-Encoding");
       return false;
     }
@@ -724,23 +910,23 @@ bool HttpRequestParser::head_complete() {
       fail(501, "transfer coding not implemented (only chunked is)");
       return false;
     }
-    if ((p.flags & F_CHUNKED) == 0) {
+    if ((flags & F_CHUNKED) == 0) {
       fail(400, "malformed Transfer-Encoding");
       return false;
     }
     request_.chunked_ = true;
-  } else if ((p.flags & F_CONTENT_LENGTH) != 0) {
-    request_.content_length_ = p.content_length;
-    if (p.content_length > limits_.max_body_bytes) {
+  } else if ((flags & F_CONTENT_LENGTH) != 0) {
+    request_.content_length_ = content_length;
+    if (content_length > limits_.max_body_bytes) {
       fail(413, "request body too large");
       return false;
     }
   }
 
-  if ((p.flags & F_CONNECTION_CLOSE) != 0) {
+  if ((flags & F_CONNECTION_CLOSE) != 0) {
     request_.keep_alive_ = false;
   } else {
-    request_.keep_alive_ = http11 || (p.flags & F_CONNECTION_KEEP_ALIVE) != 0;
+    request_.keep_alive_ = http11 || (flags & F_CONNECTION_KEEP_ALIVE) != 0;
   }
   request_.expects_continue_ = http11 && expects_continue;
 
@@ -754,6 +940,19 @@ bool HttpRequestParser::head_complete() {
     throw;
   }
   return true;
+}
+
+/// Reports the request complete: nothing more is consumed until resume().
+void HttpRequestParser::complete_request() {
+  request_.trailers_ = impl_->trailers.build();
+  state_ = State::complete;
+  ++requests_completed_;
+  try {
+    callbacks_.request_received(request_);
+  } catch (...) {
+    fail(500, "a request_received callback threw");
+    throw;
+  }
 }
 
 void HttpRequestParser::swap_head(HttpHeadStorage& storage) noexcept {

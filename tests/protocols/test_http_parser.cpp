@@ -938,6 +938,144 @@ TEST_CASE("HttpRequestParser: CVE-2024-22019, chunk extensions are bounded (413)
   }
 }
 
+// ---- the simple-head path --------------------------------------------------------------------
+// A head of the common simple shape, fed whole, is read without llhttp (http_parser.cpp, "The
+// simple-head path"). parse_every_way() compares the whole parse with byte-by-byte and random
+// splits, which never hold a whole head and so always go through llhttp: every test above is
+// also a comparison of the two paths. The ones here change each byte of a simple head in turn.
+
+namespace {
+
+/// How many of @p input's requests, fed whole, were read by the simple-head path.
+std::uint64_t simple_heads_of(std::string_view input, HttpParserLimits limits = {}) {
+  Outcome out;
+  Recorder recorder(out);
+  HttpRequestParser parser(recorder, limits);
+  std::string_view rest = input;
+  for (;;) {
+    rest.remove_prefix(parser.feed(bytes_of(rest)));
+    if (!parser.is_paused()) return parser.simple_heads();
+    parser.resume();
+  }
+}
+
+}  // namespace
+
+TEST_CASE("HttpRequestParser: common heads fed whole are read without llhttp, as llhttp reads them",
+          "[protocols][http_parser]") {
+  const std::string_view wrk = "GET /plaintext HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n";
+  CHECK(simple_heads_of(wrk) == 1);
+  const Outcome out = parse_every_way(wrk);
+  REQUIRE(out.requests.size() == 1);
+  CHECK(out.requests[0].target == "/plaintext");
+  CHECK(out.requests[0].headers ==
+        std::vector<std::pair<std::string, std::string>>{{"Host", "127.0.0.1:8080"}});
+
+  const std::string_view browser =
+      "GET /static/app.js?v=3&x=%20y HTTP/1.1\r\nHost: localhost\r\n"
+      "User-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: */*\r\n"
+      "Accept-Language: en-GB,en;q=0.9\r\nCookie: a=1; b=2\r\nX-Empty:\r\n"
+      "X-Spaces: \t inner  words \t \r\nConnection: keep-alive\r\n\r\n";
+  CHECK(simple_heads_of(browser) == 1);
+  const Outcome b = parse_every_way(browser);
+  REQUIRE(b.requests.size() == 1);
+  CHECK(header_value(b.requests[0], "x-empty").empty());
+  CHECK(header_value(b.requests[0], "x-spaces") == "inner  words");
+  CHECK(b.requests[0].query == "v=3&x=%20y");
+
+  // Every method of the shape; HTTP/1.0; Connection of one token, in any case.
+  for (const std::string_view method : {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"}) {
+    const std::string input = std::string(method) + " /m HTTP/1.1\r\nHost: h\r\n\r\n";
+    CHECK(simple_heads_of(input) == 1);
+    const Outcome m = parse_every_way(input);
+    REQUIRE(m.requests.size() == 1);
+    CHECK(m.requests[0].method == method);
+  }
+  CHECK(simple_heads_of("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n") == 1);
+  CHECK(simple_heads_of("GET / HTTP/1.1\r\nHost: h\r\nconnection:CLOSE \r\n\r\n") == 1);
+  CHECK_FALSE(parse_every_way("GET / HTTP/1.1\r\nHost: h\r\nconnection:CLOSE \r\n\r\n")
+                  .requests.at(0)
+                  .keep_alive);
+
+  // Pipelined: each head read whole in turn, a request with a body in between through llhttp.
+  std::string pipelined;
+  for (int i = 0; i < 10; ++i) {
+    pipelined += "GET /p/" + std::to_string(i) + " HTTP/1.1\r\nHost: h\r\n\r\n";
+    if (i == 4) pipelined += "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc";
+  }
+  CHECK(simple_heads_of(pipelined) == 10);
+  CHECK(parse_every_way(pipelined).requests.size() == 11);
+}
+
+TEST_CASE("HttpRequestParser: heads outside the simple shape go to llhttp and parse the same",
+          "[protocols][http_parser]") {
+  // Each is a request llhttp accepts (or refuses) that the simple-head path leaves to it.
+  for (const std::string_view input : {
+           "POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+           "POST /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: h\r\nProxy-Connection: close\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: h\r\nX-Latin: caf\xe9\r\n\r\n",
+           "GET /a#frag HTTP/1.1\r\nHost: h\r\n\r\n",
+           "GET /{x}|[y] HTTP/1.1\r\nHost: h\r\n\r\n",
+           "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+           "GET http://h/abs HTTP/1.1\r\nHost: h\r\n\r\n",
+           "PROPFIND /dav HTTP/1.1\r\nHost: h\r\n\r\n",
+           "\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: h\r\n",  // incomplete
+       }) {
+    CAPTURE(input);
+    CHECK(simple_heads_of(input) == 0);
+    parse_every_way(input);
+  }
+  // Refused after a simple read, by the checks both paths share.
+  CHECK(status_of("GET / HTTP/1.1\r\n\r\n") == 400);                      // no Host
+  CHECK(status_of("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n") == 400);  // two
+  // At the header limit exactly the simple path reads it; one byte over, llhttp refuses it.
+  HttpParserLimits limits;
+  limits.max_header_bytes = 64;
+  std::string at_limit = "GET / HTTP/1.1\r\nHost: h\r\nX-Pad: ";
+  at_limit += std::string(64 - at_limit.size() - 4, 'p') + "\r\n\r\n";
+  CHECK(simple_heads_of(at_limit, limits) == 1);
+  CHECK(parse_every_way(at_limit, limits).requests.size() == 1);
+  CHECK(status_of(at_limit.substr(0, 33) + "p" + at_limit.substr(33), limits) == 431);
+}
+
+TEST_CASE("HttpRequestParser: every byte value in every part of a simple head parses as llhttp "
+          "parses it",
+          "[protocols][http_parser]") {
+  // One simple head; each marked place (a '@') takes every byte value in turn, and the whole
+  // parse (the simple path when the head stays in its shape) must equal llhttp's.
+  const std::string_view templ =
+      "@ET /a@b?c@d HTTP/1.@\r\nHost: h\r\nX-N@me: v@lue@\r\nConnection: @lose\r\n@\n";
+  std::vector<std::size_t> places;
+  for (std::size_t i = 0; i < templ.size(); ++i) {
+    if (templ[i] == '@') places.push_back(i);
+  }
+  const std::string plain = [&] {
+    std::string s(templ);
+    const std::string_view fill = "Gxy1aasc\r";  // per place: a byte that keeps the shape
+    for (std::size_t k = 0; k < places.size(); ++k) s[places[k]] = fill[k];
+    return s;
+  }();
+  REQUIRE(simple_heads_of(plain) == 1);
+  std::uint64_t simple = 0;
+  for (const std::size_t place : places) {
+    for (int c = 0; c < 256; ++c) {
+      std::string input = plain;
+      input[place] = static_cast<char>(c);
+      CAPTURE(place, c);
+      const Outcome whole = parse(input);
+      const Outcome bytewise = parse_bytewise(input);
+      REQUIRE(whole == bytewise);
+      simple += simple_heads_of(input);
+    }
+  }
+  // The shape admits most bytes in most places: the simple path was taken, and often.
+  CHECK(simple > 400);
+}
+
 // ---- callbacks and allocation ----------------------------------------------------------------
 
 TEST_CASE("HttpRequestParser: a throwing callback fails the parser with 500 and propagates",
