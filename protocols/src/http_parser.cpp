@@ -276,15 +276,53 @@ struct FieldSection {
     in_value = false;
   }
 
-  /// Builds the views; @p bytes must not change while they are in use.
-  HttpHeaders build() {
+  /// Builds the views; @p bytes must not change while they are in use. Values are trimmed
+  /// of whitespace unless @p trimmed says their positions are already.
+  HttpHeaders build(bool trimmed = false) {
     views.clear();
     const std::string_view all(bytes);
     for (const FieldPos& f : positions) {
-      views.push_back({all.substr(f.name_begin, f.name_end - f.name_begin),
-                       trim_ows(all.substr(f.value_begin, f.value_end - f.value_begin))});
+      const std::string_view value = all.substr(f.value_begin, f.value_end - f.value_begin);
+      views.push_back(
+          {all.substr(f.name_begin, f.name_end - f.name_begin), trimmed ? value : trim_ows(value)});
     }
     return HttpHeaders(views);
+  }
+};
+
+/// What framing and the server's decisions depend on, from one pass over a head's fields.
+struct FieldSummary {
+  std::size_t hosts = 0;
+  bool transfer_encoding = false;
+  std::size_t codings = 0;       // transfer codings listed, over every Transfer-Encoding line
+  bool chunked_last = false;     // the last coding listed so far is chunked
+  bool chunked_earlier = false;  // chunked was listed before the last coding
+  bool unknown_coding = false;   // a coding other than chunked was listed
+  bool expects_continue = false;
+
+  static FieldSummary of(const HttpHeaders& fields) noexcept {
+    FieldSummary f;
+    for (const HttpHeader& h : fields) {
+      if (http_iequals(h.name, "host")) {
+        ++f.hosts;
+      } else if (http_iequals(h.name, "transfer-encoding")) {
+        f.transfer_encoding = true;
+        std::string_view list = h.value;
+        while (!list.empty()) {
+          const std::size_t comma = list.find(',');
+          const std::string_view coding = trim_ows(list.substr(0, comma));
+          list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
+          if (coding.empty()) continue;  // empty list elements are allowed (RFC 9110 §5.6.1)
+          ++f.codings;
+          if (f.chunked_last) f.chunked_earlier = true;
+          f.chunked_last = http_iequals(coding, "chunked");  // "chunked;x=y" is not chunked
+          if (!f.chunked_last) f.unknown_coding = true;
+        }
+      } else if (http_iequals(h.name, "expect")) {
+        if (http_iequals(h.value, "100-continue")) f.expects_continue = true;
+      }
+    }
+    return f;
   }
 };
 
@@ -339,6 +377,7 @@ struct SimpleHeadFacts {
   int minor = 1;
   bool connection_close = false;
   bool connection_keep_alive = false;
+  FieldSummary fields;     // what FieldSummary::of() would find (never a Transfer-Encoding)
   std::size_t length = 0;  // of the whole head, up to and including its final CRLF
 };
 
@@ -407,10 +446,19 @@ class SimpleHead {
     return {};
   }
 
-  /// False for a field llhttp gives a meaning to, other than a Connection of one token.
+  /// False for a field llhttp gives a meaning to, other than a Connection of one token; notes
+  /// what FieldSummary notes.
   static bool plain_field(std::string_view name, std::string_view value,
                           SimpleHeadFacts& facts) noexcept {
     switch (name.size()) {
+      case 4:
+        if (http_iequals(name, "host")) ++facts.fields.hosts;
+        return true;
+      case 6:
+        if (http_iequals(name, "expect") && http_iequals(value, "100-continue")) {
+          facts.fields.expects_continue = true;
+        }
+        return true;
       case 10:
         if (!http_iequals(name, "connection")) return true;
         if (http_iequals(value, "keep-alive")) {
@@ -578,6 +626,7 @@ struct HttpRequestParser::Impl {
   Event event = Event::none;
   FieldSection head;      // target bytes first (up to url_end), then the header fields
   FieldSection trailers;  // separate, so that the head's views survive the trailers
+  FieldSummary fields;    // of the head, for head_complete()
   std::size_t url_end = 0;
   std::size_t section_bytes = 0;    // bytes of the head or trailer section so far
   std::size_t line_bytes = 0;       // bytes of the current chunk-size line so far
@@ -666,6 +715,8 @@ std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
       im.head.bytes.assign(base + facts.target_at, facts.length - facts.target_at);
       im.url_end = facts.target_size;
       request_.method_ = facts.method;
+      request_.headers_ = im.head.build(/*trimmed=*/true);
+      im.fields = facts.fields;
       const std::uint64_t flags = (facts.connection_close ? F_CONNECTION_CLOSE : 0) |
                                   (facts.connection_keep_alive ? F_CONNECTION_KEEP_ALIVE : 0);
       if (head_complete(1, facts.minor, flags, 0)) {
@@ -786,6 +837,8 @@ std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
       case Impl::Event::head_complete: {
         const llhttp_t& parser = im.parser;
         request_.method_ = llhttp_method_name(static_cast<llhttp_method_t>(parser.method));
+        request_.headers_ = im.head.build();  // the positions start after the target
+        im.fields = FieldSummary::of(request_.headers_);
         if (!head_complete(parser.http_major, parser.http_minor, parser.flags,
                            parser.content_length)) {
           return pos;
@@ -831,8 +884,8 @@ std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
   }
 }
 
-/// Checks a complete head, fills request_ (its method already set) and reports it; false when
-/// it failed. @p flags are llhttp's (F_CONTENT_LENGTH, F_CHUNKED, F_CONNECTION_*), whichever
+/// Checks a complete head, fills request_ (its method and headers already set, and
+/// impl_->fields) and reports it; false when it failed. @p flags are llhttp's (F_CONTENT_LENGTH, F_CHUNKED, F_CONNECTION_*), whichever
 /// path read the head.
 bool HttpRequestParser::head_complete(int major, int minor, std::uint64_t flags,
                                       std::uint64_t content_length) {
@@ -842,8 +895,6 @@ bool HttpRequestParser::head_complete(int major, int minor, std::uint64_t flags,
   request_.query_at_ = std::min(request_.target_.find('?'), request_.target_.size());
   request_.version_major_ = major;
   request_.version_minor_ = minor;
-  // The field positions start after the target in the same buffer.
-  request_.headers_ = im.head.build();
 
   if (major != 1 || minor > 1) {
     fail(505, "HTTP version not supported (only 1.0 and 1.1)");
@@ -851,44 +902,16 @@ bool HttpRequestParser::head_complete(int major, int minor, std::uint64_t flags,
   }
   const bool http11 = minor == 1;
 
-  // One pass over the fields for what framing and the server's decisions depend on.
-  std::size_t hosts = 0;
-  bool transfer_encoding = false;
-  std::size_t codings = 0;       // transfer codings listed, over every Transfer-Encoding line
-  bool chunked_last = false;     // the last coding listed so far is chunked
-  bool chunked_earlier = false;  // chunked was listed before the last coding
-  bool unknown_coding = false;   // a coding other than chunked was listed
-  bool expects_continue = false;
-  for (const HttpHeader& h : request_.headers_) {
-    if (http_iequals(h.name, "host")) {
-      ++hosts;
-    } else if (http_iequals(h.name, "transfer-encoding")) {
-      transfer_encoding = true;
-      std::string_view list = h.value;
-      while (!list.empty()) {
-        const std::size_t comma = list.find(',');
-        const std::string_view coding = trim_ows(list.substr(0, comma));
-        list = comma == std::string_view::npos ? std::string_view{} : list.substr(comma + 1);
-        if (coding.empty()) continue;  // empty list elements are allowed (RFC 9110 §5.6.1)
-        ++codings;
-        if (chunked_last) chunked_earlier = true;
-        chunked_last = http_iequals(coding, "chunked");  // "chunked;x=y" is not chunked
-        if (!chunked_last) unknown_coding = true;
-      }
-    } else if (http_iequals(h.name, "expect")) {
-      if (http_iequals(h.value, "100-continue")) expects_continue = true;
-    }
-  }
-
-  if (hosts > 1) {
+  const FieldSummary& f = im.fields;
+  if (f.hosts > 1) {
     fail(400, "more than one Host header field");
     return false;
   }
-  if (http11 && hosts == 0) {
+  if (http11 && f.hosts == 0) {
     fail(400, "HTTP/1.1 request without a Host header field");
     return false;
   }
-  if (transfer_encoding) {
+  if (f.transfer_encoding) {
     if (!http11) {
       fail(400, "Transfer-Encoding in an HTTP/1.0 request");
       return false;
@@ -897,15 +920,15 @@ bool HttpRequestParser::head_complete(int major, int minor, std::uint64_t flags,
       fail(400, "Content-Length together with Transfer-Encoding");
       return false;
     }
-    if (codings == 0 || !chunked_last) {
+    if (f.codings == 0 || !f.chunked_last) {
       fail(400, "chunked is not the final transfer coding");
       return false;
     }
-    if (chunked_earlier) {
+    if (f.chunked_earlier) {
       fail(400, "chunked transfer coding applied more than once");
       return false;
     }
-    if (unknown_coding) {
+    if (f.unknown_coding) {
       // A coding before the final chunked that we cannot undo (RFC 9112 §6.1: 501).
       fail(501, "transfer coding not implemented (only chunked is)");
       return false;
@@ -928,7 +951,7 @@ bool HttpRequestParser::head_complete(int major, int minor, std::uint64_t flags,
   } else {
     request_.keep_alive_ = http11 || (flags & F_CONNECTION_KEEP_ALIVE) != 0;
   }
-  request_.expects_continue_ = http11 && expects_continue;
+  request_.expects_continue_ = http11 && f.expects_continue;
 
   im.phase = request_.chunked_ ? Impl::Phase::chunk_line : Impl::Phase::body;
   im.line_bytes = 0;

@@ -885,13 +885,12 @@ void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
                                     std::optional<std::uint64_t> content_length, bool chunked) {
   const HttpServerRequest& req = slot.request;
   const bool keep_alive = !ends_after(slot);
-  const std::string_view date = http_date_now();
+  const std::string_view date = server_->date_now();
   // The most common head (200, HTTP/1.1, keep-alive, Content-Type and Content-Length only)
   // is made once per second per type and length, and copied whole.
   const bool cacheable = r.status == 200 && req.version_minor() == 1 && keep_alive &&
                          !chunked && content_length && r.headers.empty();
   if (cacheable) {
-    server_->ok_head(date);  // a new second: the cached heads are stale
     if (const std::string* head = server_->cached_head(r.content_type, *content_length)) {
       out_ += *head;
       return;
@@ -906,7 +905,7 @@ void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
   out_.resize(at + bound);
   HeadWriter w(out_.data() + at);
   if (r.status == 200 && req.version_minor() == 1) {
-    w.put(server_->ok_head(date));
+    w.put(server_->ok_head_);
   } else {
     w.put(req.version_minor() == 0 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv);
     w.put_number(static_cast<std::uint64_t>(r.status));
@@ -1262,9 +1261,11 @@ HttpServer::HttpServer(HttpRouter router, HttpServerSettings settings)
   }
 }
 
-std::string_view HttpServer::ok_head(std::string_view date) {
-  if (ok_head_.empty() || date.size() != http_date_length ||
-      std::memcmp(ok_head_.data() + ok_head_date_at_, date.data(), http_date_length) != 0) {
+std::string_view HttpServer::date_now() {
+  const std::time_t now = std::time(nullptr);
+  if (now != date_second_) {
+    date_second_ = now;
+    const std::string_view date = format_http_date(now, date_.data());
     ok_head_ = "HTTP/1.1 200 OK\r\n";
     if (!settings_.server_name.empty()) {
       ok_head_ += "Server: ";
@@ -1272,20 +1273,24 @@ std::string_view HttpServer::ok_head(std::string_view date) {
       ok_head_ += "\r\n";
     }
     ok_head_ += "Date: ";
-    ok_head_date_at_ = ok_head_.size();
     ok_head_ += date;
     ok_head_ += "\r\n";
     ++ok_head_generation_;  // every cached head had the old date
   }
-  return ok_head_;
+  return {date_.data(), date_.size()};
 }
 
 const std::string* HttpServer::cached_head(std::string_view content_type,
                                            std::uint64_t length) const noexcept {
-  for (const CachedHead& h : heads_) {
-    if (h.generation == ok_head_generation_ && h.length == length &&
-        h.content_type == content_type) {
-      return &h.head;
+  const auto matches = [&](const CachedHead& h) {
+    return h.generation == ok_head_generation_ && h.length == length &&
+           h.content_type == content_type;
+  };
+  if (matches(heads_[last_head_])) return &heads_[last_head_].head;  // most servers: always
+  for (std::size_t i = 0; i < heads_.size(); ++i) {
+    if (matches(heads_[i])) {
+      last_head_ = i;
+      return &heads_[i].head;
     }
   }
   return nullptr;

@@ -13,10 +13,11 @@
 /// auto server = co_await strata::create_server(http.protocol_factory(), "127.0.0.1", 8080);
 /// ```
 
+#include <array>
 #include <chrono>
 #include <cstddef>
-#include <array>
 #include <cstdint>
+#include <ctime>
 #include <functional>
 #include <memory>
 #include <string>
@@ -25,6 +26,7 @@
 
 #include "strata/core/clock.hpp"
 #include "strata/core/coro.hpp"
+#include "strata/protocols/http_date.hpp"
 #include "strata/protocols/http_parser.hpp"
 #include "strata/transports/protocol.hpp"
 
@@ -345,9 +347,9 @@ class HttpServer {
 
  private:
   friend class HttpConnection;
-  /// "HTTP/1.1 200 OK", the Server and the Date field lines: the start of most response
-  /// heads, rebuilt when @p date (http_date_now()) changes, once a second.
-  std::string_view ok_head(std::string_view date);
+  /// The Date of responses made now (as http_date_now()), formatted once a second: then
+  /// ok_head_ is rebuilt and every cached head goes stale.
+  std::string_view date_now();
   /// A whole head, cached: that of a 200 HTTP/1.1 keep-alive response whose only fields
   /// besides Server and Date are its Content-Type and Content-Length (most responses).
   struct CachedHead {
@@ -356,7 +358,7 @@ class HttpServer {
     std::uint64_t generation = 0;  // ok_head_generation_ when made; 0: empty
     std::string head;
   };
-  /// The cached head for @p content_type and @p length, or null. Call ok_head() first: a
+  /// The cached head for @p content_type and @p length, or null. Call date_now() first: a
   /// head made under another date does not count.
   const std::string* cached_head(std::string_view content_type, std::uint64_t length) const noexcept;
   /// Keeps @p head as the head for @p content_type and @p length (the oldest entry goes).
@@ -365,11 +367,14 @@ class HttpServer {
   HttpRouter router_;
   HttpServerSettings settings_;
   std::vector<HttpConnection*> connections_;
+  std::time_t date_second_ = -1;  // when date_ was formatted
+  std::array<char, http_date_length> date_{};
+  /// "HTTP/1.1 200 OK", the Server and the Date field lines: the start of most response heads.
   std::string ok_head_;
-  std::size_t ok_head_date_at_ = 0;
   std::uint64_t ok_head_generation_ = 0;  // counts the rebuilds of ok_head_
   std::array<CachedHead, 4> heads_;       // a few, for servers that alternate between types
   std::size_t next_head_ = 0;             // the entry cache_head() replaces next
+  mutable std::size_t last_head_ = 0;     // the entry cached_head() found last
   bool shutting_down_ = false;
 };
 
