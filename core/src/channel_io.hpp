@@ -126,8 +126,10 @@ class WriteBuffer {
     if (data_ != nullptr && used + n <= cap_ - cap_ / 4) {
       std::memmove(data_, data_ + head_, used);
     } else {
+      // Never min_capacity with a cache: a buffer without storage took the cache's block
+      // above, and one with storage has min_capacity at least, so this is twice that.
       const std::size_t cap = std::max({cap_ * 2, used + n, min_capacity});
-      auto* fresh = cache_ != nullptr && cap == min_capacity ? cache_->take() : new std::byte[cap];
+      auto* fresh = new std::byte[cap];
       if (used != 0) std::memcpy(fresh, data_ + head_, used);
       release_storage();
       data_ = fresh;
