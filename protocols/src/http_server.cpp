@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -354,12 +355,28 @@ void HttpRouter::index_exact() {
 
 namespace {
 
-/// a == b, with a call to memcmp only past 8 bytes: a method or a short path costs a few
-/// instructions instead of a call.
+/// a == b, with a call to memcmp only past 16 bytes: a method, a short path or a content type
+/// costs a few instructions instead of a call. From 4 to 16 bytes, two loads of each that
+/// overlap in the middle cover every byte.
 bool same_bytes(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  if (a.size() > 8) return std::memcmp(a.data(), b.data(), a.size()) == 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
+  const std::size_t n = a.size();
+  if (n != b.size()) return false;
+  const auto load = [](const char* p, auto word) {
+    std::memcpy(&word, p, sizeof word);
+    return word;
+  };
+  if (n >= 8) {
+    if (n > 16) return std::memcmp(a.data(), b.data(), n) == 0;
+    const std::uint64_t w{};
+    return (load(a.data(), w) ^ load(b.data(), w)) == 0 &&
+           (load(a.data() + n - 8, w) ^ load(b.data() + n - 8, w)) == 0;
+  }
+  if (n >= 4) {
+    const std::uint32_t w{};
+    return (load(a.data(), w) ^ load(b.data(), w)) == 0 &&
+           (load(a.data() + n - 4, w) ^ load(b.data() + n - 4, w)) == 0;
+  }
+  for (std::size_t i = 0; i < n; ++i) {
     if (a[i] != b[i]) return false;
   }
   return true;
@@ -377,7 +394,7 @@ const HttpRouter::Route* HttpRouter::find_exact(std::string_view path) const noe
     return nullptr;
   }
   if (n + 1 >= by_length_.size()) return nullptr;  // longer than every exact route
-  // The routes of the path's own length: usually one, compared with one memcmp.
+  // The routes of the path's own length: usually one, compared with same_bytes().
   for (std::uint32_t i = by_length_[n]; i < by_length_[n + 1]; ++i) {
     if (same_bytes(exact_[i].path, path)) return &exact_[i];
   }
@@ -1284,7 +1301,7 @@ const std::string* HttpServer::cached_head(std::string_view content_type,
                                            std::uint64_t length) const noexcept {
   const auto matches = [&](const CachedHead& h) {
     return h.generation == ok_head_generation_ && h.length == length &&
-           h.content_type == content_type;
+           same_bytes(h.content_type, content_type);
   };
   if (matches(heads_[last_head_])) return &heads_[last_head_].head;  // most servers: always
   for (std::size_t i = 0; i < heads_.size(); ++i) {

@@ -507,6 +507,21 @@ TEST_CASE("HTTP router: exact paths of every length are found, past the length i
   }
   CHECK(router.resolve("GET", "/" + std::string(400, 'a')).status == 404);
   CHECK(HttpRouter().resolve("GET", "/").status == 404);
+
+  // A path one byte away from a route's, at any place, is not that route (paths up to 16
+  // bytes are compared by words that overlap; longer ones by memcmp).
+  for (std::size_t n = 2; n <= 24; ++n) {
+    HttpRouter one;
+    const std::string p = "/" + std::string(n - 1, 'x');
+    one.get(p, [](HttpServerRequest&) { return HttpResponse::text("x"); });
+    CHECK(one.resolve("GET", p).plain != nullptr);
+    for (std::size_t k = 0; k < n; ++k) {
+      std::string q = p;
+      q[k] = 'y';
+      INFO(n << " bytes, byte " << k);
+      CHECK(one.resolve("GET", q).status == 404);
+    }
+  }
 }
 
 STRATA_LOOP_TEST_CASE("HTTP server: malformed input, smuggling shapes and limits get their status and a close",
