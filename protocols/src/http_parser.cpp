@@ -65,7 +65,11 @@
 // accepts, read the same way (the tests feed every input whole and byte by byte, which never
 // takes this path, and compare; so does the fuzz target http_parser); so a head either parses
 // here exactly as llhttp would parse it, or goes to llhttp. No bare CR or LF and no obs-fold
-// can be in it, and no body can follow it.
+// can be in it, and no body can follow it. Two details keep the paths equal: llhttp skips
+// spaces after a Connection token but not a tab ("close\t" is no "close" to it), so such a
+// value goes to llhttp; and llhttp starts afresh at each request it reads (llhttp_reset() in
+// resume()), so it never carries what it noted of one request (a Connection field in a
+// trailer section) to later ones, which it may not even see.
 
 namespace strata {
 
@@ -424,10 +428,14 @@ class SimpleHead {
       }
       if (i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n') return false;
       std::size_t value_end = i;
-      while (value_end > value_at && is_ows(p[value_end - 1])) --value_end;
+      bool tab_after = false;  // in the whitespace after the value
+      while (value_end > value_at && is_ows(p[value_end - 1])) {
+        tab_after = tab_after || p[value_end - 1] == '\t';
+        --value_end;
+      }
       i += 2;
       if (!plain_field(std::string_view(p + name_at, name_end - name_at),
-                       std::string_view(p + value_at, value_end - value_at), facts)) {
+                       std::string_view(p + value_at, value_end - value_at), tab_after, facts)) {
         return false;
       }
       positions.push_back(
@@ -446,9 +454,9 @@ class SimpleHead {
     return {};
   }
 
-  /// False for a field llhttp gives a meaning to, other than a Connection of one token; notes
-  /// what FieldSummary notes.
-  static bool plain_field(std::string_view name, std::string_view value,
+  /// False for a field llhttp gives a meaning to, other than a Connection of one token with
+  /// no tab after it (@p tab_after); notes what FieldSummary notes.
+  static bool plain_field(std::string_view name, std::string_view value, bool tab_after,
                           SimpleHeadFacts& facts) noexcept {
     switch (name.size()) {
       case 4:
@@ -461,6 +469,7 @@ class SimpleHead {
         return true;
       case 10:
         if (!http_iequals(name, "connection")) return true;
+        if (tab_after) return false;
         if (http_iequals(value, "keep-alive")) {
           facts.connection_keep_alive = true;
           return true;
@@ -633,6 +642,7 @@ struct HttpRequestParser::Impl {
   std::uint64_t body_bytes = 0;     // sum of the chunk sizes so far
   std::size_t extension_bytes = 0;  // chunk-size line bytes beyond the size so far
   HeadScanner scanner;
+  bool llhttp_used = false;  // llhttp read part of this request: reset it in resume()
   std::exception_ptr callback_error;
   bool in_feed = false;
 };
@@ -759,6 +769,7 @@ std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
     }
 
     im.event = Impl::Event::none;
+    im.llhttp_used = true;
     const llhttp_errno_t err = llhttp_execute(&im.parser, p, length);
     std::size_t used = length;
     if (err == HPE_PAUSED) {
@@ -1019,9 +1030,14 @@ void HttpRequestParser::resume() {
     state_ = State::closed;
     return;
   }
-  impl_->reset_request();
+  Impl& im = *impl_;
+  im.reset_request();
   request_.clear();
-  llhttp_resume(&impl_->parser);
+  if (std::exchange(im.llhttp_used, false)) {
+    // Afresh, not llhttp_resume(): llhttp would carry the flags of this request's trailers
+    // (a Connection: close) into the next (see the top of the file).
+    llhttp_reset(&im.parser);
+  }
   state_ = State::idle;
 }
 

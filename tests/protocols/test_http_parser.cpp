@@ -1046,20 +1046,22 @@ TEST_CASE("HttpRequestParser: every byte value in every part of a simple head pa
           "parses it",
           "[protocols][http_parser]") {
   // One simple head; each marked place (a '@') takes every byte value in turn, and the whole
-  // parse (the simple path when the head stays in its shape) must equal llhttp's.
+  // parse (the simple path when the head stays in its shape) must equal llhttp's. A second
+  // request follows, so that a different keep-alive shows as a different count.
   const std::string_view templ =
-      "@ET /a@b?c@d HTTP/1.@\r\nHost: h\r\nX-N@me: v@lue@\r\nConnection: @lose\r\n@\n";
+      "@ET /a@b?c@d HTTP/1.@\r\nHost: h\r\nX-N@me: v@lue@\r\nConnection: @lose@\r\n@\n"
+      "GET /next HTTP/1.1\r\nHost: h\r\n\r\n";
   std::vector<std::size_t> places;
   for (std::size_t i = 0; i < templ.size(); ++i) {
     if (templ[i] == '@') places.push_back(i);
   }
   const std::string plain = [&] {
     std::string s(templ);
-    const std::string_view fill = "Gxy1aasc\r";  // per place: a byte that keeps the shape
+    const std::string_view fill = "Gxy1aasc \r";  // per place: a byte that keeps the shape
     for (std::size_t k = 0; k < places.size(); ++k) s[places[k]] = fill[k];
     return s;
   }();
-  REQUIRE(simple_heads_of(plain) == 1);
+  REQUIRE(simple_heads_of(plain) == 1);  // "Connection: close": the second is not read
   std::uint64_t simple = 0;
   for (const std::size_t place : places) {
     for (int c = 0; c < 256; ++c) {
@@ -1074,6 +1076,60 @@ TEST_CASE("HttpRequestParser: every byte value in every part of a simple head pa
   }
   // The shape admits most bytes in most places: the simple path was taken, and often.
   CHECK(simple > 400);
+}
+
+TEST_CASE("HttpRequestParser: keep-alive is decided as llhttp decides it, whichever path reads "
+          "the head",
+          "[protocols][http_parser]") {
+  // llhttp skips spaces after a Connection token, but not a tab: "close\t" is no "close" to
+  // it. The simple path leaves a Connection value with a tab after it to llhttp.
+  for (const std::string_view head : {
+           "GET / HTTP/1.0\r\nConnection: keep-alive\t\r\n\r\n",
+           "GET / HTTP/1.0\r\nConnection: keep-alive \t \r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\t\r\n\r\n",
+           "GET / HTTP/1.1\r\nHost: h\r\nConnection: close \t\r\n\r\n",
+       }) {
+    const std::string input = std::string(head) + "GET /second HTTP/1.1\r\nHost: h\r\n\r\n";
+    CAPTURE(input);
+    parse_every_way(input);
+  }
+  // Whitespace before the token, and spaces after it, are skipped by both.
+  for (const std::string_view head : {
+           "GET / HTTP/1.0\r\nConnection:\tkeep-alive\r\n\r\n",
+           "GET / HTTP/1.0\r\nConnection: \t keep-alive   \r\n\r\n",
+       }) {
+    const std::string input = std::string(head) + "GET /second HTTP/1.1\r\nHost: h\r\n\r\n";
+    CAPTURE(input);
+    CHECK(simple_heads_of(input) == 2);
+    const Outcome out = parse_every_way(input);
+    REQUIRE(out.requests.size() == 2);
+    CHECK(out.requests[0].keep_alive);
+  }
+
+  // A Connection field in a chunked request's trailers does not end the connection (the head
+  // decided keep-alive; RFC 9110 §6.5.1 keeps such fields out of trailers). llhttp would note
+  // it and refuse what follows; it starts every request afresh instead, so that the requests
+  // after it parse the same whether the simple path or llhttp reads them.
+  const std::string trailer_close =
+      "POST /1 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "0\r\nConnection: close\r\n\r\n"
+      "GET /2 HTTP/1.1\r\nHost: h\r\n\r\n"
+      "POST /3 HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx";
+  const Outcome out = parse_every_way(trailer_close);
+  REQUIRE(out.requests.size() == 3);
+  CHECK(out.requests[0].trailers ==
+        std::vector<std::pair<std::string, std::string>>{{"Connection", "close"}});
+  CHECK(out.requests[2].body == "x");
+  CHECK(out.state == State::idle);
+
+  // HTTP/1.0 keep-alive, read simply, then a request with a body, read by llhttp.
+  const Outcome mixed = parse_every_way(
+      "GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+      "POST /b HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nab"
+      "GET /c HTTP/1.0\r\n\r\n");
+  REQUIRE(mixed.requests.size() == 3);
+  CHECK(mixed.requests[1].body == "ab");
+  CHECK(mixed.state == State::closed);
 }
 
 // ---- callbacks and allocation ----------------------------------------------------------------
