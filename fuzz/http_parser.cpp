@@ -10,9 +10,17 @@
 // and reason; the bytes left unconsumed. So the simple path reads exactly what llhttp reads,
 // refuses nothing llhttp accepts without the same reason, and accepts nothing it refuses.
 //
-// Input: 2 configuration bytes, then the bytes a client sends.
-//   [0] bits 0-3: max_header_bytes = 24 + 24 n; bits 4-5: max_body_bytes = 1, 16, 256, 1 MiB.
+// Input: 2 configuration bytes, then the bytes a client sends, or a script that builds them.
+//   [0] bits 0-3: max_header_bytes = 24 + 24 n; bits 4-5: max_body_bytes = 1, 16, 256, 1 MiB;
+//       bit 6: the rest is a script (below), not the bytes themselves.
 //   [1] seed of the piece sizes (1..16 bytes).
+// A script builds up to four requests near the simple shape, one choice per byte (0 once the
+// script runs out): the method (the seven, and others), the target's characters (those of the
+// shape and some outside it), the version, each line's end (mostly CRLF), up to six fields
+// (names llhttp gives a meaning to, their near misses and case changes; values that mean
+// something to it, and others; spaces and tabs around them), maybe a body, then a few bytes
+// overwritten. Random bytes seldom make a head of the shape with a Connection field and a tab
+// after it; a script makes such heads every few inputs.
 #include <strata/protocols/http_parser.hpp>
 
 #include <cstddef>
@@ -101,6 +109,76 @@ std::string parse(std::string_view input, HttpParserLimits limits, NextPiece nex
          " left " + std::to_string(parser.has_failed() ? pending.size() : 0) + "\n";
 }
 
+/// Reads a script's choices: one byte each, 0 once it is used up.
+class Script {
+ public:
+  explicit Script(std::string_view bytes) noexcept : bytes_(bytes) {}
+  std::size_t pick(std::size_t n) noexcept {
+    if (bytes_.empty()) return 0;
+    const auto b = static_cast<unsigned char>(bytes_.front());
+    bytes_.remove_prefix(1);
+    return b % n;
+  }
+  template <class T, std::size_t N>
+  const T& pick(const T (&choices)[N]) noexcept {
+    return choices[pick(N)];
+  }
+
+ private:
+  std::string_view bytes_;
+};
+
+/// The requests a script builds (see the top of the file).
+std::string build_requests(Script& script) {
+  static constexpr std::string_view methods[] = {"GET",     "HEAD",  "POST",     "PUT", "DELETE",
+                                                 "OPTIONS", "PATCH", "PROPFIND", "get", "CONNECT"};
+  static constexpr std::string_view target_chars = "abcXYZ019-._~!$&'()*+,;=:@/%?#<\"\x7f\x80 ";
+  static constexpr std::string_view versions[] = {" HTTP/1.1", " HTTP/1.0", " HTTP/1.2",
+                                                  " HTTP/2.0", " http/1.1"};
+  static constexpr std::string_view names[] = {
+      "Host",   "Connection", "Content-Length", "Transfer-Encoding", "Upgrade",         "Proxy-Connection",
+      "Expect", "Keep-Alive", "Connectio",      "Connectionn",       "Content-Lengthx", "X-A",
+      "Te",     ""};
+  static constexpr std::string_view values[] = {
+      "close",   "keep-alive",   "Keep-Alive", "CLOSE", "close, keep-alive", "upgrade",
+      "chunked", "100-continue", "0",          "5",     "",                  "a b",
+      "x\x7f",   "caf\xe9",      "websocket"};
+  static constexpr std::string_view spaces[] = {"", "", " ", "\t", " \t", "\t "};
+  // Mostly CRLF; a bare LF or CR now and then.
+  static constexpr std::string_view line_ends[] = {"\r\n", "\r\n", "\r\n", "\r\n",
+                                                   "\r\n", "\r\n", "\n",    "\r"};
+  std::string out;
+  const std::size_t requests = 1 + script.pick(4);
+  for (std::size_t r = 0; r < requests; ++r) {
+    const std::size_t start = out.size();
+    out += script.pick(methods);
+    out += " /";
+    for (std::size_t k = script.pick(8); k > 0; --k) {
+      out += target_chars[script.pick(target_chars.size())];
+    }
+    out += script.pick(versions);
+    out += script.pick(line_ends);
+    for (std::size_t f = script.pick(7); f > 0; --f) {
+      std::string name(script.pick(names));
+      for (char& c : name) {  // change the case of some letters
+        if (((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) && script.pick(4) == 0) c ^= 0x20;
+      }
+      out += name;
+      out += script.pick(8) == 0 ? " :" : ":";
+      out += script.pick(spaces);
+      out += script.pick(values);
+      out += script.pick(spaces);
+      out += script.pick(line_ends);
+    }
+    out += script.pick(line_ends);
+    if (script.pick(3) == 0) out += "hello";
+    for (std::size_t m = script.pick(4); m > 0 && out.size() > start; --m) {
+      out[start + script.pick(out.size() - start)] = static_cast<char>(script.pick(256));
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -110,7 +188,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   static constexpr std::uint64_t body_limits[] = {1, 16, 256, 1024 * 1024};
   limits.max_body_bytes = body_limits[(data[0] >> 4) & 3];
   Prng rng(data[1] + 1);
-  const std::string_view input(reinterpret_cast<const char*>(data + 2), size - 2);
+  const std::string_view rest(reinterpret_cast<const char*>(data + 2), size - 2);
+  std::string built;
+  if ((data[0] & 0x40) != 0) {
+    Script script(rest);
+    built = build_requests(script);
+  }
+  const std::string_view input = (data[0] & 0x40) != 0 ? std::string_view(built) : rest;
 
   std::uint64_t simple_heads = 0;
   const std::string whole = parse(input, limits, [&] { return input.size(); }, &simple_heads);
