@@ -524,6 +524,7 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
     bool keep_alive = true;
     bool continue_pending = false;    // owes `100 Continue` once it is first in line
     bool callback_pending = false;    // a done callback of task is scheduled or awaited
+    bool stored = false;              // task or response was set: recycle() empties them
   };
 
   // HttpRequestParser::Callbacks
@@ -791,6 +792,7 @@ void HttpConnection::dispatch(Slot& slot) {
   }
   request.route_ = match.route;
   try {
+    slot.stored = true;
     slot.task = loop_->create_eager_task((*match.handler)(request));
   } catch (...) {  // the handler threw before its first suspension, outside the coroutine
     report_handler_error(slot, std::current_exception());
@@ -864,6 +866,7 @@ void HttpConnection::on_handler_done(Slot& slot) {
 }
 
 void HttpConnection::complete(Slot& slot, HttpResponse&& response) {
+  slot.stored = true;
   slot.response = std::move(response);
   slot.done = true;
   if (queue_.front() == &slot && !sending_) drain();
@@ -1221,14 +1224,17 @@ HttpConnection::Slot* HttpConnection::take_slot() {
 }
 
 void HttpConnection::recycle(Slot* slot) noexcept {
-  HttpResponse& r = slot->response;  // emptied in place: cheap when it is empty already
-  r.status = 200;
-  r.content_type.clear();
-  r.headers.clear();
-  r.body.clear();
-  if (r.file) r.file = HttpFileBody();
-  if (r.stream) r.stream = nullptr;
-  slot->task = Task<HttpResponse>();
+  if (slot->stored) {  // a plain handler's response is the caller's: nothing to empty
+    HttpResponse& r = slot->response;  // emptied in place, keeping its memory
+    r.status = 200;
+    r.content_type.clear();
+    r.headers.clear();
+    r.body.clear();
+    if (r.file) r.file = HttpFileBody();
+    if (r.stream) r.stream = nullptr;
+    slot->task = Task<HttpResponse>();
+    slot->stored = false;
+  }
   if (free_.size() < 4) {
     free_.push_back(slot);
   } else {
