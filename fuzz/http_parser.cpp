@@ -62,7 +62,9 @@ class Transcript final : public HttpRequestParser::Callbacks {
             " continue=" + std::to_string(r.expects_continue()) +
             " chunked=" + std::to_string(r.is_chunked()) + " length=" +
             (r.content_length() ? std::to_string(*r.content_length()) : "none") + "\n";
-    for (const auto& [name, value] : copy_fields(r.headers())) text += " " + name + ": " + value + "\n";
+    for (const auto& [name, value] : copy_fields(r.headers())) {
+      text += " " + name + ": " + value + "\n";
+    }
     in_body_ = false;
   }
   void body_received(std::span<const std::byte> data) override {
@@ -75,7 +77,9 @@ class Transcript final : public HttpRequestParser::Callbacks {
     if (in_body_) text += "\n";
     in_body_ = false;
     text += "request\n";
-    for (const auto& [name, value] : copy_fields(r.trailers())) text += " " + name + ": " + value + "\n";
+    for (const auto& [name, value] : copy_fields(r.trailers())) {
+      text += " " + name + ": " + value + "\n";
+    }
   }
 
  private:
@@ -136,9 +140,9 @@ std::string build_requests(Script& script) {
   static constexpr std::string_view versions[] = {" HTTP/1.1", " HTTP/1.0", " HTTP/1.2",
                                                   " HTTP/2.0", " http/1.1"};
   static constexpr std::string_view names[] = {
-      "Host",   "Connection", "Content-Length", "Transfer-Encoding", "Upgrade",         "Proxy-Connection",
-      "Expect", "Keep-Alive", "Connectio",      "Connectionn",       "Content-Lengthx", "X-A",
-      "Te",     ""};
+      "Host",       "Connection", "Content-Length", "Transfer-Encoding", "Upgrade",
+      "Proxy-Connection", "Expect", "Keep-Alive",   "Connectio",         "Connectionn",
+      "Content-Lengthx",  "X-A",    "Te",           ""};
   static constexpr std::string_view values[] = {
       "close",   "keep-alive",   "Keep-Alive", "CLOSE", "close, keep-alive", "upgrade",
       "chunked", "100-continue", "0",          "5",     "",                  "a b",
@@ -171,7 +175,7 @@ std::string build_requests(Script& script) {
       out += script.pick(line_ends);
     }
     out += script.pick(line_ends);
-    if (script.pick(3) == 0) out += "hello";
+    if (script.pick(3) == 1) out += "hello";  // (not 0: a script that ran out adds none)
     for (std::size_t m = script.pick(4); m > 0 && out.size() > start; --m) {
       out[start + script.pick(out.size() - start)] = static_cast<char>(script.pick(256));
     }

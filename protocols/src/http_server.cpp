@@ -1286,7 +1286,7 @@ HttpServer::HttpServer(HttpRouter router, HttpServerSettings settings)
 
 std::string_view HttpServer::date_now() {
   const std::time_t now = std::time(nullptr);
-  if (now != date_second_) {
+  if (now != date_second_ || ok_head_.empty()) {  // (empty: time() failed, as -1, at once)
     date_second_ = now;
     const std::string_view date = format_http_date(now, date_.data());
     ok_head_ = "HTTP/1.1 200 OK\r\n";

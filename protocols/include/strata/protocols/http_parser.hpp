@@ -46,7 +46,8 @@ struct HttpField {
 /// What HttpRequestParser::swap_head() exchanges with the parser's own, so that a server can
 /// keep a head past HttpRequestParser::resume() without copying it.
 struct HttpHeadStorage {
-  std::string bytes;                ///< the target and the field names and values
+  std::string bytes;  ///< the target's and the fields' bytes (with what lies between them
+                      ///< when the head was read whole, without llhttp: read only the views)
   std::vector<HttpHeader> fields;   ///< views into bytes, in received order
 };
 
@@ -183,7 +184,8 @@ class HttpRequest {
 /// After an error the parser stays failed: feed() consumes nothing and error_status() keeps
 /// the first error. A connection that failed is answered with error_status() and closed.
 ///
-/// @par Allocation  The head's target and field bytes are copied into one buffer, the field
+/// @par Allocation  The head's target and field bytes (or, read whole without llhttp, the head
+/// from its target on) are copied into one buffer, the field
 /// positions into one vector, the trailers likewise; all are cleared, not freed, between
 /// requests, so a connection allocates only when a request is larger than every earlier one
 /// (at most max_header_bytes per buffer). Body bytes are never copied: body_received views the
