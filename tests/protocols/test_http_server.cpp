@@ -138,6 +138,53 @@ STRATA_LOOP_TEST_CASE("HTTP server: a request split at every byte boundary parse
   loop.run(body());
 }
 
+STRATA_LOOP_TEST_CASE("HTTP server: heads read without llhttp and by it are answered alike, "
+                      "sent whole or byte by byte",
+                      "[protocols][http]") {
+  // Sent in one write, the simple heads among these are read without llhttp; sent a byte at
+  // a time, every head is llhttp's. The answers must not depend on it: a Connection field in
+  // a trailer section does not end the connection, nor does "close" followed by a tab (which
+  // llhttp does not take for close), and HTTP/1.0 keep-alive holds until the last request.
+  strata::testing::TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(test_router());
+    const std::string requests =
+        get_plaintext +
+        "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: text/a\r\nTransfer-Encoding: chunked\r\n"
+        "\r\n3\r\nabc\r\n0\r\nConnection: close\r\n\r\n"
+        "GET /fast?1 HTTP/1.1\r\nHost: x\r\nConnection: close\t\r\n\r\n"
+        "GET /json HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        "GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    auto c = co_await connect_raw(s.port);
+    bool whole = true;
+    SECTION("sent in one write") {}
+    SECTION("sent a byte at a time") { whole = false; }
+    if (whole) {
+      c->send(requests);
+    } else {
+      for (std::size_t i = 0; i < requests.size(); ++i) {
+        c->send(requests.substr(i, 1));
+        co_await strata::sleep(0s);  // one byte per loop iteration
+      }
+    }
+    co_await c->closed();
+    const auto r = strata::testing::parse_responses(c->received);
+    REQUIRE(r.size() == 5);
+    CHECK(r[0].body == "Hello, World!");
+    CHECK(r[1].body == "abc");
+    CHECK(r[1].header("Content-Type") == "text/a");
+    CHECK_FALSE(r[1].header("Connection"));
+    CHECK(r[2].body == "fast 1");
+    CHECK_FALSE(r[2].header("Connection"));
+    CHECK(r[3].version == "HTTP/1.0");
+    CHECK(r[3].header("Connection") == "keep-alive");
+    CHECK(r[4].header("Connection") == "close");
+    for (const auto& response : r) CHECK(response.status == 200);
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
 STRATA_LOOP_TEST_CASE("HTTP server: 100 pipelined requests in one write are answered in order",
                       "[protocols][http]") {
   strata::testing::TestLoop loop(TestType::kind);
