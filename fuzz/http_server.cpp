@@ -8,8 +8,9 @@
 // The router has routes of every kind: answered at once (/plaintext, POST /echo, /big with a
 // body over 16 KiB), after yielding to the loop (/slow), failing (/throw inside the coroutine,
 // /throw-early before it), streamed (/stream, chunked on 1.1, to the close on 1.0), a prefix
-// (/files/), plain handlers called without a task (/plain, /plain-big, /plain-throw), and what
-// no route has (404, 405, 501).
+// (/files/), plain handlers called without a task (/plain, /plain-big, /plain-throw, and
+// /plain-stream, whose stream leaves the direct lane for a slot), and what no route has (404,
+// 405, 501).
 //
 // What it checks, against a reference: an HttpRequestParser with the same limits fed the whole
 // input at once, which says which requests there are and where the first error is.
@@ -135,6 +136,14 @@ strata::HttpRouter make_router() {
   router.get("/plain-throw", [](HttpServerRequest&) -> HttpResponse {
     throw std::runtime_error("plain handler failure");
   });
+  router.get("/plain-stream", [](HttpServerRequest& req) {
+    HttpResponse r;
+    r.content_type = "text/plain";
+    r.stream = [parts = stream_parts(req.query())](strata::HttpBodyWriter& w) {
+      return produce(w, parts);
+    };
+    return r;
+  });
   return router;
 }
 
@@ -250,7 +259,7 @@ Expected expect(const RefRequest& req) {
   } else if (route == "/throw" || route == "/throw-early" || route == "/plain-throw") {
     e.status = 500;
     e.body = "Internal Server Error\n";
-  } else if (route == "/stream") {
+  } else if (route == "/stream" || route == "/plain-stream") {
     std::string body;
     for (const std::string& p : stream_parts(query)) body += p;
     e.body = body;

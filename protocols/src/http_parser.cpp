@@ -331,7 +331,7 @@ struct FieldSummary {
 };
 
 /// Character classes of the simple-head path (see the top of the file).
-enum CharClass : std::uint8_t { tchar = 1, target_char = 2 };
+enum CharClass : std::uint8_t { tchar = 1, target_char = 2, path_char = 4 };
 
 constexpr std::array<std::uint8_t, 256> char_classes = [] {
   std::array<std::uint8_t, 256> t{};
@@ -343,6 +343,7 @@ constexpr std::array<std::uint8_t, 256> char_classes = [] {
         (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
     if (alnum || (c != 0 && tchar_marks.find(ch) != std::string_view::npos)) t[c] |= tchar;
     if (alnum || (c != 0 && target_marks.find(ch) != std::string_view::npos)) t[c] |= target_char;
+    if ((t[c] & target_char) != 0 && ch != '?') t[c] |= path_char;
   }
   return t;
 }();
@@ -387,15 +388,47 @@ inline const char* find_non_text(const char* q, const char* end) noexcept {
   return end;
 }
 
+/// ASCII case-insensitive @p a == @p lower, for a @p lower of lower-case letters, digits and
+/// '-', and an @p a without bytes below 0x20 other than HTAB (a tchar name, a field value):
+/// OR-ing 0x20 into each byte of @p a then lowers its letters and turns no other byte into
+/// one of @p lower's, so words of @p a are compared at once, without a call.
+[[gnu::always_inline]] inline bool iequals_lower(std::string_view a,
+                                                 std::string_view lower) noexcept {
+  const std::size_t n = a.size();
+  if (n != lower.size()) return false;
+  const auto differ = [&](auto word, std::size_t at) {
+    decltype(word) x = 0;
+    decltype(word) y = 0;
+    std::memcpy(&x, a.data() + at, sizeof x);
+    std::memcpy(&y, lower.data() + at, sizeof y);
+    constexpr auto spaces = static_cast<decltype(word)>(0x2020202020202020ULL);
+    return ((x | spaces) ^ y) != 0;
+  };
+  if (n >= 8) {
+    for (std::size_t at = 0; at + 8 < n; at += 8) {
+      if (differ(std::uint64_t{}, at)) return false;
+    }
+    return !differ(std::uint64_t{}, n - 8);
+  }
+  if (n >= 4) return !differ(std::uint32_t{}, 0) && !differ(std::uint32_t{}, n - 4);
+  for (std::size_t i = 0; i < n; ++i) {
+    if ((a[i] | 0x20) != lower[i]) return false;
+  }
+  return true;
+}
+
 /// What SimpleHead::read found in a head of the simple shape.
 struct SimpleHeadFacts {
+  /// Facts whose field summary is written into @p summary (the parser's own).
+  explicit SimpleHeadFacts(FieldSummary& summary) noexcept : fields(summary) {}
   std::string_view method;  // a static string, as llhttp_method_name() gives
   std::size_t target_at = 0;
   std::size_t target_size = 0;
+  std::size_t query_at = 0;  // in the target: its first '?', or its size
   int minor = 1;
   bool connection_close = false;
   bool connection_keep_alive = false;
-  FieldSummary fields;     // what FieldSummary::of() would find (never a Transfer-Encoding)
+  FieldSummary& fields;    // what FieldSummary::of() would find (never a Transfer-Encoding)
   std::size_t length = 0;  // of the whole head, up to and including its final CRLF
 };
 
@@ -412,7 +445,9 @@ class SimpleHead {
     std::size_t i = method.size() + 1;
     if (i >= n || p[i] != '/') return false;
     const std::size_t target_at = i;
-    i = skip_class(p, i, n, target_char);
+    i = skip_class(p, i, n, path_char);
+    const std::size_t query_at = i - target_at;  // the first '?', if there is one
+    if (i < n && p[i] == '?') i = skip_class(p, i + 1, n, target_char);
     constexpr std::string_view version = " HTTP/1.";
     if (n - i < version.size() + 3 || std::string_view(p + i, version.size()) != version) {
       return false;
@@ -420,7 +455,12 @@ class SimpleHead {
     const std::size_t target_size = i - target_at;
     i += version.size();
     if ((p[i] != '0' && p[i] != '1') || p[i + 1] != '\r' || p[i + 2] != '\n') return false;
-    facts = SimpleHeadFacts{method, target_at, target_size, p[i] - '0'};
+    facts.method = method;
+    facts.target_at = target_at;
+    facts.target_size = target_size;
+    facts.query_at = query_at;
+    facts.minor = p[i] - '0';
+    facts.fields = FieldSummary{};
     i += 3;
     for (;;) {
       if (i + 1 >= n) return false;
@@ -474,33 +514,33 @@ class SimpleHead {
                           SimpleHeadFacts& facts) noexcept {
     switch (name.size()) {
       case 4:
-        if (http_iequals(name, "host")) ++facts.fields.hosts;
+        if (iequals_lower(name, "host")) ++facts.fields.hosts;
         return true;
       case 6:
-        if (http_iequals(name, "expect") && http_iequals(value, "100-continue")) {
+        if (iequals_lower(name, "expect") && iequals_lower(value, "100-continue")) {
           facts.fields.expects_continue = true;
         }
         return true;
       case 10:
-        if (!http_iequals(name, "connection")) return true;
+        if (!iequals_lower(name, "connection")) return true;
         if (tab_after) return false;
-        if (http_iequals(value, "keep-alive")) {
+        if (iequals_lower(value, "keep-alive")) {
           facts.connection_keep_alive = true;
           return true;
         }
-        if (http_iequals(value, "close")) {
+        if (iequals_lower(value, "close")) {
           facts.connection_close = true;
           return true;
         }
         return false;
       case 7:
-        return !http_iequals(name, "upgrade");
+        return !iequals_lower(name, "upgrade");
       case 14:
-        return !http_iequals(name, "content-length");
+        return !iequals_lower(name, "content-length");
       case 16:
-        return !http_iequals(name, "proxy-connection");
+        return !iequals_lower(name, "proxy-connection");
       case 17:
-        return !http_iequals(name, "transfer-encoding");
+        return !iequals_lower(name, "transfer-encoding");
       default:
         return true;
     }
@@ -733,17 +773,16 @@ std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
   static const char empty_input = 0;  // llhttp wants a valid pointer even for no bytes
 
   if (state_ == State::idle && im.section_bytes == 0) {
-    SimpleHeadFacts facts;
+    SimpleHeadFacts facts(im.fields);
     if (SimpleHead::read(base, std::min(size, limits_.max_header_bytes), facts,
                          im.head.positions)) {
       im.head.bytes.assign(base + facts.target_at, facts.length - facts.target_at);
       im.url_end = facts.target_size;
       request_.method_ = facts.method;
       request_.headers_ = im.head.build(/*trimmed=*/true);
-      im.fields = facts.fields;
       const std::uint64_t flags = (facts.connection_close ? F_CONNECTION_CLOSE : 0) |
                                   (facts.connection_keep_alive ? F_CONNECTION_KEEP_ALIVE : 0);
-      if (head_complete(1, facts.minor, flags, 0)) {
+      if (head_complete(1, facts.minor, flags, 0, facts.query_at)) {
         ++simple_heads_;
         complete_request();
       }
@@ -913,11 +952,13 @@ std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
 /// impl_->fields) and reports it; false when it failed. @p flags are llhttp's
 /// (F_CONTENT_LENGTH, F_CHUNKED, F_CONNECTION_*), whichever path read the head.
 bool HttpRequestParser::head_complete(int major, int minor, std::uint64_t flags,
-                                      std::uint64_t content_length) {
+                                      std::uint64_t content_length, std::size_t query_at) {
   Impl& im = *impl_;
 
   request_.target_ = std::string_view(im.head.bytes).substr(0, im.url_end);
-  request_.query_at_ = std::min(request_.target_.find('?'), request_.target_.size());
+  request_.query_at_ = query_at != std::string_view::npos
+                           ? query_at
+                           : std::min(request_.target_.find('?'), request_.target_.size());
   request_.version_major_ = major;
   request_.version_minor_ = minor;
 
@@ -992,7 +1033,8 @@ bool HttpRequestParser::head_complete(int major, int minor, std::uint64_t flags,
 
 /// Reports the request complete: nothing more is consumed until resume().
 void HttpRequestParser::complete_request() {
-  request_.trailers_ = impl_->trailers.build();
+  FieldSection& trailers = impl_->trailers;
+  if (!trailers.positions.empty()) request_.trailers_ = trailers.build();
   state_ = State::complete;
   ++requests_completed_;
   try {
@@ -1045,12 +1087,17 @@ void HttpRequestParser::resume() {
     return;
   }
   Impl& im = *impl_;
-  im.reset_request();
   request_.clear();
   if (std::exchange(im.llhttp_used, false)) {
+    im.reset_request();
     // Afresh, not llhttp_resume(): llhttp would carry the flags of this request's trailers
     // (a Connection: close) into the next (see the top of the file).
     llhttp_reset(&im.parser);
+  } else {
+    // Read by SimpleHead, which touches nothing of reset_request() but these.
+    im.head.clear();
+    im.url_end = 0;
+    im.phase = Impl::Phase::head;
   }
   state_ = State::idle;
 }

@@ -1,11 +1,17 @@
 // The HTTP/1.1 server: HttpConnection is the Protocol of one connection.
 //
-// The data path of a request that its handler answers at once (the common case):
-//   data_received -> HttpRequestParser::feed -> headers_received (take a Slot; swap_head()
-//   hands it the head's buffers, nothing is copied)
-//   -> request_received -> dispatch: router, create_eager_task(handler) which finishes inside
-//   the call -> the response is serialised into out_ -> the next pipelined request, if any
-//   -> at the end of data_received, one write of out_ for every response ready.
+// The data path of a request without a body to a plain handler, with nothing before it in
+// flight (the direct lane, the most common case):
+//   data_received -> HttpRequestParser::feed -> headers_received: the router finds a plain
+//   handler; direct_request_ views the head where the parser keeps it -> request_received
+//   -> the parser pauses -> answer_direct: the handler's response is serialised into out_
+//   (most heads are copied whole from the server's cache) -> resume -> the next pipelined
+//   request, if any -> at the end of data_received, one write of out_ for every response.
+// Every other request takes a Slot in queue_ (below):
+//   headers_received (take a Slot; swap_head() hands it the head's buffers, nothing is
+//   copied) -> body_received* -> request_received -> dispatch: the handler, a coroutine
+//   started with create_eager_task (most finish inside the call) or a plain one -> the
+//   response is serialised into out_ when its turn comes.
 // Nothing is allocated per request once a connection has served one: slots, their strings,
 // the output buffer and the parser keep their capacity; the handler's coroutine frame and its
 // task come from the loop thread's small-object pools.
@@ -30,9 +36,12 @@
 #include <charconv>
 #include <cstdint>
 #include <cstring>
-#include <optional>
-#include <vector>
 #include <exception>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
 #include <stdexcept>
 #include <system_error>
 #include <utility>
@@ -110,18 +119,6 @@ HttpFileBody::HttpFileBody(int fd, std::uint64_t offset, std::uint64_t length)
     ::close(fd);  // owned from the call on, even when this throws
     throw;
   }
-}
-
-HttpResponse HttpResponse::text(std::string body, int status) {
-  return HttpResponse{.status = status, .content_type = "text/plain", .body = std::move(body)};
-}
-
-HttpResponse HttpResponse::json(std::string body, int status) {
-  return HttpResponse{.status = status, .content_type = "application/json", .body = std::move(body)};
-}
-
-HttpResponse HttpResponse::html(std::string body, int status) {
-  return HttpResponse{.status = status, .content_type = "text/html; charset=utf-8", .body = std::move(body)};
 }
 
 HttpResponse HttpResponse::error(int status, std::string_view detail) {
@@ -202,7 +199,10 @@ void HttpServerRequest::assign_trailers(const HttpHeaders& trailers) {
 
 void HttpServerRequest::take_head(HttpRequestParser& parser, Transport& transport) {
   parser.swap_head(head_);  // the request's views now point into head_
-  const HttpRequest& request = parser.request();
+  view_head(parser.request(), transport);
+}
+
+void HttpServerRequest::view_head(const HttpRequest& request, Transport& transport) {
   method_ = request.method();  // static storage
   // An absolute-form target is served as its origin-form ("/path?q"); the Host header stays.
   const std::string_view t = request.target();
@@ -357,8 +357,8 @@ namespace {
 
 /// a == b, with a call to memcmp only past 16 bytes: a method, a short path or a content type
 /// costs a few instructions instead of a call. From 4 to 16 bytes, two loads of each that
-/// overlap in the middle cover every byte.
-bool same_bytes(std::string_view a, std::string_view b) noexcept {
+/// overlap in the middle cover every byte; below 4, the first, middle and last byte do.
+[[gnu::always_inline]] inline bool same_bytes(std::string_view a, std::string_view b) noexcept {
   const std::size_t n = a.size();
   if (n != b.size()) return false;
   const auto load = [](const char* p, auto word) {
@@ -376,15 +376,16 @@ bool same_bytes(std::string_view a, std::string_view b) noexcept {
     return (load(a.data(), w) ^ load(b.data(), w)) == 0 &&
            (load(a.data() + n - 4, w) ^ load(b.data() + n - 4, w)) == 0;
   }
-  for (std::size_t i = 0; i < n; ++i) {
-    if (a[i] != b[i]) return false;
-  }
-  return true;
+  if (n == 0) return true;
+  const char* p = a.data();
+  const char* q = b.data();
+  return p[0] == q[0] && p[n / 2] == q[n / 2] && p[n - 1] == q[n - 1];
 }
 
 }  // namespace
 
-const HttpRouter::Route* HttpRouter::find_exact(std::string_view path) const noexcept {
+[[gnu::always_inline]] inline const HttpRouter::Route* HttpRouter::find_exact(
+    std::string_view path) const noexcept {
   const std::size_t n = path.size();
   if (by_length_.empty()) return nullptr;
   if (n > max_indexed_length) {  // the long routes, past the index: compared one by one
@@ -491,6 +492,76 @@ class Ring {
   std::size_t size_ = 0;
 };
 
+/// Copies @p n bytes; up to 16 without a call (two loads and stores that may overlap).
+[[gnu::always_inline]] inline void copy_bytes(char* to, const char* from, std::size_t n) noexcept {
+  const auto move = [&](auto word, std::size_t at) {
+    std::memcpy(&word, from + at, sizeof word);
+    std::memcpy(to + at, &word, sizeof word);
+  };
+  if (n > 16) {
+    std::memcpy(to, from, n);
+  } else if (n >= 8) {
+    move(std::uint64_t{}, 0);
+    move(std::uint64_t{}, n - 8);
+  } else if (n >= 4) {
+    move(std::uint32_t{}, 0);
+    move(std::uint32_t{}, n - 4);
+  } else if (n > 0) {
+    to[0] = from[0];
+    to[n / 2] = from[n / 2];
+    to[n - 1] = from[n - 1];
+  }
+}
+
+/// The bytes serialised for a connection and not yet written. Unlike a std::string, it does
+/// not zero the room a head is written into, checks its capacity once per piece, and copies a
+/// short piece without a call.
+class OutputBuffer {
+ public:
+  bool empty() const noexcept { return size_ == 0; }
+  std::size_t size() const noexcept { return size_; }
+  std::size_t capacity() const noexcept { return capacity_; }
+  const char* data() const noexcept { return data_.get(); }
+  std::string_view view() const noexcept { return {data_.get(), size_}; }
+  std::span<const std::byte> bytes() const noexcept {
+    return std::as_bytes(std::span(data_.get(), size_));
+  }
+  /// Empties it, keeping its memory.
+  void clear() noexcept { size_ = 0; }
+  /// Empties it and frees its memory.
+  void release() noexcept {
+    data_.reset();
+    size_ = 0;
+    capacity_ = 0;
+  }
+  /// Room for at least @p n more bytes after the end; commit() says where the writing ended.
+  char* room(std::size_t n) {
+    if (capacity_ - size_ < n) grow(n);
+    return data_.get() + size_;
+  }
+  /// Makes the bytes up to @p end (within the last room()) part of the buffer.
+  void commit(const char* end) noexcept { size_ = static_cast<std::size_t>(end - data_.get()); }
+  [[gnu::always_inline]] OutputBuffer& operator+=(std::string_view s) {
+    char* at = room(s.size());
+    copy_bytes(at, s.data(), s.size());
+    size_ += s.size();
+    return *this;
+  }
+
+ private:
+  void grow(std::size_t n) {
+    const std::size_t capacity = std::max({capacity_ * 2, size_ + n, std::size_t{4096}});
+    auto bigger = std::make_unique_for_overwrite<char[]>(capacity);
+    if (size_ != 0) std::memcpy(bigger.get(), data_.get(), size_);
+    data_ = std::move(bigger);
+    capacity_ = capacity;
+  }
+
+  std::unique_ptr<char[]> data_;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;
+};
+
 }  // namespace
 
 class HttpConnection final : public Protocol, private HttpRequestParser::Callbacks {
@@ -515,6 +586,7 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
   /// One request in flight, from its head to its response on the wire.
   struct Slot {
     HttpServerRequest request;
+    HttpRouter::Match match;          // the route, found when the head arrived
     Task<HttpResponse> task;
     HttpResponse response;
     HttpConnection* owner = nullptr;  // null: orphaned (connection gone, task still running)
@@ -526,6 +598,17 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
     bool callback_pending = false;    // a done callback of task is scheduled or awaited
     bool stored = false;              // task or response was set: recycle() empties them
   };
+
+  /// What writing a response needs to know of its request.
+  struct Exchange {
+    int version_minor = 1;
+    bool head = false;        // a HEAD request: no body on the wire
+    bool keep_alive = true;   // the connection stays open after this response
+  };
+  /// The Exchange of @p slot, first in line.
+  Exchange exchange_of(const Slot& slot) const noexcept {
+    return {slot.request.version_minor(), slot.head, !ends_after(slot)};
+  }
 
   // HttpRequestParser::Callbacks
   void headers_received(const HttpRequest& request) override;
@@ -556,13 +639,16 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
            closing_ || lost_ || failed_;
   }
   void dispatch(Slot& slot);
+  /// Answers the request of the direct lane (see headers_received()) while the parser is
+  /// still paused on it.
+  void answer_direct();
   void on_handler_done(Slot& slot);
   /// Calls a plain handler and responds with what it returns (500 if it throws).
   void run_plain(Slot& slot, const HttpPlainHandler& handler);
   /// The plain handler's response, or a 500 (reported) if it throws.
-  HttpResponse call_plain(Slot& slot, const HttpPlainHandler& handler);
+  HttpResponse call_plain(HttpServerRequest& request, const HttpPlainHandler& handler);
   /// Passes a handler's exception to the loop's exception handler, naming the request.
-  void report_handler_error(const Slot& slot, std::exception_ptr error);
+  void report_handler_error(const HttpServerRequest& request, std::exception_ptr error);
   /// Writes @p response at once when @p slot is first in line and it is plain, else keeps it
   /// in the slot until its turn (complete()). May move from @p response.
   void respond(Slot& slot, HttpResponse& response);
@@ -573,14 +659,18 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
   /// The response head of @p r: framed by @p content_length, or chunked, or neither (the
   /// body ends with the connection: a stream over HTTP/1.0) when @p content_length is empty
   /// and @p chunked false.
-  void serialize_head(const Slot& slot, const HttpResponse& r,
+  void serialize_head(const Exchange& x, const HttpResponse& r,
                       std::optional<std::uint64_t> content_length, bool chunked);
-  /// Whether @p r is sent by write_plain(): no stream and no file to send.
-  static bool is_plain(const Slot& slot, const HttpResponse& r) noexcept;
-  /// Serialises @p r, the response of @p slot, the front of queue_, and its body into out_
-  /// (or writes a large body at once), pops and recycles @p slot; returns false when the
-  /// connection ends with it.
-  bool write_plain(Slot* slot, const HttpResponse& r);
+  /// Whether @p r, the response to a HEAD request when @p head, is sent by write_plain():
+  /// no stream and no file to send.
+  static bool is_plain(bool head, const HttpResponse& r) noexcept;
+  /// Serialises @p r and its body into out_ (or writes a large body at once).
+  void write_plain(const Exchange& x, const HttpResponse& r);
+  /// write_plain() of @p slot's response, @p r; pops and recycles @p slot (the front of
+  /// queue_); returns false when the connection ends with it.
+  bool send_plain(Slot* slot, const HttpResponse& r);
+  /// After a response: closes once out_ is written unless @p keep_alive; returns it.
+  bool finish(bool keep_alive);
   void flush();
   void fail(int status, std::string_view reason);
   void close_when_drained();
@@ -605,7 +695,10 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
   std::vector<Slot*> free_;      // recycled slots
   Slot* receiving_ = nullptr;    // the slot of the request being parsed
   Slot* ready_ = nullptr;        // the slot request_received() just completed
-  std::string out_;              // responses serialised, not yet written
+  /// The direct lane's request and its handler (set from headers_received() to the answer).
+  HttpServerRequest direct_request_;
+  const HttpPlainHandler* direct_ = nullptr;
+  OutputBuffer out_;             // responses serialised, not yet written
   std::string input_;            // bytes received and not parsed yet (blocked)
   std::size_t input_at_ = 0;     // parsed prefix of input_
   std::shared_ptr<HttpBodyWriter::Channel> channel_;  // while a stream body is sent
@@ -659,7 +752,7 @@ void HttpConnection::connection_made(Transport& transport) {
   transport_ = &transport;
   loop_ = &transport.get_loop();
   last_activity_ = loop_->time();
-  out_.reserve(4096);
+  out_.room(4096);
   arm_timer(std::min(server_->settings().keepalive_timeout, server_->settings().header_timeout));
   if (server_->is_shutting_down()) transport.close();
 }
@@ -670,7 +763,7 @@ void HttpConnection::data_received(std::span<const std::byte> data) {
   if (closing_ || lost_ || failed_) return;
   const bool was_idle = parser_.state() == HttpRequestParser::State::idle;
   const std::uint64_t completed = parser_.requests_completed();
-  last_activity_ = loop_->time();
+  last_activity_ = loop_->iteration_time();  // no clock read: the timeouts are of seconds
   if (!input_.empty()) {  // earlier bytes wait: these queue behind them
     input_.append(reinterpret_cast<const char*>(data.data()), data.size());
     resume_input();
@@ -704,9 +797,14 @@ std::size_t HttpConnection::parse(std::span<const std::byte> data) {
       break;
     }
     if (!parser_.is_paused()) break;  // all consumed, the next request is incomplete
-    Slot* slot = std::exchange(ready_, nullptr);
-    parser_.resume();
-    dispatch(*slot);
+    if (direct_ != nullptr) {
+      answer_direct();  // before resume(): the request views the parser's buffers
+      parser_.resume();
+    } else {
+      Slot* slot = std::exchange(ready_, nullptr);
+      parser_.resume();
+      dispatch(*slot);
+    }
     if (used == data.size()) break;
   }
   in_parse_ = false;
@@ -746,8 +844,26 @@ bool HttpConnection::eof_received() {
 }
 
 void HttpConnection::headers_received(const HttpRequest& request) {
+  // The direct lane: a request without a body, with nothing before it in flight, whose route
+  // has a plain handler, is answered before the parser resumes (parse(), answer_direct()),
+  // its head viewed where the parser keeps it: no slot, no swap of buffers, no queue. An
+  // end of file already received keeps to the slots (ends_after() looks at the queue).
+  const bool direct = queue_.empty() && !sending_ && !eof_ && !request.expects_continue() &&
+                      !request.is_chunked() && request.content_length().value_or(0) == 0;
+  HttpRouter::Match match;
+  if (direct) {
+    direct_request_.view_head(request, *transport_);
+    match = server_->router().resolve(direct_request_.method(), direct_request_.path());
+    if (match.plain != nullptr) {
+      direct_request_.route_ = match.route;
+      direct_ = match.plain;
+      return;
+    }
+  }
   Slot* slot = take_slot();
   slot->request.take_head(parser_, *transport_);
+  slot->match = direct ? match
+                       : server_->router().resolve(slot->request.method(), slot->request.path());
   slot->head = request.method() == "HEAD";
   slot->keep_alive = request.keep_alive();
   receiving_ = slot;
@@ -767,6 +883,7 @@ void HttpConnection::body_received(std::span<const std::byte> data) {
 }
 
 void HttpConnection::request_received(const HttpRequest& request) {
+  if (direct_ != nullptr) return;  // parse() answers it
   Slot* slot = std::exchange(receiving_, nullptr);
   if (!request.trailers().empty()) slot->request.assign_trailers(request.trailers());
   slot->received = true;
@@ -778,7 +895,7 @@ void HttpConnection::request_received(const HttpRequest& request) {
 
 void HttpConnection::dispatch(Slot& slot) {
   HttpServerRequest& request = slot.request;
-  const HttpRouter::Match match = server_->router().resolve(request.method(), request.path());
+  const HttpRouter::Match& match = slot.match;
   if (match.plain != nullptr) {
     request.route_ = match.route;
     run_plain(slot, *match.plain);
@@ -795,7 +912,7 @@ void HttpConnection::dispatch(Slot& slot) {
     slot.stored = true;
     slot.task = loop_->create_eager_task((*match.handler)(request));
   } catch (...) {  // the handler threw before its first suspension, outside the coroutine
-    report_handler_error(slot, std::current_exception());
+    report_handler_error(request, std::current_exception());
     complete(slot, HttpResponse::error(500));
     return;
   }
@@ -815,33 +932,60 @@ void HttpConnection::dispatch(Slot& slot) {
   });
 }
 
+void HttpConnection::answer_direct() {
+  // Called inside parse(): what it writes is flushed once the bytes are parsed. The response
+  // is made in place (no move): call_plain() returns the handler's prvalue.
+  const HttpPlainHandler& handler = *std::exchange(direct_, nullptr);
+  HttpResponse response = call_plain(direct_request_, handler);
+  if (closing_ || lost_) return;  // the handler closed the connection
+  const bool head = direct_request_.method() == "HEAD"sv;
+  if (is_plain(head, response)) {
+    const bool keep_alive = direct_request_.keep_alive() && !server_->is_shutting_down();
+    write_plain({direct_request_.version_minor(), head, keep_alive}, response);
+    finish(keep_alive);
+    return;
+  }
+  // A file or a stream is sent over time: from a slot, which takes the head.
+  Slot* slot = take_slot();
+  slot->request.take_head(parser_, *transport_);
+  slot->request.route_ = direct_request_.route_;
+  slot->head = head;
+  slot->keep_alive = direct_request_.keep_alive();
+  slot->received = true;
+  queue_.push_back(slot);
+  complete(*slot, std::move(response));
+}
+
 void HttpConnection::run_plain(Slot& slot, const HttpPlainHandler& handler) {
   // Called inside parse(): what respond() writes is flushed once the bytes are parsed. The
   // response is made in place (no move): call_plain() returns the handler's prvalue.
-  HttpResponse response = call_plain(slot, handler);
+  HttpResponse response = call_plain(slot.request, handler);
   respond(slot, response);
 }
 
-HttpResponse HttpConnection::call_plain(Slot& slot, const HttpPlainHandler& handler) {
+HttpResponse HttpConnection::call_plain(HttpServerRequest& request,
+                                        const HttpPlainHandler& handler) {
   try {
-    return handler(slot.request);
+    return handler(request);
   } catch (...) {
-    report_handler_error(slot, std::current_exception());
+    report_handler_error(request, std::current_exception());
     return HttpResponse::error(500);
   }
 }
 
-void HttpConnection::report_handler_error(const Slot& slot, std::exception_ptr error) {
-  loop_->call_exception_handler({"HTTP handler failed for " + std::string(slot.request.method()) +
-                                     " " + std::string(slot.request.path()),
+void HttpConnection::report_handler_error(const HttpServerRequest& request,
+                                          std::exception_ptr error) {
+  loop_->call_exception_handler({"HTTP handler failed for " + std::string(request.method()) +
+                                     " " + std::string(request.path()),
                                  std::move(error)});
 }
 
 void HttpConnection::respond(Slot& slot, HttpResponse& response) {
-  if (queue_.front() == &slot && !sending_ && !closing_ && !lost_ && is_plain(slot, response)) {
-    // First in line and plain (the common case): serialised from where it is, not moved.
+  if (queue_.front() == &slot && !sending_ && !closing_ && !lost_ &&
+      is_plain(slot.head, response)) {
+    // First in line and plain: serialised from where it is, not moved.
     slot.done = true;
-    if (write_plain(&slot, response)) drain();
+    if (send_plain(&slot, response)) drain();
   } else {
     complete(slot, std::move(response));
   }
@@ -852,7 +996,7 @@ void HttpConnection::on_handler_done(Slot& slot) {
   if (task.cancelled()) {
     complete(slot, HttpResponse::error(503, "the request was cancelled"));
   } else if (std::exception_ptr e = task.exception()) {
-    report_handler_error(slot, std::move(e));
+    report_handler_error(slot.request, std::move(e));
     complete(slot, HttpResponse::error(500));
   } else {
     respond(slot, task.state()->value());  // the task's own copy
@@ -880,6 +1024,10 @@ bool status_has_body(int status) noexcept {
   return status >= 200 && status != 204 && status != 304;
 }
 
+/// A body up to this size is copied into the output buffer; a larger one is written from
+/// where it is, by a scatter-gather write.
+constexpr std::size_t small_body = 16 * 1024;
+
 }  // namespace
 
 namespace {
@@ -901,14 +1049,13 @@ class HeadWriter {
 
 }  // namespace
 
-void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
+void HttpConnection::serialize_head(const Exchange& x, const HttpResponse& r,
                                     std::optional<std::uint64_t> content_length, bool chunked) {
-  const HttpServerRequest& req = slot.request;
-  const bool keep_alive = !ends_after(slot);
+  const bool keep_alive = x.keep_alive;
   const std::string_view date = server_->date_now();
   // The most common head (200, HTTP/1.1, keep-alive, Content-Type and Content-Length only)
   // is made once per second per type and length, and copied whole.
-  const bool cacheable = r.status == 200 && req.version_minor() == 1 && keep_alive &&
+  const bool cacheable = r.status == 200 && x.version_minor == 1 && keep_alive &&
                          !chunked && content_length && r.headers.empty();
   if (cacheable) {
     if (const std::string* head = server_->cached_head(r.content_type, *content_length)) {
@@ -922,12 +1069,11 @@ void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
   std::size_t bound = 220 + server_name.size() + r.content_type.size();
   for (const HttpField& f : r.headers) bound += f.name.size() + f.value.size() + 4;
   const std::size_t at = out_.size();
-  out_.resize(at + bound);
-  HeadWriter w(out_.data() + at);
-  if (r.status == 200 && req.version_minor() == 1) {
+  HeadWriter w(out_.room(bound));
+  if (r.status == 200 && x.version_minor == 1) {
     w.put(server_->ok_head_);
   } else {
-    w.put(req.version_minor() == 0 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv);
+    w.put(x.version_minor == 0 ? "HTTP/1.0 "sv : "HTTP/1.1 "sv);
     w.put_number(static_cast<std::uint64_t>(r.status));
     w.put(" "sv);
     w.put(http_reason_phrase(r.status));
@@ -961,13 +1107,13 @@ void HttpConnection::serialize_head(const Slot& slot, const HttpResponse& r,
   }
   if (!keep_alive) {
     w.put("Connection: close\r\n"sv);
-  } else if (req.version_minor() == 0) {
+  } else if (x.version_minor == 0) {
     w.put("Connection: keep-alive\r\n"sv);
   }
   w.put("\r\n"sv);
-  out_.resize(static_cast<std::size_t>(w.end() - out_.data()));
+  out_.commit(w.end());
   if (cacheable) {
-    server_->cache_head(r.content_type, *content_length, std::string_view(out_).substr(at));
+    server_->cache_head(r.content_type, *content_length, out_.view().substr(at));
   }
 }
 
@@ -987,67 +1133,94 @@ void HttpConnection::drain() {
     if (r.stream && status_has_body(r.status) && !slot->head) {
       if (!chunked_ok) slot->keep_alive = false;
       stream_chunked_ = chunked_ok;
-      serialize_head(*slot, r, std::nullopt, chunked_ok);
+      serialize_head(exchange_of(*slot), r, std::nullopt, chunked_ok);
       sending_ = true;
       sender_ = loop_->create_task(send_body(slot));
       return;
     }
-    if (!is_plain(*slot, r)) {  // a file body
-      serialize_head(*slot, r, r.file.length(), false);
+    if (!is_plain(slot->head, r)) {  // a file body
+      serialize_head(exchange_of(*slot), r, r.file.length(), false);
       sending_ = true;
       sender_ = loop_->create_task(send_body(slot));
       return;
     }
-    if (!write_plain(slot, r)) return;
+    if (!send_plain(slot, r)) return;
   }
   if (queue_.empty() && (eof_ || server_->is_shutting_down()) && input_.empty()) {
     close_when_drained();
   }
 }
 
-bool HttpConnection::is_plain(const Slot& slot, const HttpResponse& r) noexcept {
-  const bool body_on_wire = status_has_body(r.status) && !slot.head;
+bool HttpConnection::is_plain(bool head, const HttpResponse& r) noexcept {
+  const bool body_on_wire = status_has_body(r.status) && !head;
   return !body_on_wire || (!r.stream && !(r.file && r.file.length() > 0));
 }
 
-bool HttpConnection::write_plain(Slot* slot, const HttpResponse& r) {
-  const bool chunked_ok = slot->request.version_minor() != 0;
+bool HttpConnection::send_plain(Slot* slot, const HttpResponse& r) {
+  const Exchange x = exchange_of(*slot);
+  write_plain(x, r);
+  queue_.pop_front();
+  recycle(slot);
+  return finish(x.keep_alive);
+}
+
+bool HttpConnection::finish(bool keep_alive) {
+  if (keep_alive) return true;
+  closing_ = true;  // nothing after this response is answered
+  flush();
+  transport_->close();
+  return false;
+}
+
+[[gnu::always_inline]] inline const std::string* HttpServer::cached_head(std::string_view content_type,
+                                                  std::uint64_t length) const noexcept {
+  const CachedHead& h = heads_[last_head_];  // most servers: always the one found last
+  if (h.generation == ok_head_generation_ && h.length == length &&
+      same_bytes(h.content_type, content_type)) {
+    return &h.head;
+  }
+  return find_head(content_type, length);
+}
+
+void HttpConnection::write_plain(const Exchange& x, const HttpResponse& r) {
+  // The most common response first: a 200 of a small body in memory, its head cached.
+  if (r.status == 200 && x.version_minor == 1 && x.keep_alive && !x.head && !r.file &&
+      !r.stream && r.headers.empty() && r.body.size() <= small_body) {
+    server_->date_now();
+    if (const std::string* head = server_->cached_head(r.content_type, r.body.size())) {
+      out_ += *head;
+      out_ += r.body;
+      return;
+    }
+  }
+  const bool chunked_ok = x.version_minor != 0;
   const bool send_file = static_cast<bool>(r.file) && status_has_body(r.status);
   const std::uint64_t length = send_file ? r.file.length() : r.body.size();
   // HEAD of a stream: the head GET would have (chunked on HTTP/1.1, unframed on 1.0), no body.
   if (r.stream) {
-    serialize_head(*slot, r, std::nullopt, chunked_ok);
+    serialize_head(x, r, std::nullopt, chunked_ok);
   } else {
-    serialize_head(*slot, r, length, false);
+    serialize_head(x, r, length, false);
   }
-  const bool keep_alive = !ends_after(*slot);
-  const bool with_body = status_has_body(r.status) && !slot->head;
+  const bool with_body = status_has_body(r.status) && !x.head;
   if (with_body && !send_file && !r.body.empty()) {
-    if (r.body.size() <= 16 * 1024) {
+    if (r.body.size() <= small_body) {
       out_ += r.body;
     } else {  // large: one scatter-gather write of what waits and this body, no copy
       const std::array<std::span<const std::byte>, 2> parts = {
-          std::as_bytes(std::span(out_.data(), out_.size())),
+          out_.bytes(),
           std::as_bytes(std::span(r.body.data(), r.body.size()))};
       transport_->writelines(parts);
       out_.clear();
     }
   }
-  queue_.pop_front();
-  recycle(slot);
-  if (!keep_alive) {
-    closing_ = true;  // nothing after this response is answered
-    flush();
-    transport_->close();
-    return false;
-  }
-  return true;
 }
 
 void HttpConnection::flush() {
   if (out_.empty() || lost_) return;
-  transport_->write(std::as_bytes(std::span(out_.data(), out_.size())));
+  transport_->write(out_.bytes());
   out_.clear();
+  if (out_.capacity() > 64 * 1024) out_.release();  // after a large stream chunk
 }
 
 void HttpConnection::close_when_drained() {
@@ -1059,6 +1232,7 @@ void HttpConnection::close_when_drained() {
 
 void HttpConnection::fail(int status, std::string_view reason) {
   failed_ = true;
+  direct_ = nullptr;
   // The request being received gets no handler: its place in the queue takes the error.
   Slot* slot = std::exchange(receiving_, nullptr);
   if (!slot) {
@@ -1150,11 +1324,11 @@ Coro<void> HttpBodyWriter::write(std::string data) {
   if (data.empty()) co_return;
   char size[20];
   const auto r = std::to_chars(size, size + sizeof size, data.size(), 16);
-  std::string& out = c->out_;
+  OutputBuffer& out = c->out_;
   if (!c->stream_chunked_) {
     out += data;
   } else {
-    out.append(size, r.ptr);
+    out += std::string_view(size, static_cast<std::size_t>(r.ptr - size));
     out += "\r\n"sv;
     out += data;
     out += "\r\n"sv;
@@ -1284,32 +1458,27 @@ HttpServer::HttpServer(HttpRouter router, HttpServerSettings settings)
   }
 }
 
-std::string_view HttpServer::date_now() {
-  const std::time_t now = std::time(nullptr);
-  if (now != date_second_ || ok_head_.empty()) {  // (empty: time() failed, as -1, at once)
-    date_second_ = now;
-    const std::string_view date = format_http_date(now, date_.data());
-    ok_head_ = "HTTP/1.1 200 OK\r\n";
-    if (!settings_.server_name.empty()) {
-      ok_head_ += "Server: ";
-      ok_head_ += settings_.server_name;
-      ok_head_ += "\r\n";
-    }
-    ok_head_ += "Date: ";
-    ok_head_ += date;
+void HttpServer::new_date(std::time_t now) {
+  date_second_ = now;
+  const std::string_view date = format_http_date(now, date_.data());
+  ok_head_ = "HTTP/1.1 200 OK\r\n";
+  if (!settings_.server_name.empty()) {
+    ok_head_ += "Server: ";
+    ok_head_ += settings_.server_name;
     ok_head_ += "\r\n";
-    ++ok_head_generation_;  // every cached head had the old date
   }
-  return {date_.data(), date_.size()};
+  ok_head_ += "Date: ";
+  ok_head_ += date;
+  ok_head_ += "\r\n";
+  ++ok_head_generation_;  // every cached head had the old date
 }
 
-const std::string* HttpServer::cached_head(std::string_view content_type,
-                                           std::uint64_t length) const noexcept {
+const std::string* HttpServer::find_head(std::string_view content_type,
+                                         std::uint64_t length) const noexcept {
   const auto matches = [&](const CachedHead& h) {
     return h.generation == ok_head_generation_ && h.length == length &&
            same_bytes(h.content_type, content_type);
   };
-  if (matches(heads_[last_head_])) return &heads_[last_head_].head;  // most servers: always
   for (std::size_t i = 0; i < heads_.size(); ++i) {
     if (matches(heads_[i])) {
       last_head_ = i;

@@ -433,6 +433,117 @@ STRATA_LOOP_TEST_CASE("HTTP server: plain handlers answer in order behind a coro
   CHECK(loop.errors()[0].message == "HTTP handler failed for GET /pthrow");
 }
 
+STRATA_LOOP_TEST_CASE("HTTP server: plain handlers first in line answer every kind of response, "
+                      "sent in one write or one by one",
+                      "[protocols][http]") {
+  // Nothing before them in flight: a bodiless request to a plain handler is answered before the
+  // parser reads on (the direct lane); a stream or a file then moves to a slot of its own.
+  strata::testing::TestLoop loop(TestType::kind);
+  const bool one_write = GENERATE(true, false);
+  std::string path = "/tmp/strata-http-plain-file-XXXXXX";
+  const int fd = ::mkstemp(path.data());
+  REQUIRE(fd >= 0);
+  const std::string content(70000, 'f');
+  REQUIRE(::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
+  ::close(fd);
+  HttpRouter router = plain_router();
+  const std::string file = path;
+  router.get("/pfile", [file](HttpServerRequest&) {
+    HttpResponse r;
+    r.file = strata::HttpFileBody(::open(file.c_str(), O_RDONLY | O_CLOEXEC), 0, 70000);
+    return r;
+  });
+  router.get("/pwho", [](HttpServerRequest& req) {
+    std::string who(req.method());
+    who += " " + std::string(req.target()) + " " + std::to_string(req.version_minor());
+    who += req.keep_alive() ? " keep-alive" : " close";
+    for (const auto& h : req.headers()) who += " " + std::string(h.name) + "=" + std::string(h.value);
+    return HttpResponse::text(who);
+  });
+  const std::vector<std::string> requests = {
+      "GET /p?1 HTTP/1.1\r\nHost: x\r\n\r\n",
+      "HEAD /p?2 HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET /pthrow HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET /pstream HTTP/1.1\r\nHost: x\r\n\r\n",
+      "HEAD /pstream HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET /pfile HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET /pbig HTTP/1.1\r\nHost: x\r\n\r\n",
+      "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+      "GET /pp/a/b?q HTTP/1.1\r\nHost: x\r\n\r\n",
+      "GET http://x/pwho?a=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\n",
+      "GET /pwho HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+      "GET /pwho HTTP/1.0\r\n\r\n",  // the last: closes
+  };
+  const std::vector<std::size_t> head_at = {1, 4};
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(std::move(router));
+    auto c = co_await connect_raw(s.port);
+    std::vector<strata::testing::ParsedResponse> r;
+    if (one_write) {
+      std::string all;
+      for (const std::string& q : requests) all += q;
+      c->send(all);
+      r = co_await c->responses(requests.size(), head_at);
+    } else {
+      for (std::size_t i = 0; i < requests.size(); ++i) {
+        c->send(requests[i]);
+        r = co_await c->responses(i + 1, head_at);
+        REQUIRE(r.size() == i + 1);
+      }
+    }
+    REQUIRE(r.size() == requests.size());
+    CHECK(r[0].body == "plain 1");
+    CHECK(r[1].header("Content-Length") == "7");
+    CHECK(r[1].body.empty());
+    CHECK(r[2].status == 500);
+    CHECK(r[3].header("Transfer-Encoding") == "chunked");
+    CHECK(r[3].body == "a,b");
+    CHECK(r[4].header("Transfer-Encoding") == "chunked");
+    CHECK(r[4].body.empty());
+    CHECK(r[5].body == content);
+    CHECK(r[6].body == std::string(100 * 1024, 'x'));
+    CHECK(r[7].status == 405);
+    CHECK(r[8].body == "/pp/ /pp/a/b");
+    CHECK(r[9].body == "GET /pwho?a=1 1 keep-alive Host=x X-A=1");
+    CHECK(r[10].body == "GET /pwho 0 keep-alive Connection=keep-alive");
+    CHECK(r[10].header("Connection") == "keep-alive");
+    CHECK(r[11].body == "GET /pwho 0 close");
+    CHECK(r[11].header("Connection") == "close");
+    co_await c->closed();
+    CHECK(c->eof);
+    co_await s.stop();
+  };
+  loop.run(body());
+  ::unlink(path.c_str());
+  REQUIRE(loop.errors().size() == 1);
+  CHECK(loop.errors()[0].message == "HTTP handler failed for GET /pthrow");
+}
+
+STRATA_LOOP_TEST_CASE("HTTP server: a plain handler that shuts the server down is answered with "
+                      "Connection: close",
+                      "[protocols][http]") {
+  strata::testing::TestLoop loop(TestType::kind);
+  strata::HttpServer* server = nullptr;
+  HttpRouter router = plain_router();
+  router.get("/down", [&server](HttpServerRequest&) {
+    server->shutdown();
+    return HttpResponse::text("down");
+  });
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(std::move(router));
+    server = s.http.get();
+    auto c = co_await connect_raw(s.port);
+    c->send("GET /down HTTP/1.1\r\nHost: x\r\n\r\nGET /p?1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    co_await c->closed();
+    const auto r = strata::testing::parse_responses(c->received);
+    REQUIRE(r.size() == 1);  // nothing after the response that ends the connection
+    CHECK(r[0].body == "down");
+    CHECK(r[0].header("Connection") == "close");
+    co_await s.stop();
+  };
+  loop.run(body());
+}
+
 STRATA_LOOP_TEST_CASE("HTTP server: a reused response head has the current Date, its own length and "
                       "type, and no keep-alive where the connection ends",
                       "[protocols][http]") {

@@ -100,7 +100,7 @@ class HttpRequest {
   /// authority form. Not percent-decoded.
   std::string_view target() const noexcept { return target_; }
   /// The target up to its first '?'.
-  std::string_view path() const noexcept { return target_.substr(0, query_at_); }
+  std::string_view path() const noexcept { return {target_.data(), query_at_}; }
   /// The target after its first '?', without it; empty when there is none.
   std::string_view query() const noexcept {
     return query_at_ < target_.size() ? target_.substr(query_at_ + 1) : std::string_view{};
@@ -134,7 +134,7 @@ class HttpRequest {
 
   std::string_view method_;
   std::string_view target_;
-  std::size_t query_at_ = 0;
+  std::size_t query_at_ = 0;  // the first '?' of target_, or its size: never past it
   int version_major_ = 1;
   int version_minor_ = 1;
   HttpHeaders headers_;
@@ -284,7 +284,8 @@ class HttpRequestParser {
   friend struct Impl;
 
   void fail(int status, std::string_view reason) noexcept;
-  bool head_complete(int major, int minor, std::uint64_t flags, std::uint64_t content_length);
+  bool head_complete(int major, int minor, std::uint64_t flags, std::uint64_t content_length,
+                     std::size_t query_at = std::string_view::npos);
   void complete_request();
 
   Callbacks& callbacks_;

@@ -112,12 +112,19 @@ struct HttpResponse {
   /// the connection (the client sees a truncated chunked body, as it must).
   std::function<Coro<void>(HttpBodyWriter&)> stream;
 
+  // (Defined here, so that a handler's call is inlined: the type is set without a call.)
   /// 200 (or @p status) with `text/plain` and @p body.
-  static HttpResponse text(std::string body, int status = 200);
+  static HttpResponse text(std::string body, int status = 200) {
+    return {.status = status, .content_type = "text/plain", .body = std::move(body)};
+  }
   /// 200 (or @p status) with `application/json` and @p body.
-  static HttpResponse json(std::string body, int status = 200);
+  static HttpResponse json(std::string body, int status = 200) {
+    return {.status = status, .content_type = "application/json", .body = std::move(body)};
+  }
   /// 200 (or @p status) with `text/html; charset=utf-8` and @p body.
-  static HttpResponse html(std::string body, int status = 200);
+  static HttpResponse html(std::string body, int status = 200) {
+    return {.status = status, .content_type = "text/html; charset=utf-8", .body = std::move(body)};
+  }
   /// @p status with a short text/plain body: the reason phrase and @p detail, if any.
   static HttpResponse error(int status, std::string_view detail = {});
 
@@ -148,7 +155,7 @@ class HttpServerRequest {
   /// scheme and authority.
   std::string_view target() const noexcept { return target_; }
   /// The target up to its first '?' (not percent-decoded).
-  std::string_view path() const noexcept { return target_.substr(0, query_at_); }
+  std::string_view path() const noexcept { return {target_.data(), query_at_}; }
   /// The target after its first '?'; empty when there is none.
   std::string_view query() const noexcept {
     return query_at_ < target_.size() ? target_.substr(query_at_ + 1) : std::string_view{};
@@ -175,13 +182,16 @@ class HttpServerRequest {
   /// Takes the head of @p parser's current request (swapped, not copied: see
   /// HttpRequestParser::swap_head()).
   void take_head(HttpRequestParser& parser, Transport& transport);
+  /// Views the head of @p request where it is (in its parser's storage): valid until the
+  /// parser resumes. For a request answered before that.
+  void view_head(const HttpRequest& request, Transport& transport);
   void assign_trailers(const HttpHeaders& trailers);
 
   std::string_view method_;
   std::string method_storage_;  // a hand-made request's method
   std::string_view target_;     // into head_.bytes, or into target_storage_
   std::string target_storage_;  // a rewritten absolute-form target, or a hand-made one
-  std::size_t query_at_ = 0;
+  std::size_t query_at_ = 0;  // the first '?' of target_, or its size: never past it
   int version_major_ = 1;
   int version_minor_ = 1;
   bool keep_alive_ = false;
@@ -349,7 +359,15 @@ class HttpServer {
   friend class HttpConnection;
   /// The Date of responses made now (as http_date_now()), formatted once a second: then
   /// ok_head_ is rebuilt and every cached head goes stale.
-  std::string_view date_now();
+  std::string_view date_now() {
+    const std::time_t now = std::time(nullptr);
+    if (now != date_second_ || ok_head_.empty()) [[unlikely]] {  // (empty: time() failed, -1)
+      new_date(now);
+    }
+    return {date_.data(), date_.size()};
+  }
+  /// Formats the Date of @p now and rebuilds ok_head_.
+  void new_date(std::time_t now);
   /// A whole head, cached: that of a 200 HTTP/1.1 keep-alive response whose only fields
   /// besides Server and Date are its Content-Type and Content-Length (most responses).
   struct CachedHead {
@@ -360,7 +378,10 @@ class HttpServer {
   };
   /// The cached head for @p content_type and @p length, or null. Call date_now() first: a
   /// head made under another date does not count.
-  const std::string* cached_head(std::string_view content_type, std::uint64_t length) const noexcept;
+  const std::string* cached_head(std::string_view content_type,
+                                 std::uint64_t length) const noexcept;
+  /// cached_head() past the entry found last.
+  const std::string* find_head(std::string_view content_type, std::uint64_t length) const noexcept;
   /// Keeps @p head as the head for @p content_type and @p length (the oldest entry goes).
   void cache_head(std::string_view content_type, std::uint64_t length, std::string_view head);
 
