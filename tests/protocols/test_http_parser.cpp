@@ -4,6 +4,7 @@
 
 #include <array>
 #include <atomic>
+#include <cctype>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -1090,6 +1091,40 @@ TEST_CASE("HttpRequestParser: every byte value in every part of a simple head pa
   }
   // The shape admits most bytes in most places: the simple path was taken, and often.
   CHECK(simple > 400);
+}
+
+TEST_CASE("HttpRequestParser: every byte value at every place of a long target parses as llhttp "
+          "parses it",
+          "[protocols][http_parser]") {
+  // The simple path scans a target sixteen bytes at a time while sixteen remain: each byte
+  // value at each lane of the first blocks of the path and of the query, and at the ends.
+  const std::string path = "/" + std::string(40, 'p');
+  const std::string query = std::string(40, 'q');
+  const std::string head_end = " HTTP/1.1\r\nHost: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n";
+  const std::string plain = "GET " + path + "?" + query + head_end;
+  REQUIRE(simple_heads_of(plain) == 2);
+  const std::size_t path_at = 4;
+  const std::size_t query_at = path_at + path.size() + 1;
+  // RFC 3986: pchar and '/' in the path; '?' too in the query.
+  const auto allowed = [](int c, bool in_query) {
+    const std::string_view marks = "-._~!$&'()*+,;=:@/%";
+    return std::isalnum(c) != 0 || (c != 0 && marks.find(static_cast<char>(c)) != marks.npos) ||
+           (in_query && c == '?');
+  };
+  for (const std::size_t from : {path_at + 1, query_at}) {
+    for (std::size_t lane = 0; lane < 40; ++lane) {
+      for (int c = 0; c < 256; ++c) {
+        std::string input = plain;
+        input[from + lane] = static_cast<char>(c);
+        CAPTURE(from, lane, c);
+        const Outcome whole = parse(input);
+        const Outcome bytewise = parse_bytewise(input);
+        REQUIRE(whole == bytewise);
+        // A byte of the target's grammar keeps both heads on the simple path.
+        if (allowed(c, from == query_at)) REQUIRE(simple_heads_of(input) == 2);
+      }
+    }
+  }
 }
 
 TEST_CASE("HttpRequestParser: keep-alive is decided as llhttp decides it, whichever path reads "
