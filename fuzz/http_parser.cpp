@@ -1,10 +1,12 @@
 // Fuzz target http_parser: HttpRequestParser's two ways of reading a head. A head of the common
 // simple shape that arrives whole is read without llhttp (http_parser.cpp, "The simple-head
 // path"); any other head, and any head that arrives in pieces, is read by llhttp. The input is
-// parsed three times with the same limits: fed whole (each simple head by the simple path),
-// byte by byte and in input-chosen pieces (never a whole head: always llhttp).
+// parsed four times with the same limits: fed whole (each simple head by the simple path),
+// fed whole with the heads viewed in the input (HttpRequestParser::set_views_into_input(), as
+// the server parses), byte by byte and in input-chosen pieces (never a whole head: always
+// llhttp).
 //
-// What it checks: the three parses agree on everything a caller can see: each request's
+// What it checks: the four parses agree on everything a caller can see: each request's
 // method, target, path, query, version, fields in order, trailers, body, keep-alive, Expect
 // and framing (Content-Length, chunked); the callback sequence; the final state, error status
 // and reason; the bytes left unconsumed. So the simple path reads exactly what llhttp reads,
@@ -90,9 +92,10 @@ class Transcript final : public HttpRequestParser::Callbacks {
 /// bytes are kept, each complete request is followed by resume(), the end is an EOF.
 template <class NextPiece>
 std::string parse(std::string_view input, HttpParserLimits limits, NextPiece next_piece,
-                  std::uint64_t* simple_heads = nullptr) {
+                  std::uint64_t* simple_heads = nullptr, bool into_input = false) {
   Transcript transcript;
   HttpRequestParser parser(transcript, limits);
+  parser.set_views_into_input(into_input);
   std::string pending;
   std::size_t at = 0;
   for (;;) {
@@ -100,9 +103,11 @@ std::string parse(std::string_view input, HttpParserLimits limits, NextPiece nex
     pending.append(input.substr(at, piece));
     at += piece;
     for (;;) {
-      pending.erase(0, parser.feed(std::as_bytes(std::span(pending.data(), pending.size()))));
-      if (!parser.is_paused()) break;
-      parser.resume();
+      const std::size_t used = parser.feed(std::as_bytes(std::span(pending.data(), pending.size())));
+      const bool paused = parser.is_paused();
+      if (paused) parser.resume();  // before the bytes change: the views may point into them
+      pending.erase(0, used);
+      if (!paused) break;
     }
     if (at == input.size()) break;
   }
@@ -202,12 +207,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   std::uint64_t simple_heads = 0;
   const std::string whole = parse(input, limits, [&] { return input.size(); }, &simple_heads);
+  const std::string viewed =
+      parse(input, limits, [&] { return input.size(); }, nullptr, /*into_input=*/true);
   const std::string bytewise = parse(input, limits, [] { return std::size_t{1}; });
   const std::string pieces =
       parse(input, limits, [&] { return rng.between(1, 16); });
   check(whole == bytewise, "fed whole and byte by byte, the parses differ",
         "input " + show_bytes(input) + "\nsimple heads " + std::to_string(simple_heads) +
             "\n--- whole:\n" + whole + "--- byte by byte:\n" + bytewise);
+  check(viewed == whole, "fed whole, the parses differ with the heads viewed in the input",
+        "input " + show_bytes(input) + "\n--- copied:\n" + whole + "--- viewed:\n" + viewed);
   check(pieces == bytewise, "fed in pieces and byte by byte, the parses differ",
         "input " + show_bytes(input) + "\n--- pieces:\n" + pieces + "--- byte by byte:\n" + bytewise);
   return 0;

@@ -13,6 +13,7 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -282,9 +283,10 @@ struct FieldSection {
 
   /// Builds the views; @p bytes must not change while they are in use. Values are trimmed
   /// of whitespace unless @p trimmed says their positions are already.
-  HttpHeaders build(bool trimmed = false) {
+  HttpHeaders build(bool trimmed = false) { return build(bytes, trimmed); }
+  /// build() with positions into @p all instead of bytes.
+  HttpHeaders build(std::string_view all, bool trimmed) {
     views.clear();
-    const std::string_view all(bytes);
     for (const FieldPos& f : positions) {
       const std::string_view value = all.substr(f.value_begin, f.value_end - f.value_begin);
       views.push_back(
@@ -297,12 +299,15 @@ struct FieldSection {
 /// What framing and the server's decisions depend on, from one pass over a head's fields.
 struct FieldSummary {
   std::size_t hosts = 0;
-  bool transfer_encoding = false;
   std::size_t codings = 0;       // transfer codings listed, over every Transfer-Encoding line
+  bool transfer_encoding = false;
   bool chunked_last = false;     // the last coding listed so far is chunked
   bool chunked_earlier = false;  // chunked was listed before the last coding
   bool unknown_coding = false;   // a coding other than chunked was listed
   bool expects_continue = false;
+
+  /// As FieldSummary{} (which GCC 12 stores field by field, a byte at a time).
+  void clear() noexcept { std::memset(static_cast<void*>(this), 0, sizeof *this); }
 
   static FieldSummary of(const HttpHeaders& fields) noexcept {
     FieldSummary f;
@@ -329,6 +334,7 @@ struct FieldSummary {
     return f;
   }
 };
+static_assert(std::is_trivially_copyable_v<FieldSummary>);  // clear() is a memset
 
 /// Character classes of the simple-head path (see the top of the file).
 enum CharClass : std::uint8_t { tchar = 1, target_char = 2, path_char = 4 };
@@ -496,7 +502,7 @@ class SimpleHead {
     facts.target_size = target_size;
     facts.query_at = query_at;
     facts.minor = p[i] - '0';
-    facts.fields = FieldSummary{};
+    facts.fields.clear();
     i += 3;
     for (;;) {
       if (i + 1 >= n) return false;
@@ -509,6 +515,7 @@ class SimpleHead {
       i = skip_class(p, i, n, tchar);
       if (i == name_at || i >= n || p[i] != ':') return false;
       const std::size_t name_end = i++;
+      if (i < n && p[i] == ' ') ++i;  // the usual single space
       while (i < n && is_ows(p[i])) ++i;
       const std::size_t value_at = i;
       for (;;) {  // VCHAR, SP and HTAB up to the CR
@@ -519,7 +526,7 @@ class SimpleHead {
       if (i + 1 >= n || p[i] != '\r' || p[i + 1] != '\n') return false;
       std::size_t value_end = i;
       bool tab_after = false;  // in the whitespace after the value
-      while (value_end > value_at && is_ows(p[value_end - 1])) {
+      while (value_end > value_at && is_ows(p[value_end - 1])) [[unlikely]] {
         tab_after = tab_after || p[value_end - 1] == '\t';
         --value_end;
       }
@@ -707,8 +714,14 @@ struct HttpRequestParser::Impl {
   }
 
   /// Forgets the current request: back to the start of a head.
+  /// The current head's bytes: where SimpleHead read them, or the copy in head.bytes.
+  std::string_view head_bytes() const noexcept {
+    return head_input.data() != nullptr ? head_input : std::string_view(head.bytes);
+  }
+
   void reset_request() noexcept {
     head.clear();
+    head_input = {};
     trailers.clear();
     url_end = 0;
     phase = Phase::head;
@@ -725,6 +738,7 @@ struct HttpRequestParser::Impl {
   Event event = Event::none;
   FieldSection head;      // target bytes first (up to url_end), then the header fields
   FieldSection trailers;  // separate, so that the head's views survive the trailers
+  std::string_view head_input;  // a head read whole and viewed in the input (views_into_input)
   FieldSummary fields;    // of the head, for head_complete()
   std::size_t url_end = 0;
   std::size_t section_bytes = 0;    // bytes of the head or trailer section so far
@@ -812,10 +826,15 @@ std::size_t HttpRequestParser::feed(std::span<const std::byte> data) {
     SimpleHeadFacts facts(im.fields);
     if (SimpleHead::read(base, std::min(size, limits_.max_header_bytes), facts,
                          im.head.positions)) {
-      im.head.bytes.assign(base + facts.target_at, facts.length - facts.target_at);
+      const std::string_view head(base + facts.target_at, facts.length - facts.target_at);
+      if (views_into_input_) {
+        im.head_input = head;
+      } else {
+        im.head.bytes.assign(head);
+      }
       im.url_end = facts.target_size;
       request_.method_ = facts.method;
-      request_.headers_ = im.head.build(/*trimmed=*/true);
+      request_.headers_ = im.head.build(im.head_bytes(), /*trimmed=*/true);
       const std::uint64_t flags = (facts.connection_close ? F_CONNECTION_CLOSE : 0) |
                                   (facts.connection_keep_alive ? F_CONNECTION_KEEP_ALIVE : 0);
       if (head_complete(1, facts.minor, flags, 0, facts.query_at)) {
@@ -991,7 +1010,7 @@ bool HttpRequestParser::head_complete(int major, int minor, std::uint64_t flags,
                                       std::uint64_t content_length, std::size_t query_at) {
   Impl& im = *impl_;
 
-  request_.target_ = std::string_view(im.head.bytes).substr(0, im.url_end);
+  request_.target_ = im.head_bytes().substr(0, im.url_end);
   request_.query_at_ = query_at != std::string_view::npos
                            ? query_at
                            : std::min(request_.target_.find('?'), request_.target_.size());
@@ -1081,16 +1100,20 @@ void HttpRequestParser::complete_request() {
   }
 }
 
-void HttpRequestParser::swap_head(HttpHeadStorage& storage) noexcept {
+void HttpRequestParser::swap_head(HttpHeadStorage& storage) {
   if (state_ != State::body && state_ != State::complete) return;
   Impl& im = *impl_;
-  const char* const before = im.head.bytes.data();
+  const char* const before = im.head_bytes().data();
+  if (im.head_input.data() != nullptr) {  // viewed in the input: copied now
+    im.head.bytes.assign(im.head_input);
+    im.head_input = {};
+  }
   im.head.bytes.swap(storage.bytes);
   im.head.views.swap(storage.fields);  // a vector's swap keeps its elements where they are
   const char* const after = storage.bytes.data();
   if (after == before) return;
-  // The bytes were short enough to sit inside the string object and were copied: point the
-  // views at their new place.
+  // The bytes were in the input, or short enough to sit inside the string object and were
+  // copied: point the views at their new place.
   const auto rebase = [&](std::string_view v) {
     return std::string_view(after + (v.data() - before), v.size());
   };
@@ -1132,6 +1155,7 @@ void HttpRequestParser::resume() {
   } else {
     // Read by SimpleHead, which touches nothing of reset_request() but these.
     im.head.clear();
+    im.head_input = {};
     im.url_end = 0;
     im.phase = Impl::Phase::head;
   }

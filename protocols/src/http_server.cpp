@@ -200,6 +200,9 @@ void HttpServerRequest::assign_trailers(const HttpHeaders& trailers) {
 void HttpServerRequest::take_head(HttpRequestParser& parser, Transport& transport) {
   parser.swap_head(head_);  // the request's views now point into head_
   view_head(parser.request(), transport);
+  body_.clear();
+  route_ = {};
+  trailers_ = {};
 }
 
 void HttpServerRequest::view_head(const HttpRequest& request, Transport& transport) {
@@ -224,10 +227,7 @@ void HttpServerRequest::view_head(const HttpRequest& request, Transport& transpo
   version_minor_ = request.version_minor();
   keep_alive_ = request.keep_alive();
   transport_ = &transport;
-  body_.clear();
-  route_ = {};
   headers_ = request.headers();
-  trailers_ = {};
 }
 
 // ---- HttpRouter ---------------------------------------------------------------------------------
@@ -720,6 +720,8 @@ class HttpConnection final : public Protocol, private HttpRequestParser::Callbac
 
 HttpConnection::HttpConnection(HttpServer& server)
     : server_(&server), parser_(*this, server.settings().limits) {
+  // parse() answers or takes every request before it returns: the bytes outlive the views.
+  parser_.set_views_into_input(true);
   index_ = server.connections_.size();
   server.connections_.push_back(this);
 }

@@ -471,6 +471,7 @@ TEST_CASE("HttpRequestParser: swap_head hands the head over; its views outlive r
   HttpRequestParser parser(taking);
   taking.parser = &parser;
   const std::string long_value(300, 'v');
+  bool into_input = false;
   const std::string input = "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
                             "GET /a?b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
                             "POST /long/path?q=1 HTTP/1.1\r\nHost: h\r\nX-Long: " + long_value +
@@ -479,7 +480,9 @@ TEST_CASE("HttpRequestParser: swap_head hands the head over; its views outlive r
                             "GET / HTTP/1.0\r\n\r\n";  // the last: 15 bytes from the target on
   bool whole = true;
   SECTION("fed whole") {}
+  SECTION("fed whole, heads viewed in the input until swapped") { into_input = true; }
   SECTION("fed byte by byte") { whole = false; }
+  parser.set_views_into_input(into_input);
   const std::size_t step = whole ? input.size() : 1;
   std::string pending;
   for (std::size_t at = 0; at < input.size(); at += step) {
@@ -508,6 +511,62 @@ TEST_CASE("HttpRequestParser: swap_head hands the head over; its views outlive r
   CHECK(s[3].headers[1].name == "Accept");
   CHECK(s[4].target == "/");
   CHECK(s[4].headers.empty());
+}
+
+TEST_CASE("HttpRequestParser: with views into the input, a head read whole is viewed where it "
+          "was fed, and swap_head copies it",
+          "[protocols][http_parser]") {
+  struct Viewing final : HttpRequestParser::Callbacks {
+    HttpRequestParser* parser = nullptr;
+    const std::string* input = nullptr;
+    bool swap = false;
+    strata::HttpHeadStorage storage;
+    std::vector<std::string> seen;  // target and fields as seen in request_received
+    std::vector<bool> in_input;     // whether the target viewed the input then
+    void headers_received(const HttpRequest&) override {
+      if (swap) parser->swap_head(storage);
+    }
+    void body_received(std::span<const std::byte>) override {}
+    void request_received(const HttpRequest& r) override {
+      const char* p = r.target().data();
+      in_input.push_back(p >= input->data() && p < input->data() + input->size());
+      std::string s(r.target());
+      for (const auto& h : r.headers()) s += " " + std::string(h.name) + "=" + std::string(h.value);
+      seen.push_back(s);
+    }
+  };
+  const std::string requests =
+      "GET /a?b HTTP/1.1\r\nHost: h\r\nX-One: 1 \r\n\r\n"
+      "GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+      "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx";  // llhttp: copied
+  const std::vector<std::string> expected = {"/a?b Host=h X-One=1", "/ Host=h",
+                                             "/p Host=h Content-Length=1"};
+  for (const bool swap : {false, true}) {
+    CAPTURE(swap);
+    std::string input = requests;
+    Viewing viewing;
+    HttpRequestParser parser(viewing);
+    parser.set_views_into_input(true);
+    viewing.parser = &parser;
+    viewing.input = &input;
+    viewing.swap = swap;
+    std::size_t at = 0;
+    while (at < input.size()) {
+      at += parser.feed(bytes_of(std::string_view(input).substr(at)));
+      REQUIRE(parser.is_paused());
+      if (swap) {
+        // Taken: the views no longer need the input, which the caller may now change.
+        const std::string kept(parser.request().target());
+        std::fill(input.begin(), input.begin() + static_cast<std::ptrdiff_t>(at), '#');
+        CHECK(parser.request().target() == kept);
+      }
+      parser.resume();
+    }
+    CHECK(viewing.seen == expected);
+    CHECK(parser.simple_heads() == 2);
+    const std::vector<bool> viewed = {!swap, !swap, false};
+    CHECK(viewing.in_input == viewed);
+  }
 }
 
 TEST_CASE("HttpRequestParser: swap_head outside a request's head-to-resume span does nothing",
@@ -1283,6 +1342,7 @@ TEST_CASE("HttpRequestParser: heads swapped out to a server's storage allocate n
   } swapping;
   HttpRequestParser parser(swapping);
   swapping.parser = &parser;
+  parser.set_views_into_input(GENERATE(false, true));  // copied when read, or when swapped
   const std::string request =
       "GET /plaintext HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: wrk\r\n\r\n"
       "GET / HTTP/1.1\r\nHost: h\r\n\r\n"

@@ -185,8 +185,8 @@ class HttpRequest {
 /// the first error. A connection that failed is answered with error_status() and closed.
 ///
 /// @par Allocation  The head's target and field bytes (or, read whole without llhttp, the head
-/// from its target on) are copied into one buffer, the field
-/// positions into one vector, the trailers likewise; all are cleared, not freed, between
+/// from its target on, unless set_views_into_input() lets it be viewed where it was fed) are
+/// copied into one buffer, the field positions into one vector, the trailers likewise; all are cleared, not freed, between
 /// requests, so a connection allocates only when a request is larger than every earlier one
 /// (at most max_header_bytes per buffer). Body bytes are never copied: body_received views the
 /// fed bytes. The llhttp state is one allocation at construction. swap_head() trades the
@@ -266,7 +266,14 @@ class HttpRequestParser {
   /// stay valid after resume(), for as long as @p storage is neither changed nor destroyed;
   /// the parser goes on with @p storage's former buffers, reusing their capacity. A server
   /// that answers later takes the head this way instead of copying it. No-op in other states.
-  void swap_head(HttpHeadStorage& storage) noexcept;
+  /// @throws std::bad_alloc  the head was viewed in the input (set_views_into_input()) and
+  /// is copied now.
+  void swap_head(HttpHeadStorage& storage);
+  /// With @p on, a head read whole without llhttp (see simple_heads()) is viewed where it was
+  /// fed instead of copied: the caller promises that the bytes given to feed() stay alive and
+  /// unchanged until resume() or swap_head(), as a server that answers each request (or
+  /// takes its head) before it lets go of the bytes can. Off by default.
+  void set_views_into_input(bool on) noexcept { views_into_input_ = on; }
 
   /// The request being parsed or just completed (valid from headers_received until resume()).
   const HttpRequest& request() const noexcept { return request_; }
@@ -297,6 +304,7 @@ class HttpRequestParser {
   std::string_view error_reason_;
   std::uint64_t requests_completed_ = 0;
   std::uint64_t simple_heads_ = 0;
+  bool views_into_input_ = false;
 };
 
 }  // namespace strata

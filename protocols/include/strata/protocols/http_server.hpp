@@ -183,7 +183,8 @@ class HttpServerRequest {
   /// HttpRequestParser::swap_head()).
   void take_head(HttpRequestParser& parser, Transport& transport);
   /// Views the head of @p request where it is (in its parser's storage): valid until the
-  /// parser resumes. For a request answered before that.
+  /// parser resumes. For a request answered before that. Body, trailers and route are left
+  /// as they are (take_head() empties them).
   void view_head(const HttpRequest& request, Transport& transport);
   void assign_trailers(const HttpHeaders& trailers);
 
