@@ -1143,6 +1143,8 @@ void HttpRequestParser::resume() {
   if (!request_.keep_alive_) {
     // RFC 9112 §9.6: no further request is processed. llhttp stays paused for good.
     state_ = State::closed;
+    request_.clear();  // its views may point into bytes the caller now lets go of
+    impl_->head_input = {};
     return;
   }
   Impl& im = *impl_;

@@ -789,7 +789,13 @@ void HttpConnection::data_received(std::span<const std::byte> data) {
 }
 
 std::size_t HttpConnection::parse(std::span<const std::byte> data) {
-  in_parse_ = true;
+  struct InParse {  // cleared on every way out, a throwing callback's too
+    bool& flag;
+    explicit InParse(bool& f) noexcept : flag(f) { flag = true; }
+    ~InParse() { flag = false; }
+    InParse(const InParse&) = delete;
+    InParse& operator=(const InParse&) = delete;
+  } in_parse(in_parse_);
   std::size_t used = 0;
   while (!blocked()) {
     const std::size_t n = parser_.feed(data.subspan(used));
@@ -809,7 +815,6 @@ std::size_t HttpConnection::parse(std::span<const std::byte> data) {
     }
     if (used == data.size()) break;
   }
-  in_parse_ = false;
   return used;
 }
 

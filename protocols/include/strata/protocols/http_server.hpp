@@ -109,7 +109,9 @@ struct HttpResponse {
   HttpFileBody file;
   /// A streamed body: called once the response is next to be sent, writes chunks through
   /// the HttpBodyWriter and returns at the end. An exception after the head was sent aborts
-  /// the connection (the client sees a truncated chunked body, as it must).
+  /// the connection (the client sees a truncated chunked body, as it must). A plain
+  /// handler's request is gone by then (see HttpServerRequest): capture copies of what the
+  /// stream needs of it, not the request or its views.
   std::function<Coro<void>(HttpBodyWriter&)> stream;
 
   // (Defined here, so that a handler's call is inlined: the type is set without a call.)
@@ -289,7 +291,7 @@ class HttpRouter {
   /// Rebuilds by_length_ after exact_ changed.
   void index_exact();
   /// The exact route of @p path, or null.
-  const Route* find_exact(std::string_view path) const noexcept;
+  inline const Route* find_exact(std::string_view path) const noexcept;  // (in the .cpp)
 
   std::vector<Route> exact_;     // sorted by path length, then bytes
   std::vector<std::uint32_t> by_length_;  // exact_ index of the first path >= n bytes long
@@ -379,8 +381,8 @@ class HttpServer {
   };
   /// The cached head for @p content_type and @p length, or null. Call date_now() first: a
   /// head made under another date does not count.
-  const std::string* cached_head(std::string_view content_type,
-                                 std::uint64_t length) const noexcept;
+  inline const std::string* cached_head(std::string_view content_type,
+                                        std::uint64_t length) const noexcept;  // (in the .cpp)
   /// cached_head() past the entry found last.
   const std::string* find_head(std::string_view content_type, std::uint64_t length) const noexcept;
   /// Keeps @p head as the head for @p content_type and @p length (the oldest entry goes).
