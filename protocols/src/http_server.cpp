@@ -412,16 +412,21 @@ HttpRouter::Match HttpRouter::resolve(std::string_view method, std::string_view 
       }
     }
   }
-  Match match;
   if (route) {
     for (const MethodHandler& entry : route->methods) {  // the common case: found at once
       if (same_bytes(entry.method, method)) {
+        Match match;
         set_match(match, entry);
         match.route = route->path;
         return match;
       }
     }
   }
+  return unmatched(method, route);
+}
+
+HttpRouter::Match HttpRouter::unmatched(std::string_view method, const Route* route) const {
+  Match match;
   const bool known_method = method == "GET" || method == "HEAD" ||
                             std::find(methods_.begin(), methods_.end(), method) != methods_.end();
   if (!known_method) {

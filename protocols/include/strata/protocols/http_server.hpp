@@ -292,6 +292,9 @@ class HttpRouter {
   void index_exact();
   /// The exact route of @p path, or null.
   inline const Route* find_exact(std::string_view path) const noexcept;  // (in the .cpp)
+  /// resolve() when @p route (null: none) has no handler of @p method: HEAD by GET, or the
+  /// status. Out of the common path.
+  [[gnu::cold]] Match unmatched(std::string_view method, const Route* route) const;
 
   std::vector<Route> exact_;     // sorted by path length, then bytes
   std::vector<std::uint32_t> by_length_;  // exact_ index of the first path >= n bytes long
