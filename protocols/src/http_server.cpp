@@ -525,7 +525,6 @@ class OutputBuffer {
  public:
   bool empty() const noexcept { return size_ == 0; }
   std::size_t size() const noexcept { return size_; }
-  std::size_t capacity() const noexcept { return capacity_; }
   const char* data() const noexcept { return data_.get(); }
   std::string_view view() const noexcept { return {data_.get(), size_}; }
   std::span<const std::byte> bytes() const noexcept {
@@ -533,12 +532,6 @@ class OutputBuffer {
   }
   /// Empties it, keeping its memory.
   void clear() noexcept { size_ = 0; }
-  /// Empties it and frees its memory.
-  void release() noexcept {
-    data_.reset();
-    size_ = 0;
-    capacity_ = 0;
-  }
   /// Room for at least @p n more bytes after the end; commit() says where the writing ended.
   char* room(std::size_t n) {
     if (capacity_ - size_ < n) grow(n);
@@ -1232,7 +1225,6 @@ void HttpConnection::flush() {
   if (out_.empty() || lost_) return;
   transport_->write(out_.bytes());
   out_.clear();
-  if (out_.capacity() > 64 * 1024) out_.release();  // after a large stream chunk
 }
 
 void HttpConnection::close_when_drained() {
@@ -1337,15 +1329,22 @@ Coro<void> HttpBodyWriter::write(std::string data) {
   char size[20];
   const auto r = std::to_chars(size, size + sizeof size, data.size(), 16);
   OutputBuffer& out = c->out_;
-  if (!c->stream_chunked_) {
-    out += data;
-  } else {
+  if (c->stream_chunked_) {
     out += std::string_view(size, static_cast<std::size_t>(r.ptr - size));
     out += "\r\n"sv;
-    out += data;
-    out += "\r\n"sv;
   }
-  c->flush();
+  if (data.size() <= small_body) {
+    out += data;
+    if (c->stream_chunked_) out += "\r\n"sv;
+    c->flush();
+  } else if (!c->lost_) {  // large: one scatter-gather write, the chunk not copied
+    constexpr std::string_view end = "\r\n";
+    const std::array<std::span<const std::byte>, 3> parts = {
+        out.bytes(), std::as_bytes(std::span(data.data(), data.size())),
+        std::as_bytes(std::span(end.data(), end.size()))};
+    c->transport_->writelines(std::span(parts).first(c->stream_chunked_ ? 3 : 2));
+    out.clear();
+  }
   auto wait = HttpConnection::wait_writable(channel_);
   co_await wait;
   if (!channel_->connection) {

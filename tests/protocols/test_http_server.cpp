@@ -981,6 +981,48 @@ STRATA_LOOP_TEST_CASE("HTTP server: a streamed body over HTTP/1.0 has no Content
   loop.run(body(), 30s);
 }
 
+STRATA_LOOP_TEST_CASE("HTTP server: a stream's large chunks go out whole, chunked on HTTP/1.1 "
+                      "and to the close on HTTP/1.0",
+                      "[protocols][http]") {
+  // A chunk over 16 KiB is written from where it is (one scatter-gather write with its size
+  // line), not copied into the output buffer; small chunks around it keep their order.
+  strata::testing::TestLoop loop(TestType::kind);
+  HttpRouter router = test_router();
+  const std::string big_a(100 * 1024, 'a');
+  const std::string big_c(70 * 1024 + 3, 'c');
+  router.get("/bigstream", [&](HttpServerRequest&) -> Coro<HttpResponse> {
+    HttpResponse r;
+    r.content_type = "text/plain";
+    r.stream = [&](strata::HttpBodyWriter& w) -> Coro<void> {
+      co_await w.write(big_a);
+      co_await w.write("b");
+      co_await w.write(big_c);
+      co_await w.write("d");
+    };
+    co_return r;
+  });
+  const std::string expected = big_a + "b" + big_c + "d";
+  auto body = [&]() -> Coro<void> {
+    auto s = co_await start_http_server(std::move(router));
+    auto c = co_await connect_raw(s.port);
+    c->send("GET /bigstream HTTP/1.1\r\nHost: x\r\n\r\n" + get_plaintext);
+    auto r = co_await c->responses(2);
+    REQUIRE(r.size() == 2);
+    CHECK(r[0].chunked);
+    CHECK(r[0].body.size() == expected.size());
+    CHECK(r[0].body == expected);
+    CHECK(r[1].body == "Hello, World!");
+    auto old = co_await connect_raw(s.port);
+    old->send("GET /bigstream HTTP/1.0\r\n\r\n");
+    co_await old->closed();
+    const std::size_t end = old->received.find("\r\n\r\n");
+    REQUIRE(end != std::string::npos);
+    CHECK(old->received.substr(end + 4) == expected);
+    co_await s.stop();
+  };
+  loop.run(body(), 30s);
+}
+
 // Found by fuzz/http_server: the error slot was a recycled one and kept the version of the
 // HTTP/1.0 request it had served.
 STRATA_LOOP_TEST_CASE("HTTP server: an error after an HTTP/1.0 request is answered as HTTP/1.1",
