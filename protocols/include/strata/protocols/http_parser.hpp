@@ -130,8 +130,21 @@ class HttpRequest {
 
  private:
   friend class HttpRequestParser;
-  void clear() noexcept { *this = HttpRequest{}; }
+  void clear() noexcept {  // as *this = HttpRequest{}, which GCC 12 builds and copies
+    method_ = {};
+    target_ = {};
+    query_at_ = 0;
+    version_major_ = 1;
+    version_minor_ = 1;
+    headers_ = {};
+    trailers_ = {};
+    keep_alive_ = false;
+    expects_continue_ = false;
+    chunked_ = false;
+    content_length_.reset();
+  }
 
+  // (clear() resets each member: keep it in step)
   std::string_view method_;
   std::string_view target_;
   std::size_t query_at_ = 0;  // the first '?' of target_, or its size: never past it
