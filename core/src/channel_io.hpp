@@ -86,6 +86,7 @@ class WriteBuffer {
   const std::byte* data() const noexcept { return data_ + head_; }
 
   void append(const std::byte* p, std::size_t n) {
+    if (n == 0) return;  // (an empty buffer has no storage: memcpy to null is undefined)
     if (cap_ - tail_ < n) make_room(n);
     std::memcpy(data_ + tail_, p, n);
     tail_ += n;

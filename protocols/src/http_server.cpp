@@ -1339,10 +1339,12 @@ Coro<void> HttpBodyWriter::write(std::string data) {
     c->flush();
   } else if (!c->lost_) {  // large: one scatter-gather write, the chunk not copied
     constexpr std::string_view end = "\r\n";
-    const std::array<std::span<const std::byte>, 3> parts = {
-        out.bytes(), std::as_bytes(std::span(data.data(), data.size())),
-        std::as_bytes(std::span(end.data(), end.size()))};
-    c->transport_->writelines(std::span(parts).first(c->stream_chunked_ ? 3 : 2));
+    std::array<std::span<const std::byte>, 3> parts;  // no empty part
+    std::size_t count = 0;
+    if (!out.empty()) parts[count++] = out.bytes();  // the size line
+    parts[count++] = std::as_bytes(std::span(data.data(), data.size()));
+    if (c->stream_chunked_) parts[count++] = std::as_bytes(std::span(end.data(), end.size()));
+    c->transport_->writelines(std::span(parts).first(count));
     out.clear();
   }
   auto wait = HttpConnection::wait_writable(channel_);

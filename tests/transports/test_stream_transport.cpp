@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -97,6 +98,15 @@ STRATA_LOOP_TEST_CASE(
     TestLoop loop(TestType::kind);
     auto body = [&]() -> Coro<void> {
       co_await connect_records(make_pair(kind), client, server);
+      // An empty piece first, while the write buffer has no storage yet.
+      const std::string ab = "ab";
+      const std::array<std::span<const std::byte>, 3> first = {
+          std::span<const std::byte>(), bytes(ab), std::span<const std::byte>()};
+      client.transport->writelines(first);
+      co_await client.wait_received(2);
+      REQUIRE(client.received == "ab");
+      client.received.clear();
+      server.received.clear();
       // 150 pieces, more than one system call's iovec array, of 0 to ~8 KiB.
       std::vector<std::string> pieces;
       std::string expected;
