@@ -138,22 +138,20 @@ std::optional<int> parse_options(int argc, char** argv) {
 
 // ---- Serving one connection -------------------------------------------------------------------
 
-/// The bytes one read of echo_stream() takes at most.
-constexpr std::size_t stream_chunk = 64 * 1024;
-
-/// --api streams: echoes one connection, as start_server() calls it. Each read goes into one
-/// string whose capacity is reused (no allocation per read; a connection that has sent nothing
-/// holds no buffer). send() waits only while the peer does not read (the writer is above its
+/// --api streams: echoes one connection, as start_server() calls it. Each read is a view of
+/// the reader's memory (read_view()): on the selector loop the socket receives into it and
+/// send() writes from it, so the bytes are never copied, and between reads the connection
+/// holds no buffer. send() waits only while the peer does not read (the writer is above its
 /// high-water mark), so a peer that sends and never reads stops being read from (the reader's
 /// buffer fills and pauses the socket) instead of growing the server's memory. At EOF it
 /// returns, and start_server() closes the connection once what was written is sent.
 // [snippet:echo_stream]
 strata::Coro<void> echo_stream(strata::StreamReader reader, strata::StreamWriter writer) {
   try {
-    std::string data;
     for (;;) {
-      strata::detail::ReadIntoOp read = reader.read_into(data, stream_chunk);
-      if (co_await read == 0) break;  // EOF
+      strata::detail::ReadViewOp read = reader.read_view();
+      const std::string_view data = co_await read;  // valid until the next read
+      if (data.empty()) break;                       // EOF
       strata::detail::DrainOp send = writer.send(data);
       co_await send;
     }

@@ -33,6 +33,41 @@ namespace detail {
 namespace {
 constexpr std::size_t npos = std::string::npos;
 constexpr std::size_t compact_after = 64 * 1024;  // consumed bytes kept before moving the rest
+
+/// The view blocks that one thread's readers let go of (ReaderState::new_view_block()): a
+/// reader that changes block size, or stops reading views, or ends, leaves its block here for
+/// the next reader that needs one. Up to max_cached of each size wait; more are freed.
+class ViewBlockCache {
+ public:
+  static constexpr std::size_t max_cached = 8;
+
+  ViewBlockCache() noexcept = default;
+  ViewBlockCache(const ViewBlockCache&) = delete;
+  ViewBlockCache& operator=(const ViewBlockCache&) = delete;
+  ~ViewBlockCache() {
+    for (std::size_t cls = 0; cls != ReaderState::view_classes; ++cls) {
+      for (std::size_t i = 0; i != count_[cls]; ++i) delete[] blocks_[cls][i];
+    }
+  }
+
+  std::byte* take(std::size_t cls) {
+    if (count_[cls] == 0) return new std::byte[ReaderState::view_block_size(cls)];
+    return blocks_[cls][--count_[cls]];
+  }
+  void give(std::byte* block, std::size_t cls) noexcept {
+    if (count_[cls] == max_cached) {
+      delete[] block;
+    } else {
+      blocks_[cls][count_[cls]++] = block;
+    }
+  }
+
+ private:
+  std::byte* blocks_[ReaderState::view_classes][max_cached] = {};
+  std::size_t count_[ReaderState::view_classes] = {};
+};
+
+thread_local ViewBlockCache view_blocks;
 }  // namespace
 
 // ---- ReaderState -------------------------------------------------------------------------
@@ -74,6 +109,23 @@ void ReaderState::take_into(std::string& out, std::size_t n) {
     data.clear();
     head = 0;
   }
+}
+
+std::byte* ReaderState::new_view_block(std::size_t at_least, std::size_t& size) {
+  STRATA_ASSERT(at_least <= StreamReader::max_view);
+  std::size_t cls = view_class;
+  while (view_block_size(cls) < at_least) ++cls;
+  std::byte* block = view_blocks.take(cls);  // first, in case it throws
+  if (view_block != nullptr) view_blocks.give(view_block, view_block_class);
+  view_block = block;
+  view_block_class = view_class = static_cast<std::uint8_t>(cls);
+  size = view_block_size(cls);
+  return view_block;
+}
+
+void ReaderState::release_view_block() noexcept {
+  if (waiting_into != nullptr && waiting_into->view_) return;  // the waiting read_view()'s
+  view_blocks.give(std::exchange(view_block, nullptr), view_block_class);
 }
 
 void ReaderState::give_back(std::string_view bytes) {
@@ -182,6 +234,7 @@ bool ReadOp::can_complete() const noexcept {
 }
 
 bool ReadOp::await_ready() {
+  state_->release_view();  // a read of another kind than read_view() starts: the view block goes
   // While another task waits, a read must wait too (and await_suspend() refuses it).
   if (state_->has_waiter()) return false;
   return can_complete();
@@ -221,7 +274,7 @@ void ReadIntoOp::suspend_checked(std::coroutine_handle<> h) {
   TaskCore* task = TaskCore::current();
   if (task == nullptr) {
     throw InvalidStateError(
-        "StreamReader::read_into() awaited outside a Task; run the coroutine with "
+        "StreamReader::read_into() or read_view() awaited outside a Task; run the coroutine with "
         "create_task(), run_until_complete() or strata::run()");
   }
   st.before_wait();
@@ -274,6 +327,7 @@ std::size_t ReadIntoOp::complete() {
   if (into_string_ != nullptr) {
     st.take_into(*into_string_, more);
   } else {
+    if (view_ && into_ == nullptr && more > 0) take_view_block(more);
     st.take_into(into_ + filled_, more);
     filled_ += more;
   }
@@ -356,7 +410,9 @@ StreamReader::StreamReader(std::size_t limit) {
   state_ = detail::Ref<detail::ReaderState>(new detail::ReaderState(limit));
 }
 
-ReadOp StreamReader::read(std::ptrdiff_t n) { return ReadOp(state_, ReadOp::Kind::read, n, {}); }
+ReadOp StreamReader::read(std::ptrdiff_t n) {
+  return ReadOp(state_, ReadOp::Kind::read, n, {});
+}
 
 ReadOp StreamReader::readline() {
   std::vector<std::string> separators;

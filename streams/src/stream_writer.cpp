@@ -3,10 +3,13 @@
 
 #include "strata/streams/stream_writer.hpp"
 
+#include <memory>
+#include <span>
 #include <string>
 #include <utility>
 
 #include "stream_connection.hpp"
+#include "strata/core/detail/assert.hpp"
 #include "strata/core/errors.hpp"
 #include "strata/core/log.hpp"
 #include "strata/core/socket_address.hpp"
@@ -97,6 +100,70 @@ void StreamProtocol::connection_lost(std::error_code ec) {
   for (Waiter* w = c.close_waiters.front(); w != nullptr; w = WaiterQueue::next(*w)) {
     if (!w->done()) w->wake();
   }
+}
+
+// ---- BufferedStreamProtocol --------------------------------------------------------------
+
+namespace {
+/// Where the bytes that no waiting read lends memory for are received, before the reader
+/// copies them: one per thread, as a transport's own receive buffer is one per loop.
+std::span<std::byte> scratch_buffer() {
+  constexpr std::size_t size = 64 * 1024;
+  thread_local std::unique_ptr<std::byte[]> scratch;
+  if (!scratch) scratch.reset(new std::byte[size]);
+  return {scratch.get(), size};
+}
+}  // namespace
+
+BufferedStreamProtocol::BufferedStreamProtocol(Ref<StreamConnection> connection,
+                                               std::shared_ptr<const ClientConnected> on_client) noexcept
+    : plain_(std::move(connection), std::move(on_client)),
+      state_(plain_.connection().reader.state_.get()) {}
+
+std::span<std::byte> BufferedStreamProtocol::get_buffer(std::size_t /*size_hint*/) {
+  // A read_into() of a span or a read_view() waits, not woken yet (so nothing is buffered, and
+  // neither EOF nor an error came): its own memory.
+  ReadIntoOp* into = state_->waiting_into;
+  if (into == nullptr || into->into_string_ != nullptr || into->waiter_.done()) [[unlikely]] {
+    return get_scratch();
+  }
+  STRATA_ASSERT(state_->size() == 0 && !state_->eof && !state_->exception);
+  if (into->view_ && into->into_ == nullptr) into->take_view_block(0);
+  target_ = into;
+  return {reinterpret_cast<std::byte*>(into->into_ + into->filled_), into->n_ - into->filled_};
+}
+
+void BufferedStreamProtocol::buffer_updated(std::size_t nbytes) {
+  ReadIntoOp* into = target_;
+  if (into == nullptr) [[unlikely]] {
+    scratch_updated(nbytes);
+    return;
+  }
+  // Nothing ran since get_buffer(): the read still waits, with its memory where it lent it.
+  target_ = nullptr;
+  into->filled_ += nbytes;
+  if (into->view_) state_->note_view_fill(into->filled_);
+  into->waiter_.wake_now();
+}
+
+std::span<std::byte> BufferedStreamProtocol::get_scratch() noexcept {
+  target_ = nullptr;
+  return scratch_buffer();
+}
+
+void BufferedStreamProtocol::scratch_updated(std::size_t nbytes) {
+  plain_.connection().reader.feed(
+      std::string_view(reinterpret_cast<const char*>(scratch_buffer().data()), nbytes),
+      /*resume_now=*/true);
+}
+
+std::unique_ptr<BaseProtocol> make_stream_protocol(const EventLoop& loop,
+                                                   Ref<StreamConnection> connection,
+                                                   std::shared_ptr<const ClientConnected> on_client) {
+  if (loop.backend_name().starts_with("proactor")) {
+    return std::make_unique<StreamProtocol>(std::move(connection), std::move(on_client));
+  }
+  return std::make_unique<BufferedStreamProtocol>(std::move(connection), std::move(on_client));
 }
 
 void StreamProtocol::pause_writing() { connection_->write_paused = true; }

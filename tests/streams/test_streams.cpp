@@ -131,6 +131,43 @@ Coro<void> echo_handler(StreamReader reader, StreamWriter writer) {
   }
 }
 
+/// Echoes every chunk until EOF as the echo example does: read_view(), then send() from the
+/// view (on the selector loop the socket receives straight into the view's memory).
+Coro<void> view_echo_handler(StreamReader reader, StreamWriter writer) {
+  for (;;) {
+    auto op = reader.read_view();
+    std::string_view chunk = co_await op;
+    if (chunk.empty()) break;
+    auto sending = writer.send(chunk);
+    co_await sending;
+  }
+}
+
+/// Echoes every chunk until EOF through read_into() a span of 1,000 bytes, fewer than most
+/// receives bring (on the selector loop the socket receives straight into the span).
+Coro<void> span_echo_handler(StreamReader reader, StreamWriter writer) {
+  std::vector<char> buffer(1000);
+  for (;;) {
+    auto op = reader.read_into(std::span<char>(buffer));
+    const std::size_t n = co_await op;
+    if (n == 0) break;
+    auto sending = writer.send(std::string_view(buffer.data(), n));
+    co_await sending;
+  }
+}
+
+/// read_view() until @p n bytes came, or EOF, copying each view.
+Coro<std::string> read_n_views(StreamReader reader, std::size_t n) {
+  std::string out;
+  while (out.size() < n) {
+    auto op = reader.read_view();
+    std::string_view chunk = co_await op;
+    if (chunk.empty()) break;
+    out += chunk;
+  }
+  co_return out;
+}
+
 /// Sends @p data in @p chunk-byte pieces with send(); *@p done counts what send() accepted;
 /// then write_eof() if @p eof.
 Coro<void> send_all(StreamWriter writer, const std::string* data, std::size_t chunk,
@@ -475,6 +512,120 @@ STRATA_LOOP_TEST_CASE("streams: open_connection and start_server echo 64 B and 1
     co_await closing;  // returns: a clean close
     auto again = writer.wait_closed();
     co_await again;  // at once when closed already
+    auto stopping = close_server(*server);
+    co_await stopping;
+  };
+  loop.run(body(), 20s);
+  CHECK(loop.errors().empty());
+}
+
+STRATA_LOOP_TEST_CASE("streams: read_view and read_into a span echo every size, plain and over TLS",
+                      "[streams][tcp][read_view][tls]") {
+  const bool views = GENERATE(true, false);
+  const bool tls = GENERATE(false, true);
+  INFO((views ? "read_view" : "read_into a span") << (tls ? ", over TLS" : ""));
+  TestLoop loop(TestType::kind);
+  const std::string big = pattern(MiB, 11);
+  auto body = [&]() -> Coro<void> {
+    ServerOptions server_options;
+    ConnectOptions options;
+    if (tls) {
+      server_options.ssl = SslOptions(test_server_context());
+      options.ssl = SslOptions(test_client_context());
+    }
+    auto serving = serve(views ? view_echo_handler : span_echo_handler, 0, server_options);
+    std::unique_ptr<Server> server = co_await serving;
+    auto connecting = strata::open_connection("127.0.0.1", port_of(*server), options);
+    Streams c = co_await connecting;
+    // One message at a time, around the sizes of the view blocks (4 to 64 KiB) and past them.
+    for (const std::size_t size : {std::size_t{1}, std::size_t{999}, std::size_t{1001},
+                                   4 * KiB - 1, 4 * KiB, 4 * KiB + 1, 20 * KiB, 64 * KiB,
+                                   70 * KiB, std::size_t{3}}) {
+      INFO("a message of " << size << " bytes");
+      const std::string message = pattern(size, static_cast<unsigned>(size));
+      auto sending = c.writer.send(message);
+      co_await sending;
+      auto receiving = read_n_views(c.reader, size);
+      std::string echoed = co_await receiving;
+      CHECK(echoed.size() == size);
+      CHECK(first_mismatch(echoed, message) == npos);
+    }
+    // 1 MiB both ways at once.
+    Task<void> sender =
+        loop->create_task(send_all(c.writer, &big, 64 * KiB, nullptr, false), "sender");
+    auto receiving = read_n_views(c.reader, big.size());
+    std::string echoed = co_await receiving;
+    CHECK(echoed.size() == big.size());
+    CHECK(first_mismatch(echoed, big) == npos);
+    co_await sender;
+    auto bye = close_writer(c.writer);
+    co_await bye;
+    auto stopping = close_server(*server);
+    co_await stopping;
+  };
+  loop.run(body(), 30s);
+  CHECK(loop.errors().empty());
+}
+
+STRATA_LOOP_TEST_CASE("streams: a read_view waiting on a connection: EOF, a reset, a cancel",
+                      "[streams][tcp][read_view]") {
+  Event handler_done;
+  TestLoop loop(TestType::kind);
+  ClientConnected handler = [done = &handler_done](StreamReader reader, StreamWriter writer) {
+    return reset_handler(std::move(reader), std::move(writer), done);
+  };
+  auto body = [&]() -> Coro<void> {
+    // Cancelled while waiting: the bytes that arrive next are the next read's.
+    auto echo_serving = serve(view_echo_handler);
+    std::unique_ptr<Server> echo = co_await echo_serving;
+    auto connecting = connect_to(port_of(*echo));
+    Streams c = co_await connecting;
+    auto view_once = [](StreamReader reader) -> Coro<std::string> {
+      auto op = reader.read_view();
+      std::string_view v = co_await op;
+      co_return std::string(v);
+    };
+    Task<std::string> pending = loop->create_task(view_once(c.reader), "read_view");
+    auto step = iterations(2);
+    co_await step;
+    CHECK_FALSE(pending.done());
+    pending.cancel();
+    c.writer.write("after the cancel");  // may come back before the cancelled read ends
+    auto ended = iterations(3);
+    co_await ended;
+    CHECK(pending.cancelled());
+    auto receiving = read_n_views(c.reader, 16);
+    std::string got = co_await receiving;
+    CHECK(got == "after the cancel");
+    // EOF: the server's handler returns at the client's write_eof and closes.
+    c.writer.write_eof();
+    auto at_end = c.reader.read_view();
+    std::string_view end = co_await at_end;
+    CHECK(end.empty());
+    CHECK(c.reader.at_eof());
+    auto bye = close_writer(c.writer);
+    co_await bye;
+    auto echo_stopping = close_server(*echo);
+    co_await echo_stopping;
+
+    // A reset while it waits: system_error.
+    auto serving = serve(handler);
+    std::unique_ptr<Server> server = co_await serving;
+    auto connecting2 = connect_to(port_of(*server));
+    Streams r = co_await connecting2;
+    r.writer.write("reset me\n");
+    Failure f;
+    try {
+      auto op = r.reader.read_view();
+      co_await op;
+    } catch (...) {
+      f = describe_failure(std::current_exception());
+    }
+    CHECK(f.kind == "system_error");
+    CHECK(f.code == std::errc::connection_reset);
+    r.writer.close();
+    auto done = handler_done.wait();
+    co_await done;
     auto stopping = close_server(*server);
     co_await stopping;
   };

@@ -196,6 +196,8 @@ class StreamTransport final : public Transport,
   void force_close(std::error_code ec) noexcept;
   /// A protocol callback threw: report it to the loop, then abort with callback_failed.
   void callback_failed(const char* callback) noexcept;
+  /// read_target() after get_buffer() returned an empty buffer: aborts; returns it.
+  [[gnu::cold]] std::span<std::byte> empty_read_target() noexcept;
   void report(const char* callback, std::exception_ptr e) noexcept;
   void destroy() noexcept;
   void release_descriptor() noexcept;
@@ -530,12 +532,15 @@ std::span<std::byte> StreamTransport::read_target() noexcept {
     callback_failed("get_buffer");
     return {};
   }
-  if (buf.empty()) {
-    log(LogLevel::warning, "BufferedProtocol::get_buffer() returned an empty buffer; the "
-                           "connection is aborted (return at least one byte)");
-    force_close(std::make_error_code(std::errc::no_buffer_space));
-  }
+  if (buf.empty()) [[unlikely]] return empty_read_target();
   return buf;
+}
+
+std::span<std::byte> StreamTransport::empty_read_target() noexcept {
+  log(LogLevel::warning, "BufferedProtocol::get_buffer() returned an empty buffer; the "
+                         "connection is aborted (return at least one byte)");
+  force_close(std::make_error_code(std::errc::no_buffer_space));
+  return {};
 }
 
 void StreamTransport::read_done(std::span<const std::byte> data) noexcept {

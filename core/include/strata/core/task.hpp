@@ -93,6 +93,8 @@ class TaskCore {
   [[noreturn]] void throw_pending_cancel();
   /// Suspends for one loop iteration (sleep(0)): resumes @p h through call_soon.
   void yield(std::coroutine_handle<> h);
+  /// Whether a cancel request awaits delivery (deliver_pending_cancel() would throw).
+  bool cancel_pending() const noexcept { return deliver_cancel_; }
   /// Throws CancelledError if a cancel request awaits delivery.
   void deliver_pending_cancel() {
     if (deliver_cancel_) [[unlikely]] throw_pending_cancel();

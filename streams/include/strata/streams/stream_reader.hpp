@@ -3,8 +3,10 @@
 /// StreamReader (asyncio.StreamReader): the coroutine face of a connection's incoming bytes,
 /// and the errors of its reads.
 
+#include <algorithm>
 #include <coroutine>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -59,7 +61,9 @@ namespace detail {
 struct ReaderState;
 class ReadOp;
 class ReadIntoOp;
+class ReadViewOp;
 class StreamProtocol;
+class BufferedStreamProtocol;
 }  // namespace detail
 
 /// The incoming side of a stream connection (asyncio.StreamReader).
@@ -69,7 +73,9 @@ class StreamProtocol;
 /// is what tests and parsers of in-memory data want.
 ///
 /// Each read returns a std::string of bytes, except read_into(), which fills the caller's
-/// buffer and returns a count: a loop that reads into one buffer allocates nothing per read.
+/// buffer and returns a count (a loop that reads into one buffer allocates nothing per read),
+/// and read_view(), which returns a view of the reader's own memory, valid until the next
+/// read (no copy at all when the bytes are received straight into it).
 /// A read that can complete from the buffer does so without suspending or allocating a
 /// coroutine frame; otherwise the task waits for data. Only one task may wait at a time (as in
 /// asyncio), and while it waits a read from another task throws InvalidStateError even if
@@ -148,6 +154,27 @@ class StreamReader {
   /// back to the front of the reader; @p buffer is left empty); see the class.
   detail::ReadIntoOp read_into(std::string& buffer, std::size_t n = default_limit);
 
+  // ---- Reading without a copy: an awaitable of std::string_view -----------------------------
+
+  /// The most bytes one read_view() returns.
+  static constexpr std::size_t max_view = 64 * 1024;
+
+  /// read(min(@p n, max_view)), returned as a view of memory that the reader keeps for it: no
+  /// string is made, and when the task waits for the bytes, a selector loop's socket receives
+  /// them straight into that memory, so they are never copied. "" at EOF or for @p n = 0.
+  ///
+  /// The view is valid until the next read from this reader (of any kind) starts, that is,
+  /// until it is awaited, or until the reader is gone. A handler that keeps the bytes longer
+  /// copies them.
+  ///
+  /// The memory is one block that the reader keeps for its views and reuses: 4 KiB, doubling
+  /// up to 64 KiB while receives fill it and halving after one that brings a quarter or less.
+  /// A reader holds none until its first read_view() gets bytes, and gives it back (to a
+  /// per-thread cache) when a read of another kind starts.
+  /// @throws  the exception set by set_exception() (the connection's error).
+  /// @par Cancellation  Cancel-safe, as read_into(): the bytes stay for the next read.
+  detail::ReadViewOp read_view(std::size_t n = max_view);
+
   /// The lines until EOF, as readline() reads them (asyncio's `async for line in reader`).
   /// @par Cancellation  Cancel-safe for the data, not for the iteration: a cancelled next()
   /// consumes nothing (the partial line stays in the reader), but the CancelledError ends the
@@ -186,6 +213,7 @@ class StreamReader {
  private:
   friend class detail::ReadOp;
   friend class detail::StreamProtocol;
+  friend class detail::BufferedStreamProtocol;
   /// feed_data(); with @p resume_now (the connection's data_received), a read_into() that the
   /// bytes complete resumes its task inside this call (Waiter::wake_now()), not on the next
   /// loop iteration.
@@ -203,6 +231,7 @@ struct ReaderState {
   explicit ReaderState(std::size_t limit) noexcept : limit(limit) {}
   ReaderState(const ReaderState&) = delete;
   ReaderState& operator=(const ReaderState&) = delete;
+  ~ReaderState() { release_view(); }
 
   void add_ref() noexcept { ++refs; }
   void release() noexcept {
@@ -221,6 +250,42 @@ struct ReaderState {
   ReadOp* waiting = nullptr;           // the read a task waits in (woken or not), or null
   ReadIntoOp* waiting_into = nullptr;  // or the read_into() it waits in
   WaiterQueue queue;                   // holds at most that read's Waiter
+  /// read_view()'s memory, kept from one view to the next (see read_view()), or null.
+  std::byte* view_block = nullptr;
+  std::uint8_t view_block_class = 0;  // its size: view_block_size(class)
+  std::uint8_t view_class = 0;        // the class the next view wants (follows the reads)
+
+  /// The size of a view block of @p cls (0 to view_classes - 1): 4 KiB to 64 KiB.
+  static constexpr std::size_t view_classes = 5;
+  static constexpr std::size_t view_block_size(std::size_t cls) noexcept {
+    return std::size_t{4096} << cls;
+  }
+  /// What a read other than read_view() does when it is awaited: the view block goes back to
+  /// the per-thread cache, unless a read_view() waits (the block is then that read's).
+  void release_view() noexcept {
+    if (view_block != nullptr) release_view_block();
+  }
+  /// The memory for a read_view() of at least @p at_least bytes (at most max_view): the block
+  /// kept, when it is of the class wanted and holds that many; its size in @p size. May throw
+  /// std::bad_alloc.
+  std::byte* view_memory(std::size_t at_least, std::size_t& size) {
+    if (view_block != nullptr && view_block_class == view_class &&
+        view_block_size(view_class) >= at_least) [[likely]] {
+      size = view_block_size(view_class);
+      return view_block;
+    }
+    return new_view_block(at_least, size);
+  }
+  /// After @p got bytes were received straight into the view block: the class of the next
+  /// block follows, doubling after a full block, halving after a quarter or less.
+  void note_view_fill(std::size_t got) noexcept {
+    const std::size_t size = view_block_size(view_block_class);
+    if (got == size) [[unlikely]] {
+      if (view_class + 1u < view_classes) ++view_class;
+    } else if (got <= size / 4 && view_class > 0) [[unlikely]] {
+      --view_class;
+    }
+  }
 
   /// Whether a task waits in a read (of either kind).
   bool has_waiter() const noexcept { return waiting != nullptr || waiting_into != nullptr; }
@@ -239,6 +304,9 @@ struct ReaderState {
   /// What a read does before it waits: refuses to wait beside another read
   /// (InvalidStateError), and resumes a transport its buffer paused.
   void before_wait();
+  void release_view_block() noexcept;
+  /// view_memory() past its fast path: a block of the class wanted, at least @p at_least.
+  std::byte* new_view_block(std::size_t at_least, std::size_t& size);
   /// Resumes the transport once reads brought the buffer down to the limit.
   void maybe_resume_transport() noexcept;
   /// Wakes the waiting read if it can complete now.
@@ -296,7 +364,9 @@ class [[nodiscard]] ReadOp {
 /// The awaitable of one StreamReader::read_into(): the count read. Completes at once when the
 /// buffer allows it; while it waits, arriving data is copied straight into the caller's buffer
 /// (by StreamReader::feed_data()). The common paths are inline: a read that waits for the next data and
-/// gets it straight costs a park and a step, no call into the library on resumption.
+/// gets it straight costs a park and a step, no call into the library on resumption. Also the
+/// base of ReadViewOp, whose "caller's buffer" is a view block of the reader's, taken when the
+/// first byte needs it.
 class [[nodiscard]] ReadIntoOp {
  public:
   using await_result_type = std::size_t;  // for timeout(), wait_for(), gather()...
@@ -310,14 +380,16 @@ class [[nodiscard]] ReadIntoOp {
       : state_(std::move(other.state_)),
         into_(other.into_),
         into_string_(other.into_string_),
-        n_(other.n_) {}
+        n_(other.n_),
+        view_(other.view_) {}
   ReadIntoOp& operator=(ReadIntoOp&&) = delete;
-  ~ReadIntoOp() {
+  [[gnu::always_inline]] ~ReadIntoOp() {
     if (waiting_) abandon();
   }
 
-  bool await_ready() const noexcept {
-    const ReaderState& st = *state_;
+  bool await_ready() noexcept {
+    ReaderState& st = *state_;
+    if (!view_) st.release_view();  // a read of another kind starts: the view block goes
     if (st.has_waiter()) return false;  // another task waits: await_suspend() refuses
     return n_ == 0 || st.size() > 0 || st.eof || st.exception;
   }
@@ -335,7 +407,15 @@ class [[nodiscard]] ReadIntoOp {
     waiting_ = true;
   }
   std::size_t await_resume() {
-    if (waiting_) end_wait();
+    if (waiting_) {
+      // Woken, with no cancel to deliver: the wait just ends. Otherwise end_wait() throws.
+      if (waiter_.woken() && !TaskCore::current()->cancel_pending()) [[likely]] {
+        waiting_ = false;
+        state_->waiting_into = nullptr;
+      } else {
+        end_wait();
+      }
+    }
     const ReaderState& st = *state_;
     // Woken by data copied straight in, nothing more buffered: the count is the answer.
     if (st.size() == 0 && !st.exception) return filled();
@@ -345,8 +425,11 @@ class [[nodiscard]] ReadIntoOp {
  private:
   friend class strata::StreamReader;
   friend struct ReaderState;
-  ReadIntoOp(Ref<ReaderState> state, char* fixed, std::string* growing, std::size_t n) noexcept
-      : state_(std::move(state)), into_(fixed), into_string_(growing), n_(n) {}
+  friend class ReadViewOp;
+  friend class BufferedStreamProtocol;
+  ReadIntoOp(Ref<ReaderState> state, char* fixed, std::string* growing, std::size_t n,
+             bool view = false) noexcept
+      : state_(std::move(state)), into_(fixed), into_string_(growing), n_(n), view_(view) {}
 
   /// await_suspend() with its checks: refuses outside a task or beside another read, resumes
   /// a transport the buffer paused.
@@ -361,10 +444,18 @@ class [[nodiscard]] ReadIntoOp {
   void fill(std::string_view bytes) {
     if (into_string_ != nullptr) {
       into_string_->append(bytes);
-    } else {
-      std::memcpy(into_ + filled_, bytes.data(), bytes.size());
-      filled_ += bytes.size();
+      return;
     }
+    if (view_ && into_ == nullptr) take_view_block(bytes.size());
+    std::memcpy(into_ + filled_, bytes.data(), bytes.size());
+    filled_ += bytes.size();
+  }
+  /// read_view(): its memory, the reader's view block, of at least @p at_least bytes (at most
+  /// n_); n_ becomes no more than the block holds.
+  void take_view_block(std::size_t at_least) {
+    std::size_t size = 0;
+    into_ = reinterpret_cast<char*>(state_->view_memory(at_least, size));
+    n_ = std::min(n_, size);
   }
   /// Tops the caller's buffer up from the reader's, or throws the connection's error.
   std::size_t complete();
@@ -376,12 +467,32 @@ class [[nodiscard]] ReadIntoOp {
   void give_back_filled();
 
   Ref<ReaderState> state_;
-  char* into_;                // a span's bytes, or null
+  char* into_;                // a span's bytes, the view block, or null
   std::string* into_string_;  // the string, or null
   std::size_t n_;             // the most bytes to read
-  std::size_t filled_ = 0;    // a span: bytes filled
+  std::size_t filled_ = 0;    // a span or view: bytes filled
+  bool view_;                 // read_view(): into_ is the reader's view block, once taken
   bool waiting_ = false;
   Waiter waiter_;
+};
+
+/// The awaitable of one StreamReader::read_view(): a view of the bytes read, in the reader's
+/// view block (see read_view()).
+class [[nodiscard]] ReadViewOp : public ReadIntoOp {
+ public:
+  using await_result_type = std::string_view;  // for timeout(), wait_for(), gather()...
+  /// What a task dump calls this await.
+  static constexpr const char* await_name = "StreamReader read_view";
+
+  std::string_view await_resume() {
+    const std::size_t n = ReadIntoOp::await_resume();
+    return {into_, n};
+  }
+
+ private:
+  friend class strata::StreamReader;
+  ReadViewOp(Ref<ReaderState> state, std::size_t n) noexcept
+      : ReadIntoOp(std::move(state), nullptr, nullptr, n, /*view=*/true) {}
 };
 
 }  // namespace detail
@@ -399,6 +510,10 @@ inline detail::ReadIntoOp StreamReader::read_into(std::span<char> buffer) {
 inline detail::ReadIntoOp StreamReader::read_into(std::string& buffer, std::size_t n) {
   buffer.clear();
   return {state_, nullptr, &buffer, n};
+}
+
+inline detail::ReadViewOp StreamReader::read_view(std::size_t n) {
+  return detail::ReadViewOp(state_, std::min(n, max_view));
 }
 
 }  // namespace strata
