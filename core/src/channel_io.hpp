@@ -70,7 +70,9 @@ class WriteBuffer {
   WriteBuffer() noexcept = default;
   WriteBuffer(const WriteBuffer&) = delete;
   WriteBuffer& operator=(const WriteBuffer&) = delete;
-  ~WriteBuffer() { delete[] data_; }  // (not to the cache: a loop may be going)
+  ~WriteBuffer() {
+    if (!borrowed_) delete[] data_;  // (not to the cache: a loop may be going)
+  }
 
   /// Exchanges the contents (and storage) of two buffers.
   void swap(WriteBuffer& other) noexcept {
@@ -79,6 +81,17 @@ class WriteBuffer {
     std::swap(head_, other.head_);
     std::swap(tail_, other.tail_);
     std::swap(cache_, other.cache_);
+    std::swap(borrowed_, other.borrowed_);
+  }
+
+  /// Holds the @p n bytes at @p p, which it does not own, in place of storage of its own (the
+  /// buffer is empty before): they are sent from where they are, and the owner keeps them
+  /// until the buffer is empty again (or appended to: append() copies them first).
+  void borrow(const std::byte* p, std::size_t n) noexcept {
+    data_ = const_cast<std::byte*>(p);  // never written through: append() copies first
+    cap_ = tail_ = n;
+    head_ = 0;
+    borrowed_ = true;
   }
 
   std::size_t size() const noexcept { return tail_ - head_; }
@@ -110,7 +123,9 @@ class WriteBuffer {
 
  private:
   void release_storage() noexcept {
-    if (cache_ != nullptr && cap_ == min_capacity) {
+    if (borrowed_) {
+      borrowed_ = false;  // the owner's
+    } else if (cache_ != nullptr && cap_ == min_capacity) {
       cache_->give(data_);
     } else {
       delete[] data_;
@@ -124,7 +139,7 @@ class WriteBuffer {
       return;
     }
     const std::size_t used = size();
-    if (data_ != nullptr && used + n <= cap_ - cap_ / 4) {
+    if (data_ != nullptr && !borrowed_ && used + n <= cap_ - cap_ / 4) {
       std::memmove(data_, data_ + head_, used);
     } else {
       // Never min_capacity with a cache: a buffer without storage took the cache's block
@@ -145,6 +160,7 @@ class WriteBuffer {
   std::size_t head_ = 0;
   std::size_t tail_ = 0;
   BlockCache* cache_ = nullptr;
+  bool borrowed_ = false;  // data_ is someone else's (borrow())
 };
 
 // ---- SIGPIPE on pipes ----

@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <memory>
@@ -68,6 +69,16 @@ class CompletionChannel : public IoChannel {
     // Nothing is sent inline here (direct_fd_ is -1). With no send in flight, the bytes go
     // straight into the buffer that the send reads from.
     if (!send_in_flight_ && !discarded_ && werr_ == 0) [[likely]] {
+      if constexpr (Derived::pool_buffer_size != 0) {
+        if (in_pool_buffer(data)) {
+          // Bytes of the receive being delivered (an echo, a proxy): sent from the pool buffer
+          // they arrived in, which stays out of the pool until the send is done.
+          inflight_.borrow(data.data(), data.size());
+          lent_id_ = std::exchange(pool_id_, -1);
+          buffered_ += data.size();
+          return send_now();
+        }
+      }
       inflight_.append(data.data(), data.size());  // empty before: nothing is being sent
       buffered_ += data.size();
       return send_now();
@@ -86,7 +97,7 @@ class CompletionChannel : public IoChannel {
     return now && !inflight_.empty() ? send_now() : 0;
   }
   void discard_writes() noexcept override {
-    pending_.clear();
+    pending_.clear();  // (never borrowed: only inflight_ borrows)
     buffered_ = 0;
     discarded_ = true;  // the send in flight completes unreported
   }
@@ -206,13 +217,15 @@ class CompletionChannel : public IoChannel {
       loop_->stats().bytes_written += inflight_.size();
       buffered_ -= inflight_.size();
       inflight_.consume(inflight_.size());
+      return_lent();
       if (!pending_.empty()) next_send();
       if (report_sends_ || werr_ != 0) self().queue(write_handle_);
       return;
     }
-    if (closed_) return;
+    if (closed_) return;  // (a lent pool buffer goes back with the channel: return_lent())
     if (discarded_) {
       inflight_.clear();
+      return_lent();
       return;
     }
     // Nothing went (or the kernel cancelled it: see received()): send the same again.
@@ -222,6 +235,7 @@ class CompletionChannel : public IoChannel {
       loop_->stats().bytes_written += n;
       buffered_ -= n;
       inflight_.consume(n);
+      if (inflight_.empty()) return_lent();
       if (!inflight_.empty()) {
         try {
           send_inflight();  // a short send: the rest, from where it stopped
@@ -270,6 +284,12 @@ class CompletionChannel : public IoChannel {
   }
   bool closed() const noexcept { return closed_; }
 
+  /// Gives back the pool buffer that the send in flight was sending from, once done with it
+  /// (at the latest when the channel goes: its owner calls this from its destructor).
+  void return_lent() noexcept {
+    if (lent_id_ >= 0) self().give_back(std::exchange(lent_id_, -1));
+  }
+
   EventLoop* loop_;
   IoClient* client_;
   int fd_;
@@ -304,8 +324,8 @@ class CompletionChannel : public IoChannel {
   /// twice over (16, doubled each time the connection found the pool empty) gives it back to
   /// the pool, once most of the pool is free (a connection that found it empty would
   /// otherwise find it empty again at once).
-  void size_receives(std::size_t got, bool filled) noexcept {
-    if (pool_id_ >= 0) {
+  void size_receives(std::size_t got, bool filled, bool pooled) noexcept {
+    if (pooled) {
       if (filled) {
         own_buffer_ = true;
         rcap_ = 2 * Derived::pool_buffer_size;
@@ -346,8 +366,15 @@ class CompletionChannel : public IoChannel {
     } catch (const std::system_error& e) {
       buffered_ -= inflight_.size();
       inflight_.consume(inflight_.size());
+      return_lent();
       return e.code().value();
     }
+  }
+  /// Whether @p data lies in the pool buffer of the receive being delivered.
+  bool in_pool_buffer(std::span<const std::byte> data) const noexcept {
+    const auto at = reinterpret_cast<std::uintptr_t>(data.data());
+    const auto from = reinterpret_cast<std::uintptr_t>(rdata_);
+    return pool_id_ >= 0 && delivering_ && at >= from && at - from + data.size() <= rsize_;
   }
   /// After a send: what was written meanwhile goes next.
   void next_send() noexcept {
@@ -387,6 +414,7 @@ class CompletionChannel : public IoChannel {
     }
     const std::size_t got = roff_ + rlen_;  // what the receive brought
     const bool filled = got == rsize_;
+    const bool pooled = pool_id_ >= 0;  // (a write may lend the buffer to a send meanwhile)
     while (rlen_ != 0) {
       std::span<const std::byte> chunk;
       if (client_buffers_) {
@@ -405,7 +433,7 @@ class CompletionChannel : public IoChannel {
       if (closed_ || !reading_) return;
     }
     if (read_in_flight_) return;  // (only with bytes that arrived before a stop_reading())
-    size_receives(got, filled);
+    size_receives(got, filled, pooled);
     give_back_held();
     try {
       submit_read();
@@ -422,6 +450,7 @@ class CompletionChannel : public IoChannel {
     if (closed_) return;
     if (werr_ != 0) {
       inflight_.clear();
+      return_lent();
       pending_.clear();
       buffered_ = 0;
       discarded_ = true;  // nothing more is sent on a failed socket
@@ -456,6 +485,7 @@ class CompletionChannel : public IoChannel {
   std::size_t roff_ = 0;  // the undelivered bytes of the last receive: [roff_, roff_ + rlen_)
   std::size_t rlen_ = 0;
   int pool_id_ = -1;      // the pool buffer that holds them, or -1
+  int lent_id_ = -1;      // the pool buffer that the send in flight sends from, or -1
   unsigned small_receives_ = 0;  // receives in a row of own buffer that a pool buffer holds twice
   unsigned own_receives_ = 16;   // how many of them return a connection to the pool
   int rerr_ = 0;          // how the last receive ended, when it brought nothing (errno)

@@ -225,6 +225,7 @@ class UringChannel final : public CompletionChannel<UringChannel> {
 
  private:
   ~UringChannel() override {
+    return_lent();  // a send that ended with the channel closed
     if (close_at_end_) ::close(fd_);
   }
   [[gnu::noinline]] void destroy() noexcept { delete this; }

@@ -189,6 +189,69 @@ STRATA_LOOP_TEST_CASE("StreamTransport: 300 connections paused with receives in 
   }
 }
 
+STRATA_LOOP_TEST_CASE("StreamTransport: writing back slices of what arrives, while sends wait, "
+                      "loses nothing and keeps no buffer",
+                      "[transports][stream_transport][receive_buffers]") {
+  // On io_uring a write of bytes still in the pool buffer they arrived in is sent from there,
+  // and the buffer comes back when the send is done. Here the echo writes each delivery back in
+  // two slices (the second while the first is in flight), its peer has small kernel buffers so
+  // that sends wait while more arrives, and in the end one side aborts with sends in flight.
+  Record client;
+  Record server;
+  server.on_data = [](strata::Transport& t, std::string_view data) {
+    const std::size_t half = data.size() / 2;
+    t.write(data.substr(0, half));
+    t.write(data.substr(half));
+  };
+  {
+    TestLoop loop(TestType::kind);
+    auto body = [&]() -> Coro<void> {
+      co_await connect_records(make_pair(PairKind::tcp, true), client, server);
+      std::string expected;
+      // Round trips of small messages: each echo is sent from the buffer it arrived in.
+      for (unsigned i = 0; i != 50; ++i) {
+        const std::string message = pattern(1 + i * 37, i);
+        client.transport->write(message);
+        expected += message;
+        co_await client.wait_received(expected.size());
+      }
+      // A stream that the small buffers make wait: sends in flight while receives go on.
+      const std::string big = pattern(2 << 20, 77);
+      client.transport->write(big);
+      expected += big;
+      co_await client.wait_received(expected.size());
+      REQUIRE(client.received.size() == expected.size());
+      CHECK(first_mismatch(client.received, expected) == std::string_view::npos);
+      // Every buffer given back, once the last send's completion is in (bounded).
+      auto held = [&] { return loop->metrics().receive_buffers_held; };
+      for (int i = 0; held() != 0 && i != 1000; ++i) co_await next_iteration();
+      CHECK(held() == 0);
+
+      // The client stops reading; the server's sends wait; the server aborts.
+      client.transport->pause_reading();
+      client.transport->write(pattern(1 << 20, 78));
+      for (int i = 0; i != 1'000'000; ++i) {
+        if (server.transport->get_write_buffer_size() > 0 &&
+            server.received.size() > expected.size()) {
+          break;
+        }
+        co_await next_iteration();
+      }
+      CHECK(server.transport->get_write_buffer_size() > 0);
+      server.transport->abort();
+      co_await server.wait_lost();
+      client.transport->close();
+      co_await client.wait_lost();
+      // The aborted send's buffer comes back with its cancellation's completion.
+      for (int i = 0; held() != 0 && i != 1000; ++i) co_await next_iteration();
+      CHECK(held() == 0);
+    };
+    loop.run(body());
+    CHECK(loop.errors().empty());
+  }
+  CHECK(server.alive == 0);
+}
+
 STRATA_LOOP_TEST_CASE("StreamTransport: bytes relayed from one connection's data_received() to "
                       "another arrive intact, and an abort mid-relay keeps no buffer",
                       "[transports][stream_transport][receive_buffers]") {
