@@ -456,6 +456,22 @@ Coro<void> close_server(Server& server) {
   co_await closing;
 }
 
+/// Sends *@p big with send() while an echo server sends it back, reads it all (with read(), or
+/// with @p views read_view()) and checks it; then closes the connection and *@p server.
+Coro<void> echo_big_then_close(Streams c, Server* server, const std::string* big, bool views) {
+  Task<void> sender =
+      strata::create_task(send_all(c.writer, big, 64 * KiB, nullptr, false), "sender");
+  auto receiving = views ? read_n_views(c.reader, big->size()) : read_n(c.reader, big->size());
+  std::string echoed = co_await receiving;
+  CHECK(echoed.size() == big->size());
+  CHECK(first_mismatch(echoed, *big) == npos);
+  co_await sender;
+  auto bye = close_writer(c.writer);
+  co_await bye;
+  auto stopping = close_server(*server);
+  co_await stopping;
+}
+
 }  // namespace
 
 // ---- Echo ----------------------------------------------------------------------------------
@@ -551,17 +567,8 @@ STRATA_LOOP_TEST_CASE("streams: read_view and read_into a span echo every size, 
       CHECK(first_mismatch(echoed, message) == npos);
     }
     // 1 MiB both ways at once.
-    Task<void> sender =
-        loop->create_task(send_all(c.writer, &big, 64 * KiB, nullptr, false), "sender");
-    auto receiving = read_n_views(c.reader, big.size());
-    std::string echoed = co_await receiving;
-    CHECK(echoed.size() == big.size());
-    CHECK(first_mismatch(echoed, big) == npos);
-    co_await sender;
-    auto bye = close_writer(c.writer);
-    co_await bye;
-    auto stopping = close_server(*server);
-    co_await stopping;
+    auto finishing = echo_big_then_close(c, server.get(), &big, /*views=*/true);
+    co_await finishing;
   };
   loop.run(body(), 30s);
   CHECK(loop.errors().empty());
@@ -1356,17 +1363,8 @@ STRATA_LOOP_TEST_CASE("streams: TLS echo through open_connection and start_serve
     std::string got = co_await exact;
     CHECK(got == small);
 
-    Task<void> sender =
-        loop->create_task(send_all(c.writer, &big, 64 * KiB, nullptr, false), "sender");
-    auto receiving = read_n(c.reader, big.size());
-    std::string echoed = co_await receiving;
-    CHECK(echoed.size() == big.size());
-    CHECK(first_mismatch(echoed, big) == npos);
-    co_await sender;
-    auto bye = close_writer(c.writer);
-    co_await bye;
-    auto stopping = close_server(*server);
-    co_await stopping;
+    auto finishing = echo_big_then_close(c, server.get(), &big, /*views=*/false);
+    co_await finishing;
   };
   loop.run(body(), 30s);
   CHECK(loop.errors().empty());
