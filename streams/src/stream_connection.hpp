@@ -36,8 +36,8 @@ class StreamProtocol final : public Protocol {
 };
 
 /// StreamProtocol as a BufferedProtocol: the socket receives straight into the memory of the
-/// read that waits for it, a read_into() span or a read_view() block, so those bytes are
-/// never copied. Bytes that no such read waits for are received into a per-thread scratch
+/// read that waits for it, a read_into() span or a read_view() block with room for min_lend
+/// bytes or more, so those bytes are never copied. Bytes that no such read waits for are received into a per-thread scratch
 /// buffer and fed to the reader, as StreamProtocol's data_received() feeds them.
 ///
 /// For the selector loop, whose sockets receive into what get_buffer() returns. A proactor's
@@ -56,6 +56,9 @@ class BufferedStreamProtocol final : public BufferedProtocol {
   void connection_lost(std::error_code ec) override { plain_.connection_lost(ec); }
   void pause_writing() override { plain_.pause_writing(); }
   void resume_writing() override { plain_.resume_writing(); }
+
+  /// The least room a waiting read must have for the socket to receive into it.
+  static constexpr std::size_t min_lend = 16 * 1024;
 
  private:
   /// get_buffer() when no read lends its memory: the scratch buffer.

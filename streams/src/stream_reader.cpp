@@ -37,37 +37,53 @@ constexpr std::size_t compact_after = 64 * 1024;  // consumed bytes kept before 
 /// The view blocks that one thread's readers let go of (ReaderState::new_view_block()): a
 /// reader that changes block size, or stops reading views, or ends, leaves its block here for
 /// the next reader that needs one. Up to max_cached of each size wait; more are freed.
-class ViewBlockCache {
- public:
+///
+/// Trivially destructible, so that a reader that outlives the thread's other thread-locals
+/// (one kept in a static) still finds it: ViewBlockCacheOwner frees the blocks when the
+/// thread ends, and from then on the cache frees what it is given.
+struct ViewBlockCache {
   static constexpr std::size_t max_cached = 8;
 
-  ViewBlockCache() noexcept = default;
-  ViewBlockCache(const ViewBlockCache&) = delete;
-  ViewBlockCache& operator=(const ViewBlockCache&) = delete;
-  ~ViewBlockCache() {
-    for (std::size_t cls = 0; cls != ReaderState::view_classes; ++cls) {
-      for (std::size_t i = 0; i != count_[cls]; ++i) delete[] blocks_[cls][i];
-    }
-  }
-
   std::byte* take(std::size_t cls) {
-    if (count_[cls] == 0) return new std::byte[ReaderState::view_block_size(cls)];
-    return blocks_[cls][--count_[cls]];
+    if (count[cls] == 0) return new std::byte[ReaderState::view_block_size(cls)];
+    return blocks[cls][--count[cls]];
   }
-  void give(std::byte* block, std::size_t cls) noexcept {
-    if (count_[cls] == max_cached) {
-      delete[] block;
-    } else {
-      blocks_[cls][count_[cls]++] = block;
+  void give(std::byte* block, std::size_t cls) noexcept;
+  void free_all() noexcept {
+    for (std::size_t c = 0; c != ReaderState::view_classes; ++c) {
+      for (std::size_t i = 0; i != count[c]; ++i) delete[] blocks[c][i];
+      count[c] = 0;
     }
   }
 
- private:
-  std::byte* blocks_[ReaderState::view_classes][max_cached] = {};
-  std::size_t count_[ReaderState::view_classes] = {};
+  std::byte* blocks[ReaderState::view_classes][max_cached];
+  std::size_t count[ReaderState::view_classes];
+  bool owned;  // ViewBlockCacheOwner is registered for this thread
+  bool ended;  // the thread's thread-locals are being destroyed
 };
 
-thread_local ViewBlockCache view_blocks;
+constinit thread_local ViewBlockCache view_blocks{};
+
+/// Frees a thread's cached view blocks when the thread ends.
+struct ViewBlockCacheOwner {
+  ~ViewBlockCacheOwner() {
+    view_blocks.free_all();
+    view_blocks.ended = true;
+  }
+};
+thread_local ViewBlockCacheOwner view_block_owner;
+
+void ViewBlockCache::give(std::byte* block, std::size_t cls) noexcept {
+  if (ended || count[cls] == max_cached) {
+    delete[] block;
+    return;
+  }
+  if (!owned) {
+    owned = true;
+    [[maybe_unused]] volatile auto* owner = &view_block_owner;  // registers its destructor
+  }
+  blocks[cls][count[cls]++] = block;
+}
 }  // namespace
 
 // ---- ReaderState -------------------------------------------------------------------------

@@ -122,12 +122,15 @@ BufferedStreamProtocol::BufferedStreamProtocol(Ref<StreamConnection> connection,
 
 std::span<std::byte> BufferedStreamProtocol::get_buffer(std::size_t /*size_hint*/) {
   // A read_into() of a span or a read_view() waits, not woken yet (so nothing is buffered, and
-  // neither EOF nor an error came): its own memory.
+  // neither EOF nor an error came), with room for min_lend bytes at least: its own memory.
+  // (A smaller read would make the socket give up only that much, and the rest would wait in
+  // the kernel for a loop iteration per read, where the scratch buffer takes it all at once.)
   ReadIntoOp* into = state_->waiting_into;
-  if (into == nullptr || into->into_string_ != nullptr || into->waiter_.done()) [[unlikely]] {
+  if (into == nullptr || into->into_string_ != nullptr || into->waiter_.done() ||
+      into->n_ - into->filled_ < min_lend || state_->size() != 0) [[unlikely]] {
     return get_scratch();
   }
-  STRATA_ASSERT(state_->size() == 0 && !state_->eof && !state_->exception);
+  STRATA_ASSERT(!state_->eof && !state_->exception);
   if (into->view_ && into->into_ == nullptr) into->take_view_block(0);
   target_ = into;
   return {reinterpret_cast<std::byte*>(into->into_ + into->filled_), into->n_ - into->filled_};

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -456,6 +457,36 @@ Coro<void> close_server(Server& server) {
   co_await closing;
 }
 
+struct SmallReads {
+  bool views = false;     // read_view(16), or read_into() a 16-byte span
+  std::size_t total = 0;  // bytes to read
+  std::string got;
+  std::size_t waited = 0;  // reads that took a loop iteration
+  Event done;
+};
+
+/// Reads *@p r's total bytes 16 at a time, counting the reads that waited; then sets done.
+Coro<void> small_reads_handler(StreamReader reader, SmallReads* r) {
+  std::array<char, 16> span{};
+  strata::EventLoop& loop = strata::get_running_loop();
+  while (r->got.size() < r->total) {
+    const std::uint64_t before = loop.metrics().iterations;
+    std::string_view chunk;
+    if (r->views) {
+      auto op = reader.read_view(16);
+      chunk = co_await op;
+    } else {
+      auto op = reader.read_into(std::span<char>(span));
+      const std::size_t n = co_await op;
+      chunk = std::string_view(span.data(), n);
+    }
+    if (loop.metrics().iterations != before) ++r->waited;
+    if (chunk.empty()) break;
+    r->got += chunk;
+  }
+  r->done.set();
+}
+
 /// Sends *@p big with send() while an echo server sends it back, reads it all (with read(), or
 /// with @p views read_view()) and checks it; then closes the connection and *@p server.
 Coro<void> echo_big_then_close(Streams c, Server* server, const std::string* big, bool views) {
@@ -569,6 +600,38 @@ STRATA_LOOP_TEST_CASE("streams: read_view and read_into a span echo every size, 
     // 1 MiB both ways at once.
     auto finishing = echo_big_then_close(c, server.get(), &big, /*views=*/true);
     co_await finishing;
+  };
+  loop.run(body(), 30s);
+  CHECK(loop.errors().empty());
+}
+
+STRATA_LOOP_TEST_CASE("streams: small reads of a burst complete from the buffer, not a receive each",
+                      "[streams][tcp][read_view]") {
+  // A read smaller than what the socket holds must not make the socket give up only that much:
+  // the rest would wait in the kernel for the next loop iteration, one per read.
+  SmallReads r;
+  r.views = GENERATE(true, false);
+  INFO((r.views ? "read_view(16)" : "read_into a 16-byte span"));
+  TestLoop loop(TestType::kind);
+  const std::string data = pattern(64 * KiB, 9);
+  r.total = data.size();
+  ClientConnected handler = [p = &r](StreamReader reader, const StreamWriter& /*writer*/) {
+    return small_reads_handler(std::move(reader), p);
+  };
+  auto body = [&]() -> Coro<void> {
+    auto serving = serve(handler);
+    std::unique_ptr<Server> server = co_await serving;
+    auto connecting = connect_to(port_of(*server));
+    Streams c = co_await connecting;
+    c.writer.write(data);
+    auto finished = r.done.wait();
+    co_await finished;
+    CHECK(r.got == data);
+    CHECK(r.waited < 64);  // 4,096 reads: a receive each would wait in nearly all of them
+    auto bye = close_writer(c.writer);
+    co_await bye;
+    auto stopping = close_server(*server);
+    co_await stopping;
   };
   loop.run(body(), 30s);
   CHECK(loop.errors().empty());
