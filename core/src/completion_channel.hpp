@@ -179,6 +179,11 @@ class CompletionChannel : public IoChannel {
       if (reading_) self().queue(read_handle_);
       return;
     }
+    received_nothing(res, id);
+  }
+
+  /// received() of no bytes: the end of the stream, a failure, or a receive to start again.
+  [[gnu::noinline]] void received_nothing(int res, int id) noexcept {
     if (id >= 0) self().give_back(id);  // bytes that nobody reads any more
     if (closed_) return;
     if (res == -ENOBUFS && !own_buffer_) {
@@ -222,6 +227,11 @@ class CompletionChannel : public IoChannel {
       if (report_sends_ || werr_ != 0) self().queue(write_handle_);
       return;
     }
+    sent_not_all(res);
+  }
+
+  /// sent() of less than the whole buffer, or on a closed or discarded channel.
+  [[gnu::noinline]] void sent_not_all(int res) noexcept {
     if (closed_) return;  // (a lent pool buffer goes back with the channel: return_lent())
     if (discarded_) {
       inflight_.clear();
