@@ -295,7 +295,8 @@ class CompletionChannel : public IoChannel {
   bool closed() const noexcept { return closed_; }
 
   /// Gives back the pool buffer that the send in flight was sending from, once done with it
-  /// (at the latest when the channel goes: its owner calls this from its destructor).
+  /// (at the latest when the channel goes: its owner calls this from its destructor). A send
+  /// that could not start hands it back to the delivery instead (send_now()).
   void return_lent() noexcept {
     if (lent_id_ >= 0) self().give_back(std::exchange(lent_id_, -1));
   }
@@ -376,7 +377,9 @@ class CompletionChannel : public IoChannel {
     } catch (const std::system_error& e) {
       buffered_ -= inflight_.size();
       inflight_.consume(inflight_.size());
-      return_lent();
+      // A lent buffer is the delivery's again: the protocol may still read it, until the
+      // delivery ends and gives it back.
+      if (lent_id_ >= 0) pool_id_ = std::exchange(lent_id_, -1);
       return e.code().value();
     }
   }
