@@ -70,9 +70,11 @@ class CompletionChannel : public IoChannel {
     // straight into the buffer that the send reads from.
     if (!send_in_flight_ && !discarded_ && werr_ == 0) [[likely]] {
       if constexpr (Derived::pool_buffer_size != 0) {
-        if (in_pool_buffer(data)) {
+        if (in_pool_buffer(data) && self().pool_roomy()) {
           // Bytes of the receive being delivered (an echo, a proxy): sent from the pool buffer
-          // they arrived in, which stays out of the pool until the send is done.
+          // they arrived in, which stays out of the pool until the send is done. Only while
+          // most of the pool is free: a send to a peer that does not read may hold its buffer
+          // for long, and such sends must not empty the pool.
           inflight_.borrow(data.data(), data.size());
           lent_id_ = std::exchange(pool_id_, -1);
           buffered_ += data.size();
