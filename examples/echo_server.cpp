@@ -141,7 +141,7 @@ std::optional<int> parse_options(int argc, char** argv) {
 /// --api streams: echoes one connection, as start_server() calls it. Each read is a view of
 /// the reader's memory (read_view()): on the selector loop the socket receives into it and
 /// send() writes from it, so the bytes are never copied. A connection that has sent nothing
-/// holds no buffer; one that has keeps its view block (16 to 64 KiB) for the next read. send() waits only while the peer does not read (the writer is above its
+/// holds no buffer; one that has keeps its view block (4 to 64 KiB) for the next read. send() waits only while the peer does not read (the writer is above its
 /// high-water mark), so a peer that sends and never reads stops being read from (the reader's
 /// buffer fills and pauses the socket) instead of growing the server's memory. At EOF it
 /// returns, and start_server() closes the connection once what was written is sent.

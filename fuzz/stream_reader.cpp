@@ -1,6 +1,7 @@
 // Fuzz target stream_reader: strata::StreamReader driven by a script that the input spells out:
 // feed_data() of input bytes in chunks of input-chosen sizes, feed_eof(), set_exception(),
-// and the reads read(n) (n = -1, 0 or more), read_into() of a span or a string, readexactly(n),
+// and the reads read(n) (n = -1, 0 or more), read_into() of a span or a string, read_view(n),
+// readexactly(n),
 // readline() and readuntil() with one or two input-chosen separators, each read in a task of its own (so that a read that must
 // wait does, and a read issued meanwhile is refused), and the cancellation of a waiting read.
 // Optionally with a transport, to exercise the flow control.
@@ -28,8 +29,9 @@
 //             3: read(k - 1)            4: readexactly(k)          5: readline()
 //             6: readuntil(): the next (k & 3) + 1 bytes are a separator, and when
 //                (k >> 2) & 3 is not 0, that many more bytes are a second one
-//             7: k < 4: feed_eof(); k < 6: set_exception(); k < 16: cancel the waiting
-//                read; else read_into() of (k - 16) / 2 bytes, k odd: into a string
+//             7: k < 4: feed_eof(); k < 6: set_exception(); k < 12: cancel the waiting
+//                read; k < 15: read_view(k - 11); k = 15: read_view(1000); else read_into()
+//                of (k - 16) / 2 bytes, k odd: into a string
 #include <strata/core/coro.hpp>
 #include <strata/core/errors.hpp>
 #include <strata/core/task.hpp>
@@ -63,7 +65,15 @@ struct ConnectionError : std::runtime_error {
 
 /// A read the script issues.
 struct ReadRequest {
-  enum class Kind { read, readexactly, readline, readuntil, read_into_span, read_into_string };
+  enum class Kind {
+    read,
+    readexactly,
+    readline,
+    readuntil,
+    read_into_span,
+    read_into_string,
+    read_view
+  };
   Kind kind = Kind::read;
   std::ptrdiff_t n = 0;
   std::vector<std::string> separators;
@@ -74,6 +84,7 @@ struct ReadRequest {
       case Kind::readexactly: return "readexactly(" + std::to_string(n) + ")";
       case Kind::read_into_span: return "read_into(span of " + std::to_string(n) + ")";
       case Kind::read_into_string: return "read_into(string, " + std::to_string(n) + ")";
+      case Kind::read_view: return "read_view(" + std::to_string(n) + ")";
       case Kind::readline: return "readline()";
       case Kind::readuntil: {
         std::string s = "readuntil(";
@@ -136,6 +147,12 @@ Coro<void> run_read(StreamReader reader, std::shared_ptr<Reading> r) {
         o.bytes = buffer;
         break;
       }
+      case ReadRequest::Kind::read_view: {
+        auto op = reader.read_view(static_cast<std::size_t>(q.n));
+        const std::string_view view = co_await op;
+        o.bytes.assign(view);  // (valid until the next read)
+        break;
+      }
       case ReadRequest::Kind::readexactly:
         o.bytes = co_await reader.readexactly(static_cast<std::size_t>(q.n));
         break;
@@ -196,6 +213,7 @@ struct Model {
       case ReadRequest::Kind::read:
       case ReadRequest::Kind::read_into_span:
       case ReadRequest::Kind::read_into_string:
+      case ReadRequest::Kind::read_view:
         if (q.n == 0) return o;
         if (q.n < 0) {
           if (!eof) return std::nullopt;
@@ -544,8 +562,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             script.feed_eof();
           } else if (k < 6) {
             script.set_exception();
-          } else if (k < 16) {
+          } else if (k < 12) {
             script.cancel();
+          } else if (k < 16) {
+            q.kind = ReadRequest::Kind::read_view;
+            q.n = k < 15 ? static_cast<std::ptrdiff_t>(k - 11) : 1000;
+            script.read(q);
           } else {
             q.kind = (k & 1) != 0 ? ReadRequest::Kind::read_into_string
                                   : ReadRequest::Kind::read_into_span;

@@ -36,8 +36,8 @@ class StreamProtocol final : public Protocol {
 };
 
 /// StreamProtocol as a BufferedProtocol: the socket receives straight into the memory of the
-/// read that waits for it, a read_into() span or a read_view() block with room for min_lend
-/// bytes or more, so those bytes are never copied. Bytes that no such read waits for are received into a per-thread scratch
+/// read that waits for it, a read_into() span or a read_view() block, when it asks for
+/// min_lend bytes or more, so those bytes are never copied. Bytes that no such read waits for are received into a per-thread scratch
 /// buffer and fed to the reader, as StreamProtocol's data_received() feeds them.
 ///
 /// For the selector loop, whose sockets receive into what get_buffer() returns. A proactor's
@@ -57,7 +57,7 @@ class BufferedStreamProtocol final : public BufferedProtocol {
   void pause_writing() override { plain_.pause_writing(); }
   void resume_writing() override { plain_.resume_writing(); }
 
-  /// The least room a waiting read must have for the socket to receive into it.
+  /// The fewest bytes a waiting read must ask for, for the socket to receive into it.
   static constexpr std::size_t min_lend = 16 * 1024;
 
  private:

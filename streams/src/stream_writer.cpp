@@ -122,12 +122,13 @@ BufferedStreamProtocol::BufferedStreamProtocol(Ref<StreamConnection> connection,
 
 std::span<std::byte> BufferedStreamProtocol::get_buffer(std::size_t /*size_hint*/) {
   // A read_into() of a span or a read_view() waits, not woken yet (so nothing is buffered, and
-  // neither EOF nor an error came), with room for min_lend bytes at least: its own memory.
-  // (A smaller read would make the socket give up only that much, and the rest would wait in
-  // the kernel for a loop iteration per read, where the scratch buffer takes it all at once.)
+  // neither EOF nor an error came), for min_lend bytes or more: its own memory. (A small read
+  // would make the socket give up only that much, and the rest would wait in the kernel for a
+  // loop iteration per read, where the scratch buffer takes it all at once. A view's block may
+  // be smaller than the read: it grows after a receive fills it.)
   ReadIntoOp* into = state_->waiting_into;
   if (into == nullptr || into->into_string_ != nullptr || into->waiter_.done() ||
-      into->n_ - into->filled_ < min_lend || state_->size() != 0) [[unlikely]] {
+      into->n_ < min_lend || state_->size() != 0) [[unlikely]] {
     return get_scratch();
   }
   STRATA_ASSERT(!state_->eof && !state_->exception);

@@ -167,11 +167,12 @@ class StreamReader {
   /// until it is awaited, or until the reader is gone. A handler that keeps the bytes longer
   /// copies them.
   ///
-  /// The memory is one block that the reader keeps for its views and reuses: 16 KiB, or as
+  /// The memory is one block that the reader keeps for its views and reuses: 4 KiB, or as
   /// much as the bytes there are to view need, up to 64 KiB; on the selector loop it doubles
   /// after a receive fills it and halves after one that brings a quarter or less. A reader
-  /// holds none before its first read_view(), and gives it back (to a per-thread cache) when
-  /// a read of another kind starts.
+  /// holds none before its first read_view(), keeps it while it waits for the next bytes (a
+  /// connection that has read a view holds its block while idle), and gives it back (to a
+  /// per-thread cache) when a read of another kind starts.
   /// @throws  the exception set by set_exception() (the connection's error).
   /// @par Cancellation  Cancel-safe, as read_into(): the bytes stay for the next read.
   detail::ReadViewOp read_view(std::size_t n = max_view);
@@ -256,10 +257,10 @@ struct ReaderState {
   std::uint8_t view_block_class = 0;  // its size: view_block_size(class)
   std::uint8_t view_class = 0;        // the class the next view wants (follows the reads)
 
-  /// The size of a view block of @p cls (0 to view_classes - 1): 16, 32 or 64 KiB.
-  static constexpr std::size_t view_classes = 3;
+  /// The size of a view block of @p cls (0 to view_classes - 1): 4 KiB to 64 KiB.
+  static constexpr std::size_t view_classes = 5;
   static constexpr std::size_t view_block_size(std::size_t cls) noexcept {
-    return std::size_t{16 * 1024} << cls;
+    return std::size_t{4 * 1024} << cls;
   }
   /// What a read other than read_view() does when it is awaited: the view block goes back to
   /// the per-thread cache, unless a read_view() waits (the block is then that read's).
