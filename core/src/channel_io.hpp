@@ -169,10 +169,13 @@ class WriteBuffer {
 // process; send(MSG_NOSIGNAL) avoids it for sockets, but write() has no such flag. Rather than
 // changing the process-wide disposition (Python sets SIG_IGN at start-up, which every child
 // process then inherits), a write to a pipe blocks SIGPIPE in the calling thread for the
-// duration of the call and, if the write failed with EPIPE, consumes the signal it raised
-// (sigtimedwait with a zero timeout) before restoring the mask. A SIGPIPE that was already
-// pending is left alone: the kernel merges ours into it. Cost: three extra system calls per
-// write to a pipe (sigpending, two pthread_sigmask); sockets never pay it.
+// duration of the call and, if the write may have raised it, consumes the signal (sigtimedwait
+// with a zero timeout) before restoring the mask. It may have when the write failed with
+// EPIPE, and also when it wrote less than asked: the reader can go in the middle of a write,
+// and the kernel then raises SIGPIPE and returns what it wrote before. A SIGPIPE that was
+// already pending is left alone: the kernel merges ours into it. Cost: three extra system
+// calls per write to a pipe (sigpending, two pthread_sigmask), a fourth after a short one;
+// sockets never pay it, but for sendfile(2), which has no MSG_NOSIGNAL.
 class SigpipeSuppressor {
  public:
   SigpipeSuppressor() noexcept {
@@ -191,9 +194,11 @@ class SigpipeSuppressor {
   SigpipeSuppressor(const SigpipeSuppressor&) = delete;
   SigpipeSuppressor& operator=(const SigpipeSuppressor&) = delete;
 
-  /// After a write: consumes the SIGPIPE that a failure with EPIPE raised. Keeps errno.
-  void after_write(bool failed_with_epipe) noexcept {
-    if (!failed_with_epipe || was_pending_) return;
+  /// After a write of @p asked bytes that returned @p n: consumes the SIGPIPE that it raised,
+  /// if it may have (see above). Keeps errno.
+  void after_write(ssize_t n, std::size_t asked) noexcept {
+    const bool may_have_raised = n < 0 ? errno == EPIPE : static_cast<std::size_t>(n) < asked;
+    if (!may_have_raised || was_pending_) return;
     const int saved = errno;
     const timespec zero{};
     while (::sigtimedwait(&set_, nullptr, &zero) < 0 && errno == EINTR) {
@@ -217,7 +222,7 @@ inline ssize_t send_file_suppressed(int socket_fd, int file_fd, std::uint64_t& o
   auto off = static_cast<off_t>(offset);
   SigpipeSuppressor guard;
   const ssize_t n = ::sendfile(socket_fd, file_fd, &off, count);
-  guard.after_write(n < 0 && errno == EPIPE);
+  guard.after_write(n, count);
   if (n > 0) offset += static_cast<std::uint64_t>(n);
   return n;
 }

@@ -171,7 +171,7 @@ class ReadinessChannel final : public IoChannel {
   [[gnu::noinline]] ssize_t pipe_write(const std::byte* data, std::size_t size) noexcept {
     SigpipeSuppressor guard;
     const ssize_t n = ::write(fd_, data, size);
-    guard.after_write(n < 0 && errno == EPIPE);
+    guard.after_write(n, size);
     return n;
   }
 
@@ -300,11 +300,13 @@ int ReadinessChannel::writev(std::span<const std::span<const std::byte>> buffers
     iovec iov[max_iovecs];
     std::size_t count = 0;
     std::size_t total = 0;
+    std::size_t in_iov = 0;
     for (const auto& b : buffers) {
       total += b.size();
       if (b.empty() || count == max_iovecs) continue;
       iov[count].iov_base = const_cast<std::byte*>(b.data());
       iov[count].iov_len = b.size();
+      in_iov += b.size();
       ++count;
     }
     ssize_t n;
@@ -316,7 +318,7 @@ int ReadinessChannel::writev(std::span<const std::span<const std::byte>> buffers
     } else {
       SigpipeSuppressor guard;
       n = ::writev(fd_, iov, static_cast<int>(count));
-      guard.after_write(n < 0 && errno == EPIPE);
+      guard.after_write(n, in_iov);
     }
     if (n < 0) {
       if (!is_transient(errno)) return errno;
