@@ -3,7 +3,12 @@
 // receive is always in flight while the transport reads. Where the loop has a pool of receive
 // buffers that the kernel picks from when bytes arrive (io_uring's provided buffers), it goes
 // there: an idle connection then holds no receive memory, and a buffer is held only from the
-// completion until its bytes are delivered. Otherwise, and for a connection whose receives fill
+// completion until its bytes are delivered. Such a receive may be multishot: it stays in
+// flight and completes once per arrival, each time in a buffer of its own; arrivals that come
+// before the last is delivered wait in order behind it (the backlog, linked through the pool).
+// stop_reading() cancels it, so that a paused connection does not go on filling the shared
+// pool: its peer's bytes wait in the kernel's buffers, which fill and stop the peer (the bytes
+// that came before the cancellation took effect wait in the backlog). Otherwise, and for a connection whose receives fill
 // a pool buffer (or that found the pool empty), it goes to the channel's own buffer (4 KiB, or
 // twice a pool buffer, doubled up to 64 KiB while receives fill it), given back to the pool
 // after a run of small receives. A send is in flight while bytes wait, from a buffer that
@@ -12,13 +17,16 @@
 // errno value) and reach the transport in the loop's callback phase.
 //
 // Derived (CRTP) starts the operations and queues handles; it takes a reference (ref()) per
-// operation in flight and gives it back (unref()) after handing its completion to received(),
-// sent() or waited():
+// operation in flight and gives it back (unref()) after handing its last completion to
+// received(), sent() or waited():
 //   static constexpr std::size_t pool_buffer_size;             // 0: the loop has no pool
-//   bool submit_recv_pooled();        // a receive into the pool; false (nothing started): none
+//   PoolRecv submit_recv_pooled();    // a receive into the pool, multishot where the loop can
 //   void give_back(int id) noexcept;                           // a pool buffer, delivered
+//   PoolLink& pool_link(int id) noexcept; // a held buffer's place in its channel's backlog
 //   bool grow_pool() noexcept;        // more buffers in the pool, after ENOBUFS; false: full
 //   bool pool_roomy() const noexcept; // whether most of the pool's buffers are free
+//   bool cancel_recv() noexcept;      // cancels the receive in flight; false: the ring refused
+//   void multishot_refused() noexcept; // the kernel has no multishot receive: single from now
 //   void submit_recv(std::byte* buf, std::size_t len);         // may throw std::system_error
 //   void submit_send(const std::byte* data, std::size_t len);  // likewise
 //   void submit_wait(bool read);                               // a readiness wait; likewise
@@ -44,6 +52,19 @@
 
 namespace strata::detail {
 
+/// How a receive into the loop's pool started.
+enum class PoolRecv : std::uint8_t {
+  none,      // it did not: the loop has no pool
+  single,    // one completion
+  multishot  // a completion per arrival, until one without IORING_CQE_F_MORE ends it
+};
+
+/// A held pool buffer in its channel's backlog: the next one, and how many bytes it holds.
+struct PoolLink {
+  int next;
+  unsigned size;
+};
+
 template <class Derived>
 class CompletionChannel : public IoChannel {
  public:
@@ -63,7 +84,12 @@ class CompletionChannel : public IoChannel {
       }
     }
   }
-  void stop_reading() noexcept override { reading_ = false; }
+  void stop_reading() noexcept override {
+    reading_ = false;
+    // A multishot receive would go on taking pool buffers, as much as the peer sends (and
+    // the socket's buffer would not fill up to stop it): it ends, with what came meanwhile.
+    if (recv_multishot_) stop_multishot();
+  }
 
   int write_rest(std::span<const std::byte> data, ssize_t /*sent*/) override {
     // Nothing is sent inline here (direct_fd_ is -1). With no send in flight, the bytes go
@@ -162,10 +188,11 @@ class CompletionChannel : public IoChannel {
   }
 
   /// A receive completed with @p res: bytes, 0 at the end of the stream, or -errno. A receive
-  /// into the pool names the buffer it took as @p id (-1: none, as at the end of the stream).
-  void received(int res, int id = -1) noexcept {
-    read_in_flight_ = false;
-    if (res > 0 && !closed_) [[likely]] {
+  /// into the pool names the buffer it took as @p id (-1: none, as at the end of the stream);
+  /// @p more: a multishot receive that goes on.
+  void received(int res, int id = -1, bool more = false) noexcept {
+    if (res > 0 && !closed_ && !has_result_) [[likely]] {
+      if (!more) recv_over();
       loop_->stats().bytes_read += static_cast<std::size_t>(res);
       if (id >= 0) {
         rdata_ = self().pool_buffer(id);
@@ -178,28 +205,57 @@ class CompletionChannel : public IoChannel {
       roff_ = 0;
       rlen_ = static_cast<std::size_t>(res);
       has_result_ = true;
-      if (reading_) self().queue(read_handle_);
+      if (reading_) {
+        self().queue(read_handle_);
+      } else if (more) {
+        stop_multishot();  // paused: the pool is not for bytes that nobody reads now
+      }
       return;
     }
-    received_nothing(res, id);
+    received_more(res, id, more);
   }
 
-  /// received() of no bytes: the end of the stream, a failure, or a receive to start again.
-  [[gnu::noinline]] void received_nothing(int res, int id) noexcept {
-    if (id >= 0) self().give_back(id);  // bytes that nobody reads any more
-    if (closed_) return;
-    if (res == -ENOBUFS && !own_buffer_) {
-      // The pool had no buffer free: more in it, or this connection uses its own from now on.
-      if (!self().grow_pool()) {
-        own_buffer_ = true;
-        own_receives_ = std::min(own_receives_ * 2, 1024u);  // the next return waits longer
+  /// received() of bytes behind others not yet delivered, or of no bytes: the end of the
+  /// stream, a failure, or a receive to start again.
+  [[gnu::noinline]] void received_more(int res, int id, bool more) noexcept {
+    const bool multishot = recv_multishot_;
+    if (!more) recv_over();
+    if constexpr (Derived::pool_buffer_size != 0) {
+      if (res > 0 && id >= 0 && !closed_) {
+        // Behind the bytes being delivered (only a multishot receive brings more meanwhile; a
+        // single receive starts again only once they are delivered).
+        loop_->stats().bytes_read += static_cast<std::size_t>(res);
+        self().pool_link(id) = PoolLink{-1, static_cast<unsigned>(res)};
+        if (backlog_tail_ >= 0) {
+          self().pool_link(backlog_tail_).next = id;
+        } else {
+          backlog_head_ = id;
+        }
+        backlog_tail_ = id;
+        if (more && !reading_) stop_multishot();
+        return;
       }
-      res = -EAGAIN;
     }
-    // Nothing after all, or cancelled by the kernel (on io_uring, the thread that submitted it
-    // has exited and another runs the loop now): receive again, or when reading starts again.
+    if (id >= 0) self().give_back(id);  // bytes that nobody reads any more
+    if (closed_ || more) return;  // (a multishot receive reports its end later)
+    if constexpr (Derived::pool_buffer_size != 0) {
+      if (res == -ENOBUFS && !own_buffer_) {
+        // The pool had no buffer free: more in it, or this connection uses its own from now on.
+        if (!self().grow_pool()) {
+          own_buffer_ = true;
+          own_receives_ = std::min(own_receives_ * 2, 1024u);  // the next return waits longer
+        }
+        res = -EAGAIN;
+      } else if (res == -EINVAL && multishot) {
+        self().multishot_refused();  // a kernel before 6.0: single receives from now on
+        res = -EAGAIN;
+      }
+    }
+    // Nothing after all, or cancelled (by the channel, pausing; or by the kernel: on io_uring,
+    // the thread that submitted it has exited and another runs the loop now): receive again,
+    // when reading and once the bytes that came before are delivered.
     if (res == -EAGAIN || res == -EINTR || res == -ECANCELED) {
-      if (!reading_ || delivering_) return;
+      if (!reading_ || delivering_ || has_result_) return;  // (then: at the delivery's end)
       try {
         submit_read();
         return;
@@ -209,10 +265,14 @@ class CompletionChannel : public IoChannel {
         res = -ENOMEM;
       }
     }
-    roff_ = 0;
-    rlen_ = 0;
+    // The end: after the bytes before it.
     rerr_ = res < 0 ? -res : 0;
-    has_result_ = true;
+    ended_ = true;
+    if (!has_result_) {
+      roff_ = 0;
+      rlen_ = 0;
+      has_result_ = true;
+    }
     if (reading_) self().queue(read_handle_);
   }
 
@@ -283,7 +343,7 @@ class CompletionChannel : public IoChannel {
   }
 
   /// Clears the in-flight flag of an operation whose completion is dropped (a closing loop).
-  void drop_recv() noexcept { read_in_flight_ = false; }
+  void drop_recv() noexcept { recv_over(); }
   void drop_send() noexcept { send_in_flight_ = false; }
   void drop_wait(bool read) noexcept {
     (read ? wait_read_in_flight_ : wait_write_in_flight_) = false;
@@ -311,8 +371,10 @@ class CompletionChannel : public IoChannel {
  private:
   void submit_read() {
     if (!own_buffer_) {
-      if (self().submit_recv_pooled()) {
+      const PoolRecv started = self().submit_recv_pooled();
+      if (started != PoolRecv::none) {
         read_in_flight_ = true;
+        recv_multishot_ = started == PoolRecv::multishot;
         return;
       }
       own_buffer_ = true;  // the loop has no pool (a kernel without provided buffers)
@@ -326,9 +388,34 @@ class CompletionChannel : public IoChannel {
     read_in_flight_ = true;
   }
 
-  /// Gives the pool buffer of the last receive back, its bytes delivered or dropped.
+  /// Gives the pool buffer of the last receive back, its bytes delivered or dropped; on a
+  /// closed channel, the backlog's too.
   void give_back_held() noexcept {
     if (pool_id_ >= 0) self().give_back(std::exchange(pool_id_, -1));
+    if (closed_) {
+      if constexpr (Derived::pool_buffer_size != 0) {
+        while (backlog_head_ >= 0) {
+          const int id = std::exchange(backlog_head_, self().pool_link(backlog_head_).next);
+          self().give_back(id);
+        }
+        backlog_tail_ = -1;
+      }
+    }
+  }
+
+  /// A multishot receive's last completion came: none is in flight.
+  void recv_over() noexcept {
+    read_in_flight_ = false;
+    recv_multishot_ = false;
+    recv_cancelling_ = false;
+  }
+  /// Ends the multishot receive in flight: its last completion comes with what arrived
+  /// before, and a receive starts again when reading and once they are delivered.
+  void stop_multishot() noexcept {
+    if constexpr (Derived::pool_buffer_size != 0) {
+      if (recv_cancelling_) return;
+      recv_cancelling_ = self().cancel_recv();  // (refused: it goes on, and is asked again)
+    }
   }
 
   /// After a receive's bytes are all delivered: the memory for the next. A receive that
@@ -417,39 +504,56 @@ class CompletionChannel : public IoChannel {
       CompletionChannel* c;
       ~Done() {
         c->delivering_ = false;
-        if (c->rlen_ == 0 || c->closed_) c->give_back_held();
+        if (c->closed_) c->give_back_held();
         c->unref();
       }
     } done{this};
-    if (rlen_ == 0) {  // the end of the stream, or a failure
-      has_result_ = false;
-      reading_ = false;
-      client_->read_ended(rerr_ != 0 ? errno_code(rerr_) : std::error_code());
+    for (;;) {
+      if (rlen_ == 0) {  // the end of the stream, or a failure, after every byte before it
+        has_result_ = ended_ = false;
+        reading_ = false;
+        client_->read_ended(rerr_ != 0 ? errno_code(rerr_) : std::error_code());
+        return;
+      }
+      const std::size_t got = roff_ + rlen_;  // what the receive brought
+      const bool filled = got == rsize_;
+      const bool pooled = pool_id_ >= 0;  // (a write may lend the buffer to a send meanwhile)
+      while (rlen_ != 0) {
+        std::span<const std::byte> chunk;
+        if (client_buffers_) {
+          const std::span<std::byte> target = client_->read_target();
+          if (closed_ || !reading_ || target.empty()) return;  // the rest: at start_reading()
+          const std::size_t m = std::min(target.size(), rlen_);
+          std::memcpy(target.data(), rdata_ + roff_, m);
+          chunk = target.first(m);
+        } else {
+          chunk = std::span<const std::byte>(rdata_ + roff_, rlen_);
+        }
+        roff_ += chunk.size();
+        rlen_ -= chunk.size();
+        const bool last = rlen_ == 0 && backlog_head_ < 0 && !ended_;
+        if (last) has_result_ = false;
+        client_->read_done(chunk);
+        if (closed_ || !reading_) {
+          if (rlen_ == 0 && !closed_) {
+            give_back_held();
+            if (has_result_) take_next();  // what waits behind: at start_reading()
+          }
+          return;
+        }
+      }
+      // (Not while a receive into the channel's own buffer is in flight: that one started
+      // before a stop_reading(), and its memory must stay where it is.)
+      if (pooled || !read_in_flight_) size_receives(got, filled, pooled);
+      give_back_held();
+      if (!has_result_) break;
+      take_next();
+    }
+    if (read_in_flight_) {
+      // A multishot receive goes on, unless this connection moves to its own buffer.
+      if (own_buffer_ && recv_multishot_) stop_multishot();
       return;
     }
-    const std::size_t got = roff_ + rlen_;  // what the receive brought
-    const bool filled = got == rsize_;
-    const bool pooled = pool_id_ >= 0;  // (a write may lend the buffer to a send meanwhile)
-    while (rlen_ != 0) {
-      std::span<const std::byte> chunk;
-      if (client_buffers_) {
-        const std::span<std::byte> target = client_->read_target();
-        if (closed_ || !reading_ || target.empty()) return;  // the rest: at start_reading()
-        const std::size_t m = std::min(target.size(), rlen_);
-        std::memcpy(target.data(), rdata_ + roff_, m);
-        chunk = target.first(m);
-      } else {
-        chunk = std::span<const std::byte>(rdata_ + roff_, rlen_);
-      }
-      roff_ += chunk.size();
-      rlen_ -= chunk.size();
-      if (rlen_ == 0) has_result_ = false;
-      client_->read_done(chunk);
-      if (closed_ || !reading_) return;
-    }
-    if (read_in_flight_) return;  // (only with bytes that arrived before a stop_reading())
-    size_receives(got, filled, pooled);
-    give_back_held();
     try {
       submit_read();
     } catch (const std::system_error& e) {  // a ring that takes nothing
@@ -458,6 +562,24 @@ class CompletionChannel : public IoChannel {
     } catch (const std::bad_alloc&) {
       reading_ = false;
       client_->read_ended(std::make_error_code(std::errc::not_enough_memory));
+    }
+  }
+
+  /// After the last receive's bytes are delivered: the next bytes that wait in the backlog
+  /// (or the end, with rlen_ 0), as the result being delivered.
+  void take_next() noexcept {
+    roff_ = 0;
+    if (backlog_head_ < 0) {
+      rlen_ = 0;  // the end (ended_)
+      return;
+    }
+    if constexpr (Derived::pool_buffer_size != 0) {
+      const int id = std::exchange(backlog_head_, self().pool_link(backlog_head_).next);
+      if (backlog_head_ < 0) backlog_tail_ = -1;
+      pool_id_ = id;
+      rdata_ = self().pool_buffer(id);
+      rsize_ = Derived::pool_buffer_size;
+      rlen_ = self().pool_link(id).size;
     }
   }
 
@@ -511,8 +633,13 @@ class CompletionChannel : public IoChannel {
   bool reading_ = false;
   bool own_buffer_ = false;  // receives go to rbuf_, not to the pool
   bool no_pool_ = false;     // the loop turned the pool down: rbuf_ for good
+  int backlog_head_ = -1;  // pool buffers received behind the one being delivered, in order
+  int backlog_tail_ = -1;
   bool read_in_flight_ = false;
-  bool has_result_ = false;  // a receive completed and is not fully delivered
+  bool recv_multishot_ = false;   // the receive in flight is multishot
+  bool recv_cancelling_ = false;  // and its cancellation is asked for
+  bool has_result_ = false;  // bytes received and not delivered (or the end, not reported)
+  bool ended_ = false;       // the receives ended (rerr_) behind bytes still to deliver
   bool delivering_ = false;  // deliver_read() is handing bytes over
   bool send_in_flight_ = false;
   bool discarded_ = false;

@@ -220,7 +220,7 @@ class ProactorChannel final : public CompletionChannel<ProactorChannel> {
   // CompletionChannel's operations. Asio has no provided buffers: every receive goes to the
   // channel's own buffer.
   static constexpr std::size_t pool_buffer_size = 0;
-  static bool submit_recv_pooled() noexcept { return false; }
+  static PoolRecv submit_recv_pooled() noexcept { return PoolRecv::none; }
   static std::byte* pool_buffer(int /*id*/) noexcept { return nullptr; }
   static void give_back(int /*id*/) noexcept {}
   static bool grow_pool() noexcept { return false; }

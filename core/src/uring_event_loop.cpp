@@ -24,7 +24,10 @@
 // The socket channel (UringChannel): a receive is always in flight while the transport reads,
 // into a buffer that the kernel picks from the loop's pool (RecvPool, io_uring's provided
 // buffers) when the bytes arrive, so that an idle connection holds no receive memory; a
-// connection whose receives fill those buffers gets its own (CompletionChannel). A send is
+// connection whose receives fill those buffers gets its own (CompletionChannel). Receives into
+// the pool are multishot (Linux 6.0; on a kernel that refuses them, single ones): one
+// submission serves every arrival until the connection pauses, so that an echo costs the ring
+// a send per request, not a send and a receive. A send is
 // in flight while bytes wait, from a buffer that nothing moves meanwhile (writes made during a
 // send go to a second buffer, swapped in when it completes). The channel lives until the last
 // of its operations has completed, however early the transport lets go of it: the kernel
@@ -124,6 +127,8 @@ class RecvPool {
   std::byte* buffer(int id) const noexcept {
     return buffers_ + static_cast<std::size_t>(id) * size;
   }
+  /// Where the held buffer @p id stands in its channel's backlog (CompletionChannel).
+  PoolLink& link(int id) noexcept { return links_[static_cast<std::size_t>(id)]; }
   void give_back(int id) noexcept {
     io_uring_buf_ring_add(ring_, buffer(id), size, static_cast<unsigned short>(id),
                           io_uring_buf_ring_mask(count), 0);
@@ -186,6 +191,7 @@ class RecvPool {
   }
 
   void* map_ = nullptr;
+  PoolLink links_[count]{};
   io_uring_buf_ring* ring_ = nullptr;
   std::byte* buffers_ = nullptr;
   unsigned added_ = 0;  // buffers put into the ring so far: ids [0, added_)
@@ -232,11 +238,14 @@ class UringChannel final : public CompletionChannel<UringChannel> {
 
   // CompletionChannel's operations.
   static constexpr std::size_t pool_buffer_size = RecvPool::size;
-  bool submit_recv_pooled();
+  PoolRecv submit_recv_pooled();
   bool grow_pool() noexcept;
   bool pool_roomy() const noexcept;
   std::byte* pool_buffer(int id) const noexcept;
+  PoolLink& pool_link(int id) noexcept;
   void give_back(int id) noexcept;
+  bool cancel_recv() noexcept;
+  void multishot_refused() noexcept;
   void submit_recv(std::byte* buf, std::size_t len);
   void submit_send(const std::byte* data, std::size_t len);
   void submit_wait(bool read);
@@ -471,6 +480,10 @@ class UringEventLoop final : public BaseEventLoop {
     }
     return io_uring_submit(&ring_) >= 0;
   }
+  /// For the channels: whether receives into the pool are multishot (Linux 6.0).
+  bool multishot_recv() const noexcept { return multishot_recv_; }
+  /// For the channels: the kernel refused a multishot receive; single ones from now on.
+  void refuse_multishot_recv() noexcept { multishot_recv_ = false; }
   /// For a multishot operation's completion with IORING_CQE_F_MORE: it is still in flight.
   void still_in_flight() noexcept { ++in_flight_; }
   /// Whether completions are only counted off now: the loop is closing.
@@ -779,6 +792,7 @@ class UringEventLoop final : public BaseEventLoop {
   bool wake_armed_ = false;
   bool wake_retry_ = false;
   bool taskrun_flag_ = false;
+  bool multishot_recv_ = true;  // until a kernel refuses one (before 6.0)
   bool draining_ = false;
 };
 
@@ -955,15 +969,36 @@ void UringChannel::queue(HandleImpl* h) {
   uring().queue_ready(h);
 }
 
-bool UringChannel::submit_recv_pooled() {
-  if (uring().recv_pool() == nullptr) return false;
-  io_uring_sqe* s = uring().sqe(&recv_op_);
-  io_uring_prep_recv(s, fd_, nullptr, RecvPool::size, 0);
+PoolRecv UringChannel::submit_recv_pooled() {
+  UringEventLoop& loop = uring();
+  if (loop.recv_pool() == nullptr) return PoolRecv::none;
+  io_uring_sqe* s = loop.sqe(&recv_op_);
+  // Multishot: one submission for every arrival until it ends (the length comes from the
+  // buffer the kernel picks).
+  const bool multishot = loop.multishot_recv();
+  if (multishot) {
+    io_uring_prep_recv_multishot(s, fd_, nullptr, 0, 0);
+  } else {
+    io_uring_prep_recv(s, fd_, nullptr, RecvPool::size, 0);
+  }
   s->flags |= IOSQE_BUFFER_SELECT;
   s->buf_group = RecvPool::group;
   ref();
-  return true;
+  return multishot ? PoolRecv::multishot : PoolRecv::single;
 }
+
+bool UringChannel::cancel_recv() noexcept {
+  try {
+    uring().cancel(&recv_op_);  // submitted with the next wait
+    return true;
+  } catch (const std::system_error&) {
+    return false;
+  }
+}
+
+void UringChannel::multishot_refused() noexcept { uring().refuse_multishot_recv(); }
+
+PoolLink& UringChannel::pool_link(int id) noexcept { return uring().open_recv_pool().link(id); }
 
 std::byte* UringChannel::pool_buffer(int id) const noexcept {
   return uring().open_recv_pool().buffer(id);
@@ -1045,14 +1080,16 @@ void UringChannel::on_recv(UringOp& op, int res, std::uint32_t flags) noexcept {
   const int id = (flags & IORING_CQE_F_BUFFER) != 0
                      ? static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT)
                      : -1;
+  const bool more = (flags & IORING_CQE_F_MORE) != 0;  // a multishot receive goes on
+  if (more) c.uring().still_in_flight();
   if (id >= 0) ++c.loop_->stats().receive_buffers_held;
   if (c.uring().draining()) [[unlikely]] {
-    c.drop_recv();  // the loop is closing: nothing is delivered any more
+    if (!more) c.drop_recv();  // the loop is closing: nothing is delivered any more
     if (id >= 0) c.give_back(id);
   } else {
-    c.received(res, id);
+    c.received(res, id, more);
   }
-  c.unref();
+  if (!more) c.unref();
 }
 
 void UringChannel::on_send(UringOp& op, int res, std::uint32_t /*flags*/) noexcept {

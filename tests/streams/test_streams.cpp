@@ -877,8 +877,10 @@ STRATA_LOOP_TEST_CASE("streams: drain() under timeout() times out against a peer
     co_await connected;
     std::string written;
     // Well above the mark: the kernel's buffers, full as the server does not read, cannot take
-    // enough of it within the timeout to bring it down to the low-water mark.
-    auto filling = fill_until(c.writer, &written, 4 * high_water);
+    // enough of it within the timeout to bring it down to the low-water mark. (Those buffers
+    // and the server's reader hold about 320 KiB between them here: 4 × the mark was once
+    // enough, and then was not on io_uring, whose sends complete when all of their bytes went.)
+    auto filling = fill_until(c.writer, &written, 16 * high_water);
     const bool full = co_await filling;
     REQUIRE(full);
     bool timed_out = false;

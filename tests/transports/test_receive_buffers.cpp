@@ -3,7 +3,9 @@
 // buffers), moves a connection whose receives fill them to a buffer of its own and back after
 // a run of small receives, and falls back to the connection's own buffer when the pool is
 // empty. These tests drive every one of those paths and check that no byte is lost, doubled or
-// reordered; on the other backends the same traffic must simply arrive.
+// reordered; on the other backends the same traffic must simply arrive. Each test runs twice:
+// with multishot receives, and as on a kernel that refuses them (before Linux 6.0), where
+// every receive is a submission of its own.
 #include <catch2/catch.hpp>
 
 #include <sys/socket.h>
@@ -20,12 +22,14 @@
 
 #include "loop_test.hpp"
 #include "stream_test_support.hpp"
+#include "uring_interpose.hpp"
 
 using strata::Coro;
 using strata::testing::check_syscall;
 using strata::testing::connect_record;
 using strata::testing::connect_records;
 using strata::testing::FdPair;
+using strata::testing::KernelWithoutMultishot;
 using strata::testing::first_mismatch;
 using strata::testing::make_pair;
 using strata::testing::next_iteration;
@@ -50,6 +54,7 @@ void send_all(int fd, std::string_view data) {
 STRATA_LOOP_TEST_CASE("StreamTransport: receives of every size in turn, small after large, "
                       "arrive intact",
                       "[transports][stream_transport][receive_buffers]") {
+  const KernelWithoutMultishot kernel(GENERATE(false, true));
   Record client;
   Record server;
   server.echo = true;
@@ -92,6 +97,7 @@ STRATA_LOOP_TEST_CASE("StreamTransport: receives of every size in turn, small af
 STRATA_LOOP_TEST_CASE("StreamTransport: 300 connections paused with receives in flight keep "
                       "their bytes, and others are served meanwhile",
                       "[transports][stream_transport][receive_buffers]") {
+  const KernelWithoutMultishot kernel(GENERATE(false, true));
   // More paused connections than the io_uring loop has pool buffers: the receives already in
   // flight complete while their connections are paused, and hold the pool's buffers until
   // resume_reading(); the last ones, and any connection that reads meanwhile, find the pool
@@ -192,6 +198,7 @@ STRATA_LOOP_TEST_CASE("StreamTransport: 300 connections paused with receives in 
 STRATA_LOOP_TEST_CASE("StreamTransport: writing back slices of what arrives, while sends wait, "
                       "loses nothing and keeps no buffer",
                       "[transports][stream_transport][receive_buffers]") {
+  const KernelWithoutMultishot kernel(GENERATE(false, true));
   // On io_uring a write of bytes still in the pool buffer they arrived in is sent from there,
   // and the buffer comes back when the send is done. Here the echo writes each delivery back in
   // two slices (the second while the first is in flight), its peer has small kernel buffers so
@@ -255,6 +262,7 @@ STRATA_LOOP_TEST_CASE("StreamTransport: writing back slices of what arrives, whi
 STRATA_LOOP_TEST_CASE("StreamTransport: bytes relayed from one connection's data_received() to "
                       "another arrive intact, and an abort mid-relay keeps no buffer",
                       "[transports][stream_transport][receive_buffers]") {
+  const KernelWithoutMultishot kernel(GENERATE(false, true));
   // The relay writes what it receives (on io_uring, bytes in the loop's pool buffers) to a
   // connection whose peer has small kernel buffers, so that its sends wait while the relay
   // goes on receiving and buffering.
@@ -304,6 +312,7 @@ STRATA_LOOP_TEST_CASE("StreamTransport: bytes relayed from one connection's data
 STRATA_LOOP_TEST_CASE("StreamTransport: an echo to a peer that stops reading resumes intact, "
                       "and an abort while its sends wait keeps no buffer",
                       "[transports][stream_transport][receive_buffers]") {
+  const KernelWithoutMultishot kernel(GENERATE(false, true));
   // Messages of 6,000 bytes, each received (on io_uring, into a pool buffer) and echoed on its
   // own, until the peer's window fills and a send waits; what comes meanwhile queues behind
   // it.
@@ -344,4 +353,61 @@ STRATA_LOOP_TEST_CASE("StreamTransport: an echo to a peer that stops reading res
   }
   CHECK(server.alive == 0);
   CHECK(client.alive == 0);
+}
+
+STRATA_LOOP_TEST_CASE("StreamTransport: a connection that pauses while bytes stream in takes no "
+                      "more of them: the sender's buffers fill, and the loop holds little",
+                      "[transports][stream_transport][receive_buffers]") {
+  // Flow control must reach the peer: once the protocol pauses, the bytes wait in the kernel's
+  // buffers, which fill and stop the sender. On io_uring a multishot receive would otherwise
+  // go on taking a pool buffer for every small arrival, for as long as the sender sends.
+  const KernelWithoutMultishot kernel(GENERATE(false, true));
+  constexpr std::size_t pause_at = 8 * 1024;  // below what the sockets' small buffers hold
+  constexpr std::size_t backlog = 256 * 1024;  // the sender's, that shows it was stopped
+  Record client;
+  Record server;
+  std::size_t at_pause = 0;
+  std::uint64_t read_at_pause = 0;
+  std::uint64_t taken_while_paused = 0;
+  std::size_t held_while_paused = 0;
+  {
+    TestLoop loop(TestType::kind);
+    server.on_data = [&](strata::Transport& t, std::string_view) {
+      if (at_pause != 0 || server.received.size() < pause_at) return;
+      t.pause_reading();  // inside data_received(), as a protocol whose buffer is full does
+      at_pause = server.received.size();
+      read_at_pause = loop->metrics().bytes_read;
+    };
+    auto body = [&]() -> Coro<void> {
+      co_await connect_records(make_pair(PairKind::tcp, true), client, server);
+      // Small messages, one per iteration, so that each arrives on its own.
+      std::string sent;
+      for (unsigned i = 0; i != 100'000; ++i) {
+        if (client.transport->get_write_buffer_size() > backlog) break;
+        const std::string message = pattern(300, i);
+        client.transport->write(message);
+        sent += message;
+        co_await next_iteration();
+      }
+      REQUIRE(at_pause != 0);
+      REQUIRE(client.transport->get_write_buffer_size() > backlog);  // the sender was stopped
+      taken_while_paused = loop->metrics().bytes_read - read_at_pause;
+      held_while_paused = loop->metrics().receive_buffers_held;
+      CHECK(server.received.size() == at_pause);
+      server.transport->resume_reading();
+      co_await server.wait_received(sent.size());
+      REQUIRE(server.received.size() == sent.size());
+      CHECK(first_mismatch(server.received, sent) == std::string_view::npos);
+      client.transport->close();
+      co_await server.wait_lost();
+      CHECK(loop->metrics().receive_buffers_held == 0);
+    };
+    loop.run(body());
+    CHECK(loop.errors().empty());
+  }
+  INFO("taken while paused: " << taken_while_paused << " bytes; pool buffers held: "
+                              << held_while_paused);
+  // What the loop held while paused: what had arrived when the protocol paused, not more.
+  CHECK(taken_while_paused <= 16 * 1024);
+  CHECK(held_while_paused <= 8);
 }

@@ -1,13 +1,23 @@
-// The io_uring proactor when its ring takes no more submissions: io_uring_submit() is
-// interposed here (this executable's definition wins over liburing's), and refuses while a
-// test asks it to. On the other backends the same traffic must simply arrive.
+// The io_uring proactor when its ring refuses: io_uring_submit() and the other submitting
+// calls are interposed here (this executable's definitions win over liburing's). They refuse
+// submissions while a test asks them to, and can make the kernel refuse multishot receives as
+// one before Linux 6.0 does (uring_interpose.hpp). On the other backends the same traffic must
+// simply arrive.
 #include <catch2/catch.hpp>
 
 #include <dlfcn.h>
 #include <unistd.h>
 
+#if __has_include(<liburing.h>)
+#include <liburing.h>
+#define STRATA_TEST_HAS_LIBURING 1
+#else
+struct io_uring;
+#endif
+
 #include <cerrno>
 #include <deque>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -16,28 +26,92 @@
 
 #include "loop_test.hpp"
 #include "stream_test_support.hpp"
+#include "uring_interpose.hpp"
 
 using strata::Coro;
 using strata::testing::connect_record;
 using strata::testing::connect_records;
 using strata::testing::FdPair;
+using strata::testing::first_mismatch;
+using strata::testing::KernelWithoutMultishot;
 using strata::testing::make_pair;
+using strata::testing::multishot_receives_submitted;
 using strata::testing::next_iteration;
 using strata::testing::PairKind;
+using strata::testing::pattern;
 using strata::testing::Record;
 using strata::testing::TestLoop;
 
 namespace {
-bool refuse_submissions = false;  // io_uring_submit() below fails with EBUSY while set
+
+bool refuse_submissions = false;  // the submitting calls below fail with EBUSY while set
+bool refuse_multishot = false;
+std::size_t multishot_submitted = 0;
+
+/// Before a submission: counts the multishot receives prepared since the last one and, while
+/// refuse_multishot is set, gives them a flag that the kernel does not know.
+void look_at_prepared(io_uring* ring) noexcept {
+#ifdef STRATA_TEST_HAS_LIBURING
+  for (unsigned i = ring->sq.sqe_head; i != ring->sq.sqe_tail; ++i) {
+    io_uring_sqe& s = ring->sq.sqes[i & ring->sq.ring_mask];
+    if (s.opcode == IORING_OP_RECV && (s.ioprio & IORING_RECV_MULTISHOT) != 0) {
+      ++multishot_submitted;
+      if (refuse_multishot) s.ioprio |= 0x8000;
+    }
+  }
+#else
+  static_cast<void>(ring);
+#endif
+}
+
+/// liburing's definition of @p name.
+template <class Fn>
+Fn real(const char* name) noexcept {
+  return reinterpret_cast<Fn>(::dlsym(RTLD_NEXT, name));
+}
+
 }  // namespace
 
-struct io_uring;
+void strata::testing::refuse_multishot_receives(bool on) noexcept { refuse_multishot = on; }
+std::size_t strata::testing::multishot_receives_submitted() noexcept {
+  return multishot_submitted;
+}
 
 extern "C" int io_uring_submit(struct io_uring* ring) {
   using Fn = int (*)(struct io_uring*);
-  static const auto real = reinterpret_cast<Fn>(::dlsym(RTLD_NEXT, "io_uring_submit"));
-  if (refuse_submissions || real == nullptr) return -EBUSY;
-  return real(ring);
+  static const auto fn = real<Fn>("io_uring_submit");
+  if (refuse_submissions || fn == nullptr) return -EBUSY;
+  look_at_prepared(ring);
+  return fn(ring);
+}
+
+extern "C" int io_uring_submit_and_wait(struct io_uring* ring, unsigned wait_nr) {
+  using Fn = int (*)(struct io_uring*, unsigned);
+  static const auto fn = real<Fn>("io_uring_submit_and_wait");
+  if (refuse_submissions || fn == nullptr) return -EBUSY;
+  look_at_prepared(ring);
+  return fn(ring, wait_nr);
+}
+
+extern "C" int io_uring_submit_and_get_events(struct io_uring* ring) {
+  using Fn = int (*)(struct io_uring*);
+  static const auto fn = real<Fn>("io_uring_submit_and_get_events");
+  if (refuse_submissions || fn == nullptr) return -EBUSY;
+  look_at_prepared(ring);
+  return fn(ring);
+}
+
+struct io_uring_cqe;
+struct __kernel_timespec;
+extern "C" int io_uring_submit_and_wait_timeout(struct io_uring* ring, struct io_uring_cqe** cqe,
+                                                unsigned wait_nr, struct __kernel_timespec* ts,
+                                                sigset_t* sigmask) {
+  using Fn = int (*)(struct io_uring*, struct io_uring_cqe**, unsigned, struct __kernel_timespec*,
+                     sigset_t*);
+  static const auto fn = real<Fn>("io_uring_submit_and_wait_timeout");
+  if (refuse_submissions || fn == nullptr) return -EBUSY;
+  look_at_prepared(ring);
+  return fn(ring, cqe, wait_nr, ts, sigmask);
 }
 
 STRATA_LOOP_TEST_CASE("StreamTransport: an echo whose send cannot start keeps the bytes it was "
@@ -108,4 +182,57 @@ STRATA_LOOP_TEST_CASE("StreamTransport: an echo whose send cannot start keeps th
     CHECK_FALSE(echo_failed);  // no ring: the refusal changes nothing
   }
   CHECK(at_end == 0);
+}
+
+STRATA_LOOP_TEST_CASE("StreamTransport: on a kernel that refuses multishot receives, the loop "
+                      "falls back to single ones and loses nothing",
+                      "[transports][stream_transport][receive_buffers]") {
+  // Linux 5.19 has provided buffers but not multishot receives, and refuses them with EINVAL.
+  // Each connection's first receive is refused here; the loop must then receive once per
+  // submission, for every connection, and deliver every byte in order.
+  for (const bool refused : {false, true}) {
+    INFO((refused ? "multishot refused" : "multishot allowed"));
+    KernelWithoutMultishot kernel(refused);
+    Record client;
+    Record server;
+    server.echo = true;
+    std::size_t after_first = 0;
+    std::size_t at_start = multishot_receives_submitted();
+    bool uring = false;
+    {
+      TestLoop loop(TestType::kind);
+      uring = loop->backend_name() == "proactor/io_uring";
+      auto body = [&]() -> Coro<void> {
+        co_await connect_records(make_pair(PairKind::tcp), client, server);
+        std::string expected;
+        for (unsigned round = 0; round != 50; ++round) {
+          // Sizes that fit a pool buffer, then one that fills a few (a connection's own buffer).
+          const std::string message = pattern(round == 25 ? 100'000 : 100 + round * 37, round);
+          client.transport->write(message);
+          expected += message;
+          co_await client.wait_received(expected.size());
+          REQUIRE(client.received.size() == expected.size());
+          if (round == 0) after_first = multishot_receives_submitted();
+        }
+        CHECK(first_mismatch(client.received, expected) == std::string_view::npos);
+        client.transport->close();
+        co_await server.wait_lost();
+      };
+      loop.run(body());
+      CHECK(loop.errors().empty());
+    }
+    const std::size_t at_end = multishot_receives_submitted();
+    if (!uring) {
+      CHECK(at_end == at_start);
+    } else if (refused) {
+      CHECK(after_first > at_start);    // tried, and refused
+      CHECK(at_end == after_first);     // never again on this loop
+    } else {
+      CHECK(after_first > at_start);
+      // A multishot receive per connection goes on (the large message moves one connection
+      // to its own buffer and back: a few more).
+      CHECK(at_end - at_start <= 8);
+    }
+    CHECK(server.alive == 0);
+  }
 }
