@@ -454,8 +454,17 @@ class UringEventLoop final : public BaseEventLoop {
   /// ignored), counted in flight. Submits what is queued when the queue is full.
   /// @throws std::system_error  the kernel takes no more (the queue stays full).
   io_uring_sqe* sqe(UringOp* op) {
-    io_uring_sqe* s = io_uring_get_sqe(&ring_);
-    if (s == nullptr) [[unlikely]] s = sqe_after_submit();
+    // io_uring_get_sqe() without its tests of SQE128 and SQPOLL, which this ring never has:
+    // the kernel moves the head only inside io_uring_enter(2), on this thread.
+    io_uring_sq& sq = ring_.sq;
+    const unsigned tail = sq.sqe_tail;
+    io_uring_sqe* s;
+    if (tail - IO_URING_READ_ONCE(*sq.khead) < sq.ring_entries) [[likely]] {
+      s = &sq.sqes[tail & sq.ring_mask];
+      sq.sqe_tail = tail + 1;
+    } else {
+      s = sqe_after_submit();
+    }
     io_uring_sqe_set_data(s, op);
     if (op != nullptr) ++in_flight_;
     return s;
@@ -484,8 +493,6 @@ class UringEventLoop final : public BaseEventLoop {
   bool multishot_recv() const noexcept { return multishot_recv_; }
   /// For the channels: the kernel refused a multishot receive; single ones from now on.
   void refuse_multishot_recv() noexcept { multishot_recv_ = false; }
-  /// For a multishot operation's completion with IORING_CQE_F_MORE: it is still in flight.
-  void still_in_flight() noexcept { ++in_flight_; }
   /// Whether completions are only counted off now: the loop is closing.
   bool draining() const noexcept { return draining_; }
 
@@ -596,7 +603,7 @@ class UringEventLoop final : public BaseEventLoop {
       auto* op = static_cast<UringOp*>(io_uring_cqe_get_data(&cqe));
       // Ignored: cancellations, and the timeouts liburing adds itself on kernels before 5.11.
       if (op == nullptr || cqe.user_data == LIBURING_UDATA_TIMEOUT) continue;
-      --in_flight_;  // a multishot operation that goes on counts itself in again
+      if ((cqe.flags & IORING_CQE_F_MORE) == 0) --in_flight_;  // (a multishot one goes on)
       op->done(*op, cqe.res, cqe.flags);
     }
     io_uring_cq_advance(&ring_, tail - head);
@@ -876,11 +883,7 @@ void UringAcceptor::queue_report() noexcept {
 void UringAcceptor::on_accept(UringOp& op, int res, std::uint32_t flags) noexcept {
   auto& a = *static_cast<UringAcceptor*>(op.owner);
   const bool last = (flags & IORING_CQE_F_MORE) == 0;
-  if (last) {
-    a.armed_ = false;
-  } else {
-    a.loop_.still_in_flight();
-  }
+  if (last) a.armed_ = false;
   if (a.closed_ || a.loop_.draining()) {
     if (res >= 0) ::close(res);  // nobody will take it
   } else if (res != -ECANCELED && res != -EAGAIN) {
@@ -1081,7 +1084,6 @@ void UringChannel::on_recv(UringOp& op, int res, std::uint32_t flags) noexcept {
                      ? static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT)
                      : -1;
   const bool more = (flags & IORING_CQE_F_MORE) != 0;  // a multishot receive goes on
-  if (more) c.uring().still_in_flight();
   if (id >= 0) ++c.loop_->stats().receive_buffers_held;
   if (c.uring().draining()) [[unlikely]] {
     if (!more) c.drop_recv();  // the loop is closing: nothing is delivered any more
