@@ -28,7 +28,7 @@
 //   bool cancel_recv() noexcept;      // cancels the receive in flight; false: the ring refused
 //   void multishot_refused() noexcept; // the kernel has no multishot receive: single from now
 //   void submit_recv(std::byte* buf, std::size_t len);         // may throw std::system_error
-//   void submit_send(const std::byte* data, std::size_t len);  // likewise
+//   int submit_send(const std::byte* data, std::size_t len) noexcept; // 0, or why not (errno)
 //   void submit_wait(bool read);                               // a readiness wait; likewise
 //   void queue(HandleImpl* h);                                 // onto the loop's ready queue
 //   void destroy() noexcept;                                   // the last reference went
@@ -107,13 +107,9 @@ class CompletionChannel : public IoChannel {
           return send_now();
         }
       }
-      inflight_.append(data.data(), data.size());  // empty before: nothing is being sent
-      buffered_ += data.size();
-      return send_now();
+      return copy_and_send(data);
     }
-    pending_.append(data.data(), data.size());
-    buffered_ += data.size();
-    return 0;
+    return copy_for_later(data);
   }
   int writev(std::span<const std::span<const std::byte>> buffers) override {
     const bool now = !send_in_flight_ && !discarded_ && werr_ == 0;
@@ -315,12 +311,8 @@ class CompletionChannel : public IoChannel {
       inflight_.consume(n);
       if (inflight_.empty()) return_lent();
       if (!inflight_.empty()) {
-        try {
-          send_inflight();  // a short send: the rest, from where it stopped
-          if (n == 0) return;  // no progress to report
-        } catch (const std::system_error& e) {
-          werr_ = e.code().value();
-        }
+        werr_ = send_inflight();  // a short send: the rest, from where it stopped
+        if (werr_ == 0 && n == 0) return;  // no progress to report
       } else {
         next_send();
       }
@@ -458,25 +450,41 @@ class CompletionChannel : public IoChannel {
     }
   }
 
-  void send_inflight() {
+  /// Starts the send of inflight_. @return 0, or why it could not start (errno)
+  int send_inflight() noexcept {
     // At most 1 GiB per send (io_uring's length is 32 bits); the rest goes as a short send's.
-    self().submit_send(inflight_.data(), std::min<std::size_t>(inflight_.size(), 1u << 30));
-    send_in_flight_ = true;
+    const int error =
+        self().submit_send(inflight_.data(), std::min<std::size_t>(inflight_.size(), 1u << 30));
+    if (error == 0) send_in_flight_ = true;
+    return error;
   }
   /// send_inflight() for write(): a failure to start it is write()'s, with the bytes taken
   /// back (nothing buffered, as write() promises).
   int send_now() noexcept {
-    try {
-      send_inflight();
-      return 0;
-    } catch (const std::system_error& e) {
-      buffered_ -= inflight_.size();
-      inflight_.consume(inflight_.size());
-      // A lent buffer is the delivery's again: the protocol may still read it, until the
-      // delivery ends and gives it back.
-      if (lent_id_ >= 0) pool_id_ = std::exchange(lent_id_, -1);
-      return e.code().value();
-    }
+    const int error = send_inflight();
+    return error == 0 ? 0 : send_refused(error);
+  }
+  [[gnu::noinline]] int send_refused(int error) noexcept {
+    buffered_ -= inflight_.size();
+    inflight_.consume(inflight_.size());
+    // A lent buffer is the delivery's again: the protocol may still read it, until the
+    // delivery ends and gives it back.
+    if (lent_id_ >= 0) pool_id_ = std::exchange(lent_id_, -1);
+    return error;
+  }
+  /// write_rest() with nothing being sent: a copy of @p data, sent now. (Out of line, as
+  /// copy_for_later(): an inlined copy would make the lent send save registers.)
+  [[gnu::noinline]] int copy_and_send(std::span<const std::byte> data) {
+    inflight_.append(data.data(), data.size());  // empty before: nothing is being sent
+    buffered_ += data.size();
+    return send_now();
+  }
+  /// write_rest() while a send is in flight (or none may start): a copy of @p data, sent when
+  /// the send in flight completes.
+  [[gnu::noinline]] int copy_for_later(std::span<const std::byte> data) {
+    pending_.append(data.data(), data.size());
+    buffered_ += data.size();
+    return 0;
   }
   /// Whether @p data lies in the pool buffer of the receive being delivered.
   bool in_pool_buffer(std::span<const std::byte> data) const noexcept {
@@ -488,11 +496,7 @@ class CompletionChannel : public IoChannel {
   void next_send() noexcept {
     if (pending_.empty() || discarded_ || werr_ != 0) return;
     pending_.swap(inflight_);
-    try {
-      send_inflight();
-    } catch (const std::system_error& e) {
-      werr_ = e.code().value();
-    }
+    werr_ = send_inflight();
   }
 
   void arm_wait(bool read) {

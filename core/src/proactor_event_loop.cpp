@@ -226,7 +226,7 @@ class ProactorChannel final : public CompletionChannel<ProactorChannel> {
   static bool grow_pool() noexcept { return false; }
   static bool pool_roomy() noexcept { return false; }
   void submit_recv(std::byte* buf, std::size_t len);
-  void submit_send(const std::byte* data, std::size_t len);
+  int submit_send(const std::byte* data, std::size_t len) noexcept;
   void submit_wait(bool read);
   void queue(HandleImpl* h);
 
@@ -453,12 +453,19 @@ void ProactorChannel::submit_recv(std::byte* buf, std::size_t len) {
                                              }));
 }
 
-void ProactorChannel::submit_send(const std::byte* data, std::size_t len) {
-  socket_.async_send(asio::buffer(data, len), MSG_NOSIGNAL,
-                     asio::bind_allocator(SlotAllocator<void>(&send_slot_),
-                                          [self = Ref(this)](std::error_code ec, std::size_t n) {
-                                            self->sent(result(ec, n));
-                                          }));
+int ProactorChannel::submit_send(const std::byte* data, std::size_t len) noexcept {
+  try {
+    socket_.async_send(asio::buffer(data, len), MSG_NOSIGNAL,
+                       asio::bind_allocator(SlotAllocator<void>(&send_slot_),
+                                            [self = Ref(this)](std::error_code ec, std::size_t n) {
+                                              self->sent(result(ec, n));
+                                            }));
+    return 0;
+  } catch (const std::system_error& e) {
+    return e.code().value();
+  } catch (const std::bad_alloc&) {
+    return ENOMEM;
+  }
 }
 
 void ProactorChannel::submit_wait(bool read) {

@@ -19,7 +19,7 @@ class RingQueue {
   std::size_t size() const noexcept { return tail_ - head_; }
 
   void push_back(T item) {
-    if (size() == capacity_) grow();
+    if (size() == capacity_) [[unlikely]] grow();
     items_[tail_++ & (capacity_ - 1)] = item;
   }
 
@@ -29,7 +29,8 @@ class RingQueue {
   }
 
  private:
-  void grow() {
+  // Out of line: an inlined copy loop would make every caller of push_back() save registers.
+  [[gnu::noinline]] void grow() {
     std::size_t next = capacity_ ? capacity_ * 2 : 64;
     auto fresh = std::make_unique<T[]>(next);
     std::size_t n = size();

@@ -247,7 +247,7 @@ class UringChannel final : public CompletionChannel<UringChannel> {
   bool cancel_recv() noexcept;
   void multishot_refused() noexcept;
   void submit_recv(std::byte* buf, std::size_t len);
-  void submit_send(const std::byte* data, std::size_t len);
+  int submit_send(const std::byte* data, std::size_t len) noexcept;
   void submit_wait(bool read);
   void queue(HandleImpl* h);
 
@@ -454,6 +454,14 @@ class UringEventLoop final : public BaseEventLoop {
   /// ignored), counted in flight. Submits what is queued when the queue is full.
   /// @throws std::system_error  the kernel takes no more (the queue stays full).
   io_uring_sqe* sqe(UringOp* op) {
+    io_uring_sqe* s = sqe_or_null(op);
+    if (s == nullptr) [[unlikely]] {
+      throw std::system_error(refusal_, std::generic_category(), "io_uring_submit");
+    }
+    return s;
+  }
+  /// sqe() without the exception: nullptr when the kernel takes no more, refusal() says why.
+  io_uring_sqe* sqe_or_null(UringOp* op) noexcept {
     // io_uring_get_sqe() without its tests of SQE128 and SQPOLL, which this ring never has:
     // the kernel moves the head only inside io_uring_enter(2), on this thread.
     io_uring_sq& sq = ring_.sq;
@@ -464,11 +472,14 @@ class UringEventLoop final : public BaseEventLoop {
       sq.sqe_tail = tail + 1;
     } else {
       s = sqe_after_submit();
+      if (s == nullptr) return nullptr;
     }
     io_uring_sqe_set_data(s, op);
     if (op != nullptr) ++in_flight_;
     return s;
   }
+  /// Why the last sqe_or_null() found no entry (errno).
+  int refusal() const noexcept { return refusal_; }
   /// Submits what is prepared (@p prepared: cancellations were) without waiting: for a close.
   /// @return whether the cancellations reached the kernel
   bool submit_cancels(bool prepared) noexcept {
@@ -584,12 +595,12 @@ class UringEventLoop final : public BaseEventLoop {
     }
   }
 
-  [[gnu::noinline]] io_uring_sqe* sqe_after_submit() {
+  /// A free submission entry after submitting what is queued (the queue was full), or nullptr
+  /// with refusal_ set: the kernel takes no more.
+  [[gnu::noinline]] io_uring_sqe* sqe_after_submit() noexcept {
     const int r = io_uring_submit(&ring_);
     io_uring_sqe* s = io_uring_get_sqe(&ring_);
-    if (s == nullptr) {
-      throw std::system_error(r < 0 ? -r : EBUSY, std::generic_category(), "io_uring_submit");
-    }
+    if (s == nullptr) refusal_ = r < 0 ? -r : EBUSY;
     return s;
   }
 
@@ -800,6 +811,7 @@ class UringEventLoop final : public BaseEventLoop {
   bool wake_retry_ = false;
   bool taskrun_flag_ = false;
   bool multishot_recv_ = true;  // until a kernel refuses one (before 6.0)
+  int refusal_ = EBUSY;         // why the kernel took no more submissions (errno)
   bool draining_ = false;
 };
 
@@ -1025,11 +1037,14 @@ void UringChannel::submit_recv(std::byte* buf, std::size_t len) {
   ref();
 }
 
-void UringChannel::submit_send(const std::byte* data, std::size_t len) {
+int UringChannel::submit_send(const std::byte* data, std::size_t len) noexcept {
+  io_uring_sqe* s = uring().sqe_or_null(&send_op_);
+  if (s == nullptr) [[unlikely]] return uring().refusal();
   // MSG_WAITALL: the kernel sends the whole buffer before it completes (as the C floor does), so
   // a slow peer costs one completion per buffer, not one per dribble of the kernel's window.
-  io_uring_prep_send(uring().sqe(&send_op_), fd_, data, len, MSG_NOSIGNAL | MSG_WAITALL);
+  io_uring_prep_send(s, fd_, data, len, MSG_NOSIGNAL | MSG_WAITALL);
   ref();
+  return 0;
 }
 
 void UringChannel::submit_wait(bool read) {
