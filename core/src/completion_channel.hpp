@@ -5,10 +5,11 @@
 // there: an idle connection then holds no receive memory, and a buffer is held only from the
 // completion until its bytes are delivered. Such a receive may be multishot: it stays in
 // flight and completes once per arrival, each time in a buffer of its own; arrivals that come
-// before the last is delivered wait in order behind it (the backlog, linked through the pool).
-// stop_reading() cancels it, so that a paused connection does not go on filling the shared
-// pool: its peer's bytes wait in the kernel's buffers, which fill and stop the peer (the bytes
-// that came before the cancellation took effect wait in the backlog). Otherwise, and for a connection whose receives fill
+// before the last is delivered wait in order behind it (the backlog, linked through the pool),
+// each delivered in a callback of its own. stop_reading() cancels it, so that a paused
+// connection does not go on filling the shared pool: its peer's bytes wait in the kernel's
+// buffers, which fill and stop the peer (the bytes that came before the cancellation took
+// effect wait in the backlog). Otherwise, and for a connection whose receives fill
 // a pool buffer (or that found the pool empty), it goes to the channel's own buffer (4 KiB, or
 // twice a pool buffer, doubled up to 64 KiB while receives fill it), given back to the pool
 // after a run of small receives. A send is in flight while bytes wait, from a buffer that
@@ -25,7 +26,7 @@
 //   PoolLink& pool_link(int id) noexcept; // a held buffer's place in its channel's backlog
 //   bool grow_pool() noexcept;        // more buffers in the pool, after ENOBUFS; false: full
 //   bool pool_roomy() const noexcept; // whether most of the pool's buffers are free
-//   bool cancel_recv() noexcept;      // cancels the receive in flight; false: the ring refused
+//   bool cancel_recv() noexcept;      // cancels the receive in flight now; false: the ring refused
 //   void multishot_refused() noexcept; // the kernel has no multishot receive: single from now
 //   void submit_recv(std::byte* buf, std::size_t len);         // may throw std::system_error
 //   int submit_send(const std::byte* data, std::size_t len) noexcept; // 0, or why not (errno)
@@ -235,9 +236,11 @@ class CompletionChannel : public IoChannel {
     if (id >= 0) self().give_back(id);  // bytes that nobody reads any more
     if (closed_ || more) return;  // (a multishot receive reports its end later)
     if constexpr (Derived::pool_buffer_size != 0) {
-      if (res == -ENOBUFS && !own_buffer_) {
+      if (res == -ENOBUFS && (!own_buffer_ || multishot)) {
         // The pool had no buffer free: more in it, or this connection uses its own from now on.
-        if (!self().grow_pool()) {
+        // (A multishot receive may run into it after a delivery moved the connection to its
+        // own buffer, before its cancellation took effect: receive again, there.)
+        if (!own_buffer_ && !self().grow_pool()) {
           own_buffer_ = true;
           own_receives_ = std::min(own_receives_ * 2, 1024u);  // the next return waits longer
         }
@@ -518,46 +521,49 @@ class CompletionChannel : public IoChannel {
         c->unref();
       }
     } done{this};
-    for (;;) {
-      if (rlen_ == 0) {  // the end of the stream, or a failure, after every byte before it
-        has_result_ = ended_ = false;
-        reading_ = false;
-        client_->read_ended(rerr_ != 0 ? errno_code(rerr_) : std::error_code());
+    if (rlen_ == 0) {  // the end of the stream, or a failure, after every byte before it
+      has_result_ = ended_ = false;
+      reading_ = false;
+      client_->read_ended(rerr_ != 0 ? errno_code(rerr_) : std::error_code());
+      return;
+    }
+    const std::size_t got = roff_ + rlen_;  // what the receive brought
+    const bool filled = got == rsize_;
+    const bool pooled = pool_id_ >= 0;  // (a write may lend the buffer to a send meanwhile)
+    while (rlen_ != 0) {
+      std::span<const std::byte> chunk;
+      if (client_buffers_) {
+        const std::span<std::byte> target = client_->read_target();
+        if (closed_ || !reading_ || target.empty()) return;  // the rest: at start_reading()
+        const std::size_t m = std::min(target.size(), rlen_);
+        std::memcpy(target.data(), rdata_ + roff_, m);
+        chunk = target.first(m);
+      } else {
+        chunk = std::span<const std::byte>(rdata_ + roff_, rlen_);
+      }
+      roff_ += chunk.size();
+      rlen_ -= chunk.size();
+      const bool last = rlen_ == 0 && backlog_head_ < 0 && !ended_;
+      if (last) has_result_ = false;
+      client_->read_done(chunk);
+      if (closed_ || !reading_) {
+        if (rlen_ == 0 && !closed_) {
+          give_back_held();
+          if (has_result_) take_next();  // what waits behind: at start_reading()
+        }
         return;
       }
-      const std::size_t got = roff_ + rlen_;  // what the receive brought
-      const bool filled = got == rsize_;
-      const bool pooled = pool_id_ >= 0;  // (a write may lend the buffer to a send meanwhile)
-      while (rlen_ != 0) {
-        std::span<const std::byte> chunk;
-        if (client_buffers_) {
-          const std::span<std::byte> target = client_->read_target();
-          if (closed_ || !reading_ || target.empty()) return;  // the rest: at start_reading()
-          const std::size_t m = std::min(target.size(), rlen_);
-          std::memcpy(target.data(), rdata_ + roff_, m);
-          chunk = target.first(m);
-        } else {
-          chunk = std::span<const std::byte>(rdata_ + roff_, rlen_);
-        }
-        roff_ += chunk.size();
-        rlen_ -= chunk.size();
-        const bool last = rlen_ == 0 && backlog_head_ < 0 && !ended_;
-        if (last) has_result_ = false;
-        client_->read_done(chunk);
-        if (closed_ || !reading_) {
-          if (rlen_ == 0 && !closed_) {
-            give_back_held();
-            if (has_result_) take_next();  // what waits behind: at start_reading()
-          }
-          return;
-        }
-      }
-      // (Not while a receive into the channel's own buffer is in flight: that one started
-      // before a stop_reading(), and its memory must stay where it is.)
-      if (pooled || !read_in_flight_) size_receives(got, filled, pooled);
-      give_back_held();
-      if (!has_result_) break;
+    }
+    // (Not while a receive into the channel's own buffer is in flight: that one started
+    // before a stop_reading(), and its memory must stay where it is.)
+    if (pooled || !read_in_flight_) size_receives(got, filled, pooled);
+    give_back_held();
+    if (has_result_) {
+      // What waits behind it (or the end): in a later callback, as another connection's
+      // arrival would be.
       take_next();
+      self().queue(read_handle_);
+      return;
     }
     if (read_in_flight_) {
       // A multishot receive goes on, unless this connection moves to its own buffer.

@@ -1003,12 +1003,10 @@ PoolRecv UringChannel::submit_recv_pooled() {
 }
 
 bool UringChannel::cancel_recv() noexcept {
-  try {
-    uring().cancel(&recv_op_);  // submitted with the next wait
-    return true;
-  } catch (const std::system_error&) {
-    return false;
-  }
+  // Submitted now, not with the next wait: until the kernel has it, the receive takes a pool
+  // buffer for every arrival, and any system call this thread makes meanwhile (a send(2) from
+  // the protocol) lets the kernel complete more of them.
+  return uring().cancel_now(&recv_op_);
 }
 
 void UringChannel::multishot_refused() noexcept { uring().refuse_multishot_recv(); }

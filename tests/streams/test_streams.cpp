@@ -877,9 +877,9 @@ STRATA_LOOP_TEST_CASE("streams: drain() under timeout() times out against a peer
     co_await connected;
     std::string written;
     // Well above the mark: the kernel's buffers, full as the server does not read, cannot take
-    // enough of it within the timeout to bring it down to the low-water mark. (Those buffers
-    // and the server's reader hold about 320 KiB between them here: 4 × the mark was once
-    // enough, and then was not on io_uring, whose sends complete when all of their bytes went.)
+    // enough of it within the timeout to bring it down to the low-water mark. (4 × the mark
+    // was once enough. On io_uring with multishot receives, the server's reader and the two
+    // sockets' buffers took all of it, 320 KiB, and the drain finished in time.)
     auto filling = fill_until(c.writer, &written, 16 * high_water);
     const bool full = co_await filling;
     REQUIRE(full);
