@@ -312,11 +312,11 @@ class CompletionChannel : public IoChannel {
       loop_->stats().bytes_written += n;
       buffered_ -= n;
       inflight_.consume(n);
-      if (inflight_.empty()) return_lent();
       if (!inflight_.empty()) {
         werr_ = send_inflight();  // a short send: the rest, from where it stopped
         if (werr_ == 0 && n == 0) return;  // no progress to report
       } else {
+        return_lent();
         next_send();
       }
     } else {

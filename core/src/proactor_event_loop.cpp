@@ -261,6 +261,7 @@ class ProactorEventLoop final : public BaseEventLoop {
   }
 
   std::string_view backend_name() const noexcept override { return proactor_backend(); }
+  LoopKind kind() const noexcept override { return LoopKind::proactor; }
 
   IoChannelPtr open_channel(int fd, ChannelKind kind, IoClient& client) override {
     check_open();

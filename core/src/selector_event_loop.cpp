@@ -12,7 +12,7 @@
 namespace strata::detail {
 
 SelectorEventLoop::SelectorEventLoop(std::unique_ptr<Selector> selector)
-    : selector_(std::move(selector)), name_(selector_->name()) {
+    : selector_(std::move(selector)), name_(selector_->name()), kind_(parse_loop_kind(name_)) {
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
   try {

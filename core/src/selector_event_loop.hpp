@@ -16,6 +16,7 @@ class SelectorEventLoop final : public BaseEventLoop {
   ~SelectorEventLoop() override;
 
   std::string_view backend_name() const noexcept override { return name_; }
+  LoopKind kind() const noexcept override { return kind_; }
 
   bool remove_reader(int fd) override;
   bool remove_writer(int fd) override;
@@ -40,6 +41,7 @@ class SelectorEventLoop final : public BaseEventLoop {
 
   std::unique_ptr<Selector> selector_;
   std::string_view name_;  // the selector's, kept after close
+  LoopKind kind_;          // the kind that the selector's name names
   std::vector<FdEntry> fds_;  // indexed by descriptor
   std::vector<ReadyFd> ready_fds_;
   int wake_fd_ = -1;  // eventfd that call_soon_threadsafe and stop() write to

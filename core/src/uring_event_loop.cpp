@@ -398,6 +398,7 @@ class UringEventLoop final : public BaseEventLoop {
   UringEventLoop& operator=(const UringEventLoop&) = delete;
 
   std::string_view backend_name() const noexcept override { return proactor_backend(); }
+  LoopKind kind() const noexcept override { return LoopKind::proactor; }
 
   IoChannelPtr open_channel(int fd, ChannelKind kind, IoClient& client) override {
     check_open();

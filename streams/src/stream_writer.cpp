@@ -164,7 +164,7 @@ void BufferedStreamProtocol::scratch_updated(std::size_t nbytes) {
 std::unique_ptr<BaseProtocol> make_stream_protocol(const EventLoop& loop,
                                                    Ref<StreamConnection> connection,
                                                    std::shared_ptr<const ClientConnected> on_client) {
-  if (loop.backend_name().starts_with("proactor")) {
+  if (loop.kind() == LoopKind::proactor) {
     return std::make_unique<StreamProtocol>(std::move(connection), std::move(on_client));
   }
   return std::make_unique<BufferedStreamProtocol>(std::move(connection), std::move(on_client));

@@ -1179,6 +1179,7 @@ TEST_CASE("EventLoop: available_loop_kinds lists the backends best first", "[cor
   CHECK(&strata::available_loop_kinds() == &kinds);  // probed once
   auto loop = strata::new_event_loop();
   CHECK(loop->backend_name() == strata::to_string(kinds.front()));
+  CHECK(loop->kind() == kinds.front());
   loop->close();
 }
 
@@ -1187,6 +1188,7 @@ STRATA_LOOP_TEST_CASE("EventLoop: new_event_loop makes a loop of the kind asked 
   const auto& kinds = strata::available_loop_kinds();
   CHECK(std::find(kinds.begin(), kinds.end(), TestType::kind) != kinds.end());
   TestLoop loop(TestType::kind);
+  CHECK(loop->kind() == TestType::kind);
   // The proactor names its I/O backend too: "proactor/io_uring" or "proactor/epoll".
   const std::string kind(strata::to_string(TestType::kind));
   const std::string name(loop->backend_name());
@@ -1197,6 +1199,7 @@ STRATA_LOOP_TEST_CASE("EventLoop: new_event_loop makes a loop of the kind asked 
   }
   loop->close();
   CHECK(std::string(loop->backend_name()) == name);  // kept after close
+  CHECK(loop->kind() == TestType::kind);
 }
 
 TEST_CASE("EventLoop: parse_loop_kind reads every name that to_string writes",

@@ -189,6 +189,10 @@ class EventLoop {
   /// loop, "proactor/io_uring" (Strata's io_uring loop) or "proactor/epoll" (Asio's reactor).
   virtual std::string_view backend_name() const noexcept = 0;
 
+  /// The kind of loop this is: what new_event_loop() was asked for (LoopKind::proactor for
+  /// either proactor backend).
+  virtual LoopKind kind() const noexcept = 0;
+
   // ---- File descriptors ------------------------------------------------------------------
 
   /// Calls @p callback whenever @p fd is readable (or has an error or hang-up), until
