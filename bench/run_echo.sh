@@ -13,10 +13,10 @@
 #              minutes; --quick: under a minute, counts at 64 B, callgrind for Strata only)
 #   --loops    the loops Strata's two servers run on (echo_server --loop; default selector,
 #              i.e. epoll): each loop after the first adds strata_LOOP and strata_streams_LOOP;
-#              with proactor, the report compares it with c_uring and with the first other
-#              loop; a loop echo_server refuses is skipped with a note
-#   servers: c_epoll c_uring strata strata_streams libuv asio_cb asio_coro uvloop
-#            uvloop_streams asyncio asyncio_streams (default: all)
+#              with proactor, the report compares it with c_uring, with c_uring_apart and
+#              with the first other loop; a loop echo_server refuses is skipped with a note
+#   servers: c_epoll c_uring c_uring_apart strata strata_streams libuv asio_cb asio_coro
+#            uvloop uvloop_streams asyncio asyncio_streams (default: all)
 #
 # Results: build/bench/echo.json and build/bench/echo.md (STRATA_BENCH_BUILD overrides
 # build/bench). Progress goes to stderr, the Markdown tables to stdout.

@@ -29,6 +29,10 @@ FLOOR, UVLOOP = "c_epoll", "uvloop"
 # with it (CPU per request ≤ 1.1×) and with Strata on the selector loop (≤ 1.0× at 10-50
 # connections, ≤ 0.85× from 300 on).
 URING_FLOOR, PROACTOR = "c_uring", "proactor"
+# The same floor with receiving and sending kept apart (c_uring_echo --apart), as the proactor
+# loop keeps them: a multishot receive, and a send with a completion of its own. No target; it
+# shows what the link saves.
+URING_APART = "c_uring_apart"
 PROACTOR_VS_URING = 1.1
 STRATA, STRATA_STREAMS, UVLOOP_STREAMS = "strata", "strata_streams", "uvloop_streams"
 ASYNCIO, ASYNCIO_STREAMS = "asyncio", "asyncio_streams"
@@ -92,6 +96,8 @@ def servers_for(build, loops):
     return [
         Server(FLOOR, "C epoll (floor)", [str(echo / "c_epoll_echo")]),
         Server(URING_FLOOR, "C io_uring (floor)", [str(echo / "c_uring_echo")]),
+        Server(URING_APART, "C io_uring, receive and send apart",
+               [str(echo / "c_uring_echo"), "--apart"]),
         *strata,
         Server("libuv", "libuv", [str(echo / "libuv_echo")]),
         Server("asio_cb", "Asio callbacks", [str(echo / "asio_echo_callbacks")]),
@@ -575,7 +581,8 @@ def report(results, servers, a):
     pro_pairs = []
     for api in ("protocol", "streams"):
         if pro.get(api) in keys:
-            pro_pairs += [(pro[api], den) for den in (URING_FLOOR, sel.get(api)) if den in keys]
+            pro_pairs += [(pro[api], den) for den in (URING_FLOOR, URING_APART, sel.get(api))
+                          if den in keys]
     if pro_pairs and cfgs:
         p("### Strata on the proactor loop: median per-repetition ratio of server CPU per "
           f"request to the io_uring floor and to Strata on {ref_loop}")
@@ -592,6 +599,8 @@ def report(results, servers, a):
                 if num != pro.get("protocol"):
                     continue
                 conns = int(c.split("x")[1])
+                if den == URING_APART:
+                    continue  # (no target)
                 target = PROACTOR_VS_URING if den == URING_FLOOR else \
                     proactor_vs_selector_target(conns)
                 if target is not None:
