@@ -511,6 +511,34 @@ class CompletionChannel : public IoChannel {
 
   void deliver_read() noexcept {
     if (!has_result_ || !reading_ || closed_) return;
+    if (pool_id_ >= 0 && recv_multishot_ && !own_buffer_ && !client_buffers_ && roff_ == 0 &&
+        rlen_ != 0 && rlen_ < rsize_ && backlog_head_ < 0 && !ended_) [[likely]] {
+      deliver_whole();
+    } else {
+      deliver_in_parts();
+    }
+  }
+
+  /// deliver_read() of the common case: one receive's bytes, in a pool buffer that they did not
+  /// fill, nothing behind them, and the multishot receive that brought them still in flight.
+  /// Its reference keeps the channel alive through the call (its last completion is reaped in a
+  /// later wait, never during a callback), the next arrival needs no receive started, and the
+  /// receive's size leaves the connection on the pool: what is left is to give the buffer back.
+  void deliver_whole() noexcept {
+    delivering_ = true;
+    has_result_ = false;
+    const std::size_t n = std::exchange(rlen_, 0);
+    roff_ = n;
+    client_->read_done(std::span<const std::byte>(rdata_, n));
+    delivering_ = false;
+    // (Unless a write lent the buffer to its send. Closed meanwhile or not: nothing waits
+    // behind it.)
+    if (pool_id_ >= 0) self().give_back(std::exchange(pool_id_, -1));
+  }
+
+  /// deliver_read() of everything else: bytes behind others, the end of the stream, bytes
+  /// that the client takes into its own buffers, a receive to start again.
+  [[gnu::noinline]] void deliver_in_parts() noexcept {
     ref();  // the client may close the channel: it stays valid until this returns
     delivering_ = true;
     struct Done {
