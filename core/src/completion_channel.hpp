@@ -30,6 +30,8 @@
 //   void multishot_refused() noexcept; // the kernel has no multishot receive: single from now
 //   void submit_recv(std::byte* buf, std::size_t len);         // may throw std::system_error
 //   int submit_send(const std::byte* data, std::size_t len) noexcept; // 0, or why not (errno)
+//   bool try_submit_send(const std::byte* data, std::size_t len) noexcept;
+//                       // submit_send() where it needs no call; false: not started, nothing done
 //   void submit_wait(bool read);                               // a readiness wait; likewise
 //   void queue(HandleImpl* h);                                 // onto the loop's ready queue
 //   void destroy() noexcept;                                   // the last reference went
@@ -411,8 +413,9 @@ class CompletionChannel : public IoChannel {
     recv_cancelling_ = false;
   }
   /// Ends the multishot receive in flight: its last completion comes with what arrived
-  /// before, and a receive starts again when reading and once they are delivered.
-  void stop_multishot() noexcept {
+  /// before, and a receive starts again when reading and once they are delivered. (Out of
+  /// line: received() ends with it, and saves no registers for it.)
+  [[gnu::noinline]] void stop_multishot() noexcept {
     if constexpr (Derived::pool_buffer_size != 0) {
       if (recv_cancelling_) return;
       recv_cancelling_ = self().cancel_recv();  // (refused: it goes on, and is asked again)
@@ -455,15 +458,26 @@ class CompletionChannel : public IoChannel {
 
   /// Starts the send of inflight_. @return 0, or why it could not start (errno)
   int send_inflight() noexcept {
-    // At most 1 GiB per send (io_uring's length is 32 bits); the rest goes as a short send's.
-    const int error =
-        self().submit_send(inflight_.data(), std::min<std::size_t>(inflight_.size(), 1u << 30));
+    const int error = self().submit_send(inflight_.data(), send_size());
     if (error == 0) send_in_flight_ = true;
     return error;
   }
+  /// How much of inflight_ one send takes: at most 1 GiB (io_uring's length is 32 bits); the
+  /// rest goes as a short send's.
+  std::size_t send_size() const noexcept {
+    return std::min<std::size_t>(inflight_.size(), 1u << 30);
+  }
   /// send_inflight() for write(): a failure to start it is write()'s, with the bytes taken
-  /// back (nothing buffered, as write() promises).
+  /// back (nothing buffered, as write() promises). The common case makes no call, so that a
+  /// write saves no registers: the rest is out of line.
   int send_now() noexcept {
+    if (self().try_submit_send(inflight_.data(), send_size())) [[likely]] {
+      send_in_flight_ = true;
+      return 0;
+    }
+    return send_now_slowly();
+  }
+  [[gnu::noinline]] int send_now_slowly() noexcept {
     const int error = send_inflight();
     return error == 0 ? 0 : send_refused(error);
   }

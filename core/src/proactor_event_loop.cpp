@@ -227,6 +227,10 @@ class ProactorChannel final : public CompletionChannel<ProactorChannel> {
   static bool pool_roomy() noexcept { return false; }
   void submit_recv(std::byte* buf, std::size_t len);
   int submit_send(const std::byte* data, std::size_t len) noexcept;
+  /// Asio's sends always go through submit_send(), which may allocate and catch.
+  static bool try_submit_send(const std::byte* /*data*/, std::size_t /*len*/) noexcept {
+    return false;
+  }
   void submit_wait(bool read);
   void queue(HandleImpl* h);
 

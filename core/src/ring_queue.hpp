@@ -19,7 +19,10 @@ class RingQueue {
   std::size_t size() const noexcept { return tail_ - head_; }
 
   void push_back(T item) {
-    if (size() == capacity_) [[unlikely]] grow();
+    if (size() == capacity_) [[unlikely]] {
+      grow_and_push(item);  // (a call that ends push_back(): a caller that ends with it saves
+      return;               // no registers for it)
+    }
     items_[tail_++ & (capacity_ - 1)] = item;
   }
 
@@ -30,7 +33,11 @@ class RingQueue {
 
  private:
   // Out of line: an inlined copy loop would make every caller of push_back() save registers.
-  [[gnu::noinline]] void grow() {
+  [[gnu::noinline]] void grow_and_push(T item) {
+    grow();
+    items_[tail_++ & (capacity_ - 1)] = item;
+  }
+  void grow() {
     std::size_t next = capacity_ ? capacity_ * 2 : 64;
     auto fresh = std::make_unique<T[]>(next);
     std::size_t n = size();

@@ -248,6 +248,8 @@ class UringChannel final : public CompletionChannel<UringChannel> {
   void multishot_refused() noexcept;
   void submit_recv(std::byte* buf, std::size_t len);
   int submit_send(const std::byte* data, std::size_t len) noexcept;
+  bool try_submit_send(const std::byte* data, std::size_t len) noexcept;
+  void prep_send(io_uring_sqe* s, const std::byte* data, std::size_t len) noexcept;
   void submit_wait(bool read);
   void queue(HandleImpl* h);
 
@@ -255,6 +257,8 @@ class UringChannel final : public CompletionChannel<UringChannel> {
   static void on_recv(UringOp& op, int res, std::uint32_t flags) noexcept;
   static void on_send(UringOp& op, int res, std::uint32_t flags) noexcept;
   static void on_wait(UringOp& op, int res, std::uint32_t flags) noexcept;
+  /// on_recv() of anything but a multishot receive's arrival on an open loop.
+  [[gnu::noinline]] void recv_completed(int res, int id, bool more) noexcept;
 
   /// Prepares the cancellation of every operation in flight (close() and release()).
   /// @return whether the ring took them
@@ -463,20 +467,20 @@ class UringEventLoop final : public BaseEventLoop {
   }
   /// sqe() without the exception: nullptr when the kernel takes no more, refusal() says why.
   io_uring_sqe* sqe_or_null(UringOp* op) noexcept {
+    io_uring_sqe* s = sqe_if_room(op);
+    return s != nullptr ? s : sqe_after_submit(op);
+  }
+  /// sqe_or_null() without submitting: nullptr when the queue is full. (Inline and without a
+  /// call, for the hot paths that leave the rest to an out-of-line one.)
+  io_uring_sqe* sqe_if_room(UringOp* op) noexcept {
     // io_uring_get_sqe() without its tests of SQE128 and SQPOLL, which this ring never has:
     // the kernel moves the head only inside io_uring_enter(2), on this thread.
     io_uring_sq& sq = ring_.sq;
     const unsigned tail = sq.sqe_tail;
-    io_uring_sqe* s;
-    if (tail - IO_URING_READ_ONCE(*sq.khead) < sq.ring_entries) [[likely]] {
-      s = &sq.sqes[tail & sq.ring_mask];
-      sq.sqe_tail = tail + 1;
-    } else {
-      s = sqe_after_submit();
-      if (s == nullptr) return nullptr;
-    }
-    io_uring_sqe_set_data(s, op);
-    if (op != nullptr) ++in_flight_;
+    if (tail - IO_URING_READ_ONCE(*sq.khead) >= sq.ring_entries) [[unlikely]] return nullptr;
+    io_uring_sqe* s = &sq.sqes[tail & sq.ring_mask];
+    sq.sqe_tail = tail + 1;
+    taken(s, op);
     return s;
   }
   /// Why the last sqe_or_null() found no entry (errno).
@@ -596,13 +600,22 @@ class UringEventLoop final : public BaseEventLoop {
     }
   }
 
-  /// A free submission entry after submitting what is queued (the queue was full), or nullptr
-  /// with refusal_ set: the kernel takes no more.
-  [[gnu::noinline]] io_uring_sqe* sqe_after_submit() noexcept {
+  /// A free submission entry for @p op after submitting what is queued (the queue was full), or
+  /// nullptr with refusal_ set: the kernel takes no more.
+  [[gnu::noinline]] io_uring_sqe* sqe_after_submit(UringOp* op) noexcept {
     const int r = io_uring_submit(&ring_);
     io_uring_sqe* s = io_uring_get_sqe(&ring_);
-    if (s == nullptr) refusal_ = r < 0 ? -r : EBUSY;
+    if (s == nullptr) {
+      refusal_ = r < 0 ? -r : EBUSY;
+      return nullptr;
+    }
+    taken(s, op);
     return s;
+  }
+  /// Marks the entry @p s as @p op's, counted in flight.
+  void taken(io_uring_sqe* s, UringOp* op) noexcept {
+    io_uring_sqe_set_data(s, op);
+    if (op != nullptr) ++in_flight_;
   }
 
   /// Hands every completion in the queue to its operation's owner.
@@ -1039,11 +1052,22 @@ void UringChannel::submit_recv(std::byte* buf, std::size_t len) {
 int UringChannel::submit_send(const std::byte* data, std::size_t len) noexcept {
   io_uring_sqe* s = uring().sqe_or_null(&send_op_);
   if (s == nullptr) [[unlikely]] return uring().refusal();
+  prep_send(s, data, len);
+  return 0;
+}
+
+bool UringChannel::try_submit_send(const std::byte* data, std::size_t len) noexcept {
+  io_uring_sqe* s = uring().sqe_if_room(&send_op_);
+  if (s == nullptr) [[unlikely]] return false;
+  prep_send(s, data, len);
+  return true;
+}
+
+void UringChannel::prep_send(io_uring_sqe* s, const std::byte* data, std::size_t len) noexcept {
   // MSG_WAITALL: the kernel sends the whole buffer before it completes (as the C floor does), so
   // a slow peer costs one completion per buffer, not one per dribble of the kernel's window.
   io_uring_prep_send(s, fd_, data, len, MSG_NOSIGNAL | MSG_WAITALL);
   ref();
-  return 0;
 }
 
 void UringChannel::submit_wait(bool read) {
@@ -1097,15 +1121,24 @@ void UringChannel::on_recv(UringOp& op, int res, std::uint32_t flags) noexcept {
   const int id = (flags & IORING_CQE_F_BUFFER) != 0
                      ? static_cast<int>(flags >> IORING_CQE_BUFFER_SHIFT)
                      : -1;
-  const bool more = (flags & IORING_CQE_F_MORE) != 0;  // a multishot receive goes on
   if (id >= 0) ++c.loop_->stats().receive_buffers_held;
-  if (c.uring().draining()) [[unlikely]] {
-    if (!more) c.drop_recv();  // the loop is closing: nothing is delivered any more
-    if (id >= 0) c.give_back(id);
-  } else {
-    c.received(res, id, more);
+  if ((flags & IORING_CQE_F_MORE) != 0 && !c.uring().draining()) [[likely]] {
+    // A multishot receive that goes on. (Nothing follows received() here, so that its calls end
+    // this function and it saves no registers for them.)
+    c.received(res, id, true);
+    return;
   }
-  if (!more) c.unref();
+  c.recv_completed(res, id, (flags & IORING_CQE_F_MORE) != 0);
+}
+
+void UringChannel::recv_completed(int res, int id, bool more) noexcept {
+  if (uring().draining()) {
+    if (!more) drop_recv();  // the loop is closing: nothing is delivered any more
+    if (id >= 0) give_back(id);
+  } else {
+    received(res, id, more);
+  }
+  if (!more) unref();  // the receive's last completion
 }
 
 void UringChannel::on_send(UringOp& op, int res, std::uint32_t /*flags*/) noexcept {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -21,6 +22,7 @@
 #include <strata/transports/accepted_socket.hpp>
 
 #include "loop_test.hpp"
+#include "net_test_support.hpp"
 #include "stream_test_support.hpp"
 
 using strata::Coro;
@@ -535,6 +537,51 @@ STRATA_LOOP_TEST_CASE("StreamTransport: abort drops the buffer and reports opera
                          std::string_view(data).substr(0, server.received.size())) == npos);
     CHECK(grammar_error(server.events) == "");
   }
+}
+
+// 300: more sends than the proactor's submission queue holds (256) start in one callback, and
+// the echoes of them arrive together: both the write that copies and the one that sends from
+// the receive's buffer find the queue full.
+STRATA_LOOP_TEST_CASE("StreamTransport: writes to 300 connections in one callback, and their "
+                      "echoes, all arrive",
+                      "[transports][stream_transport]") {
+  strata::testing::FdLimit limit;
+  if (limit.soft() < 1024) limit.raise_to_hard();
+  if (limit.hard() < 768) {
+    WARN("RLIMIT_NOFILE's hard limit is too low for 300 socket pairs: skipped");
+    return;
+  }
+  constexpr int n = 300;
+  std::vector<std::unique_ptr<Record>> clients;
+  std::vector<std::unique_ptr<Record>> servers;
+  std::vector<std::string> sent;
+  for (int i = 0; i < n; ++i) {
+    clients.push_back(std::make_unique<Record>());
+    servers.push_back(std::make_unique<Record>());
+    servers.back()->echo = true;
+    sent.push_back(pattern(1000, static_cast<unsigned>(i)));
+  }
+  TestLoop loop(TestType::kind);
+  auto body = [&]() -> Coro<void> {
+    for (int i = 0; i < n; ++i) {
+      co_await connect_records(strata::testing::unix_pair(), *clients[i], *servers[i]);
+    }
+    for (int i = 0; i < n; ++i) clients[i]->transport->write(sent[i]);  // one callback
+    for (int i = 0; i < n; ++i) co_await clients[i]->wait_received(sent[i].size());
+    for (int i = 0; i < n; ++i) clients[i]->transport->close();
+    for (int i = 0; i < n; ++i) {
+      co_await servers[i]->wait_lost();
+      co_await clients[i]->wait_lost();
+    }
+  };
+  loop.run(body(), std::chrono::seconds(30));
+  for (int i = 0; i < n; ++i) {
+    INFO("connection " << i);
+    CHECK(servers[i]->received == sent[i]);
+    CHECK(clients[i]->received == sent[i]);
+    CHECK(grammar_error(clients[i]->events) == "");
+  }
+  CHECK(loop.errors().empty());
 }
 
 STRATA_LOOP_TEST_CASE("StreamTransport: close sends the whole buffer before connection_lost",
