@@ -277,19 +277,37 @@ class CompletionChannel : public IoChannel {
     if (reading_) self().queue(read_handle_);
   }
 
+  /// sent() of the common case, inline and without calls that return: all of it went, and
+  /// nothing waits behind it or for its report. @return false: nothing done, sent() does it
+  bool sent_quietly(int res) noexcept {
+    if (static_cast<std::size_t>(res) != inflight_.size() || closed_ || discarded_ ||
+        !pending_.empty() || report_sends_ || werr_ != 0) {
+      return false;
+    }
+    send_in_flight_ = false;
+    sent_whole();
+    return true;
+  }
+
   /// A send completed with @p res: bytes sent, or -errno.
   void sent(int res) noexcept {
     send_in_flight_ = false;
     if (static_cast<std::size_t>(res) == inflight_.size() && !closed_ && !discarded_) [[likely]] {
       // All of it went (res is never negative here: the buffer is never empty while sent).
-      loop_->stats().bytes_written += inflight_.size();
-      buffered_ -= inflight_.size();
-      inflight_.consume(inflight_.size());
-      return_lent();
+      sent_whole();
       if (!pending_.empty() || report_sends_ || werr_ != 0) [[unlikely]] sent_then();
       return;
     }
     sent_not_all(res);
+  }
+
+  /// The bookkeeping of a send that went whole: its bytes leave the buffer, and a pool buffer
+  /// that it was sent from goes back.
+  void sent_whole() noexcept {
+    loop_->stats().bytes_written += inflight_.size();
+    buffered_ -= inflight_.size();
+    inflight_.consume(inflight_.size());
+    return_lent();
   }
 
   /// After a send that went whole: the next one, and the report that the transport asked for.

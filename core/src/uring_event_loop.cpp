@@ -259,6 +259,8 @@ class UringChannel final : public CompletionChannel<UringChannel> {
   static void on_wait(UringOp& op, int res, std::uint32_t flags) noexcept;
   /// on_recv() of anything but a multishot receive's arrival on an open loop.
   [[gnu::noinline]] void recv_completed(int res, int id, bool more) noexcept;
+  /// on_send() of anything but sent_quietly()'s case.
+  [[gnu::noinline]] void send_completed(int res) noexcept;
 
   /// Prepares the cancellation of every operation in flight (close() and release()).
   /// @return whether the ring took them
@@ -593,7 +595,9 @@ class UringEventLoop final : public BaseEventLoop {
       res = cqe->res;
       io_uring_cqe_seen(&ring_, cqe);
     }
-    if (res == -EINVAL) {
+    // (A kernel without IORING_FEAT_EXT_ARG, before 5.11, would make liburing add timeouts of
+    // its own to the ring, whose completions reap() does not expect.)
+    if (res == -EINVAL || (ring_.features & IORING_FEAT_EXT_ARG) == 0) {
       io_uring_queue_exit(&ring_);
       throw std::system_error(ENOSYS, std::generic_category(),
                               "the proactor loop needs Linux 5.19 or later (io_uring cancel-any)");
@@ -626,8 +630,9 @@ class UringEventLoop final : public BaseEventLoop {
     for (unsigned i = head; i != tail; ++i) {
       const io_uring_cqe& cqe = ring_.cq.cqes[i & ring_.cq.ring_mask];
       auto* op = static_cast<UringOp*>(io_uring_cqe_get_data(&cqe));
-      // Ignored: cancellations, and the timeouts liburing adds itself on kernels before 5.11.
-      if (op == nullptr || cqe.user_data == LIBURING_UDATA_TIMEOUT) continue;
+      // Ignored: cancellations. (liburing's own timeouts, LIBURING_UDATA_TIMEOUT, come only
+      // from kernels without IORING_FEAT_EXT_ARG, which check_kernel() refuses.)
+      if (op == nullptr) continue;
       if ((cqe.flags & IORING_CQE_F_MORE) == 0) --in_flight_;  // (a multishot one goes on)
       op->done(*op, cqe.res, cqe.flags);
     }
@@ -1143,12 +1148,21 @@ void UringChannel::recv_completed(int res, int id, bool more) noexcept {
 
 void UringChannel::on_send(UringOp& op, int res, std::uint32_t /*flags*/) noexcept {
   auto& c = *static_cast<UringChannel*>(op.owner);
-  if (c.uring().draining()) [[unlikely]] {
-    c.drop_send();
-  } else {
-    c.sent(res);
+  // The common case inline, ending in calls only, so that it saves no registers.
+  if (!c.uring().draining() && c.sent_quietly(res)) [[likely]] {
+    c.unref();
+    return;
   }
-  c.unref();
+  c.send_completed(res);
+}
+
+void UringChannel::send_completed(int res) noexcept {
+  if (uring().draining()) {
+    drop_send();
+  } else {
+    sent(res);
+  }
+  unref();
 }
 
 void UringChannel::on_wait(UringOp& op, int res,
