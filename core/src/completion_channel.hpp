@@ -204,6 +204,8 @@ class CompletionChannel : public IoChannel {
       roff_ = 0;
       rlen_ = static_cast<std::size_t>(res);
       has_result_ = true;
+      // (Only a multishot receive's arrivals are into the pool: id >= 0.)
+      whole_ = more && static_cast<std::size_t>(res) < Derived::pool_buffer_size;
       if (reading_) {
         self().queue(read_handle_);
       } else if (more) {
@@ -217,6 +219,7 @@ class CompletionChannel : public IoChannel {
   /// received() of bytes behind others not yet delivered, or of no bytes: the end of the
   /// stream, a failure, or a receive to start again.
   [[gnu::noinline]] void received_more(int res, int id, bool more) noexcept {
+    whole_ = false;  // something behind the result, or the receive's end
     const bool multishot = recv_multishot_;
     if (!more) recv_over();
     if constexpr (Derived::pool_buffer_size != 0) {
@@ -543,22 +546,22 @@ class CompletionChannel : public IoChannel {
 
   void deliver_read() noexcept {
     if (!has_result_ || !reading_ || closed_) return;
-    if (pool_id_ >= 0 && recv_multishot_ && !own_buffer_ && !client_buffers_ && roff_ == 0 &&
-        rlen_ != 0 && rlen_ < rsize_ && backlog_head_ < 0 && !ended_) [[likely]] {
+    if (whole_ && !own_buffer_ && !client_buffers_) [[likely]] {
       deliver_whole();
     } else {
       deliver_in_parts();
     }
   }
 
-  /// deliver_read() of the common case: one receive's bytes, in a pool buffer that they did not
-  /// fill, nothing behind them, and the multishot receive that brought them still in flight.
-  /// Its reference keeps the channel alive through the call (its last completion is reaped in a
-  /// later wait, never during a callback), the next arrival needs no receive started, and the
-  /// receive's size leaves the connection on the pool: what is left is to give the buffer back.
+  /// deliver_read() of the common case (whole_): one arrival of a multishot receive into the
+  /// pool, which did not fill its buffer, with nothing behind it, and that receive still in
+  /// flight. Its reference keeps the channel alive through the call (its last completion is
+  /// reaped in a later wait, never during a callback), the next arrival needs no receive
+  /// started, and the arrival's size leaves the connection on the pool: what is left is to give
+  /// the buffer back.
   void deliver_whole() noexcept {
     delivering_ = true;
-    has_result_ = false;
+    has_result_ = whole_ = false;
     const std::size_t n = std::exchange(rlen_, 0);
     roff_ = n;
     client_->read_done(std::span<const std::byte>(rdata_, n));
@@ -571,6 +574,7 @@ class CompletionChannel : public IoChannel {
   /// deliver_read() of everything else: bytes behind others, the end of the stream, bytes
   /// that the client takes into its own buffers, a receive to start again.
   [[gnu::noinline]] void deliver_in_parts() noexcept {
+    whole_ = false;
     ref();  // the client may close the channel: it stays valid until this returns
     delivering_ = true;
     struct Done {
@@ -644,6 +648,7 @@ class CompletionChannel : public IoChannel {
   /// After the last receive's bytes are delivered: the next bytes that wait in the backlog
   /// (or the end, with rlen_ 0), as the result being delivered.
   void take_next() noexcept {
+    whole_ = false;
     roff_ = 0;
     if (backlog_head_ < 0) {
       rlen_ = 0;  // the end (ended_)
@@ -715,6 +720,9 @@ class CompletionChannel : public IoChannel {
   bool recv_multishot_ = false;   // the receive in flight is multishot
   bool recv_cancelling_ = false;  // and its cancellation is asked for
   bool has_result_ = false;  // bytes received and not delivered (or the end, not reported)
+  // The result is one arrival of the multishot receive in flight, alone, untouched, and smaller
+  // than its pool buffer: deliver_whole()'s case. Cleared by anything that comes behind it.
+  bool whole_ = false;
   bool ended_ = false;       // the receives ended (rerr_) behind bytes still to deliver
   bool delivering_ = false;  // deliver_read() is handing bytes over
   bool send_in_flight_ = false;
