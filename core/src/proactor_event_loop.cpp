@@ -176,8 +176,9 @@ class ProactorChannel final : public CompletionChannel<ProactorChannel> {
     socket_.cancel(ec);
     // With an operation in the kernel, ~ProactorChannel lets go of Asio's object (as close()).
     if (!ops_outlive_cancel || refs_ == 1) static_cast<void>(socket_.release(ec));
-    unref();
-    return fd_;
+    const int fd = fd_;
+    unref();  // with nothing in flight, the channel goes here
+    return fd;
   }
 
  private:

@@ -1117,8 +1117,9 @@ void UringChannel::close() noexcept {
 int UringChannel::release() noexcept {
   end();
   if (in_flight()) uring().submit_cancels(cancel_all());
-  unref();
-  return fd_;
+  const int fd = fd_;
+  unref();  // with nothing in flight, the channel goes here
+  return fd;
 }
 
 void UringChannel::on_recv(UringOp& op, int res, std::uint32_t flags) noexcept {

@@ -236,3 +236,62 @@ STRATA_LOOP_TEST_CASE("StreamTransport: on a kernel that refuses multishot recei
     CHECK(server.alive == 0);
   }
 }
+
+STRATA_LOOP_TEST_CASE("StreamTransport: a connection whose first receive the ring refuses fails "
+                      "to start and leaves its socket to the caller",
+                      "[transports][stream_transport][receive_buffers]") {
+  // The transport starts reading as it starts. On io_uring, with the submission queue full and
+  // the ring refusing, that receive cannot start: connect_accepted_socket() must fail, and the
+  // channel it opened must go with nothing of it left, the socket open and the caller's. On
+  // the other backends the connection simply starts.
+  Record record;
+  std::deque<Record> fillers(300);  // their sends fill the submission queue
+  std::vector<int> peers;
+  FdPair pair{};
+  bool uring = false;
+  bool refused = false;
+  {
+    TestLoop loop(TestType::kind);
+    uring = loop->backend_name() == "proactor/io_uring";
+    auto body = [&]() -> Coro<void> {
+      for (Record& f : fillers) {
+        FdPair p = make_pair(PairKind::unix_socket);
+        peers.push_back(p.b);
+        co_await connect_record(p.a, f);
+      }
+      pair = make_pair(PairKind::unix_socket);
+      refuse_submissions = true;
+      for (Record& f : fillers) {
+        f.transport->write(std::string_view("x"));
+        if (f.transport->is_closing()) break;  // this one's send could not start
+      }
+      try {
+        co_await connect_record(pair.a, record);  // (throws before it waits for anything)
+      } catch (const std::system_error&) {
+        refused = true;
+      }
+      refuse_submissions = false;
+      if (record.transport != nullptr) record.transport->close();
+      for (Record& f : fillers) {
+        if (f.transport != nullptr) f.transport->close();  // (null once lost)
+      }
+      for (int fd : peers) ::close(fd);
+      for (Record& f : fillers) {
+        if (!f.events.empty()) co_await f.wait_lost();
+      }
+      if (!record.events.empty()) co_await record.wait_lost();
+    };
+    loop.run(body());
+  }
+  CHECK(refused == uring);
+  if (refused) {
+    // Still open, and still a working socket: the caller's to use or close.
+    const char hello[] = "hello";
+    CHECK(::write(pair.a, hello, sizeof hello) == static_cast<ssize_t>(sizeof hello));
+    char got[sizeof hello] = {};
+    CHECK(::read(pair.b, got, sizeof got) == static_cast<ssize_t>(sizeof hello));
+    CHECK(std::string_view(got) == "hello");
+    ::close(pair.a);
+  }
+  ::close(pair.b);
+}
